@@ -285,6 +285,16 @@ int ltx_decoder_open(struct ltx_decoder **out, ltx_read_fn read, void *ctx,
 		goto fail;
 	dec->lz4_body = dec->version == LTX_VERSION_1 &&
 			(dec->h.flags & LTX_HEADER_FLAG_COMPRESS_LZ4);
+	/* Flag 0x1 means an LZ4 body in format 1 and is invalid in format 3:
+	 * without the LZ4 frame magic, say it the format-3 way. */
+	if (dec->lz4_body &&
+	    (fill(dec, 4) < 0 ||
+	     memcmp(dec->in + dec->in_pos, "\x04\x22\x4d\x18", 4) != 0)) {
+		rc = ltfs_err_set(err, LTFS_E_CORRUPT,
+				  "header: invalid flags 0x%08x at offset 4 (0x1 is the format-1 LZ4 flag, but no LZ4 body follows)",
+				  dec->h.flags);
+		goto fail;
+	}
 	dec->lock_pgno = ltx_lock_pgno(dec->h.page_size);
 	dec->cbuf_cap = LZ4_compressBound((int)dec->h.page_size);
 	dec->page = malloc(dec->h.page_size);

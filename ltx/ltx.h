@@ -455,6 +455,22 @@ int ltx_index_read_page(int fd, const struct ltx_index *idx, uint32_t pgno,
 			uint8_t *page, struct ltfs_err *err);
 
 /* ------------------------------------------------------------------------
+ * Applying a file to a database file
+ *
+ * All or nothing against bad input: a first pass decodes and verifies the
+ * whole LTX file and computes the database checksum it will produce (reading
+ * only the pages it replaces or cuts off); pages are written only if the
+ * file is valid, continues the database (pre-apply == current checksum,
+ * unless it is a snapshot or NoChecksum) and yields its post-apply checksum.
+ * Then the file is truncated to commit pages. No fsync: the caller decides.
+ *
+ * *db_checksum is the database's current checksum on entry (FLAG for an
+ * empty file; see ltx_db_checksum_fd) and the new one on return.
+ */
+int ltx_apply_fd(int db_fd, int ltx_fd, uint64_t *db_checksum,
+		 struct ltx_header *out_header, struct ltfs_err *err);
+
+/* ------------------------------------------------------------------------
  * Compactor
  *
  * Merge N decoders holding a contiguous TXID run (each file's min <= the

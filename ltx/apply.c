@@ -1,0 +1,245 @@
+/*
+ * apply.c - apply an LTX file to a SQLite database file, all or nothing
+ * against bad input (see ltx.h for the contract).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ltx/ltx_int.h"
+
+static int read_page(int fd, uint32_t pgno, uint32_t page_size, uint8_t *buf)
+{
+	size_t done = 0;
+
+	while (done < page_size) {
+		ssize_t r = pread(fd, buf + done, page_size - done,
+				  (off_t)(pgno - 1) * page_size + (off_t)done);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return LTFS_E_TRUNCATED;
+		done += (size_t)r;
+	}
+	return 0;
+}
+
+static int write_page(int fd, uint32_t pgno, uint32_t page_size,
+		      const uint8_t *buf)
+{
+	size_t done = 0;
+
+	while (done < page_size) {
+		ssize_t w = pwrite(fd, buf + done, page_size - done,
+				   (off_t)(pgno - 1) * page_size + (off_t)done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		done += (size_t)w;
+	}
+	return 0;
+}
+
+static int open_decoder(int ltx_fd, struct ltx_decoder **dec,
+			struct ltfs_err *err)
+{
+	struct ltx_decoder_opts opts = { .version = LTX_VERSION_AUTO };
+	int rc = ltx_detect_version_fd(ltx_fd, &opts.version, err);
+
+	if (rc < 0)
+		return rc;
+	if (lseek(ltx_fd, 0, SEEK_SET) < 0)
+		return ltfs_err_set(err, -errno, "seek: %s", strerror(errno));
+	return ltx_decoder_open(dec, ltx_read_fd, &ltx_fd, &opts, err);
+}
+
+/*
+ * Pass 1: verify the file and compute the checksum the database will have.
+ * For every page it holds, the old page (if the database has it) leaves
+ * the sum and the new one enters; pages cut off by a smaller commit leave.
+ */
+static int plan(int db_fd, int ltx_fd, uint32_t db_pages, uint64_t cur,
+		uint64_t *result, struct ltx_header *h, uint8_t **scratch,
+		struct ltfs_err *err)
+{
+	struct ltx_decoder *dec;
+	const struct ltx_header *dh;
+	struct ltx_frame_info fi;
+	const uint8_t *page;
+	uint32_t pgno, lock;
+	uint64_t sum;
+	int rc;
+
+	rc = open_decoder(ltx_fd, &dec, err);
+	if (rc < 0)
+		return rc;
+	dh = ltx_decoder_header(dec);
+	*h = *dh;
+	lock = ltx_lock_pgno(dh->page_size);
+	*scratch = malloc(dh->page_size);
+	if (!*scratch) {
+		rc = ltfs_err_set(err, -ENOMEM, NULL);
+		goto out;
+	}
+	/* A snapshot replaces everything: start from an empty database. */
+	sum = ltx_header_is_snapshot(dh) ? 0 : cur & ~LTX_CHECKSUM_FLAG;
+	if (ltx_header_has_checksums(dh) && !ltx_header_is_snapshot(dh) &&
+	    dh->pre_apply_checksum != cur) {
+		rc = ltfs_err_set(err, LTFS_E_CHECKSUM,
+				  "does not continue the database: pre-apply checksum %016llx, database is %016llx",
+				  (unsigned long long)dh->pre_apply_checksum,
+				  (unsigned long long)cur);
+		goto out;
+	}
+	while ((rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1) {
+		ltx_decoder_frame_info(dec, &fi);
+		sum ^= fi.checksum & ~LTX_CHECKSUM_FLAG;
+		if (ltx_header_is_snapshot(dh) || pgno > db_pages)
+			continue;
+		rc = read_page(db_fd, pgno, dh->page_size, *scratch);
+		if (rc < 0) {
+			ltfs_err_set(err, rc, "read database page %u: %s", pgno,
+				     ltfs_strerror(rc));
+			goto out;
+		}
+		sum ^= ltx_page_checksum(pgno, *scratch, dh->page_size) &
+		       ~LTX_CHECKSUM_FLAG;
+	}
+	if (rc < 0)
+		goto out;
+	rc = ltx_decoder_finish(dec, NULL, err);
+	if (rc < 0)
+		goto out;
+	if (!ltx_header_is_snapshot(dh)) {
+		for (pgno = dh->commit + 1; pgno <= db_pages; pgno++) {
+			if (pgno == lock)
+				continue;
+			rc = read_page(db_fd, pgno, dh->page_size, *scratch);
+			if (rc < 0) {
+				ltfs_err_set(err, rc, "read database page %u: %s",
+					     pgno, ltfs_strerror(rc));
+				goto out;
+			}
+			sum ^= ltx_page_checksum(pgno, *scratch, dh->page_size) &
+			       ~LTX_CHECKSUM_FLAG;
+		}
+	}
+	*result = LTX_CHECKSUM_FLAG | sum;
+out:
+	ltx_decoder_free(dec);
+	return rc;
+}
+
+int ltx_apply_fd(int db_fd, int ltx_fd, uint64_t *db_checksum,
+		 struct ltx_header *out_header, struct ltfs_err *err)
+{
+	struct ltx_decoder *dec = NULL;
+	struct ltx_header h;
+	const uint8_t *page;
+	uint8_t *scratch = NULL;
+	uint64_t result = 0;
+	uint32_t pgno, db_pages;
+	struct stat st;
+	int rc;
+
+	if (fstat(db_fd, &st) < 0)
+		return ltfs_err_set(err, -errno, "stat database: %s",
+				    strerror(errno));
+	/* The page size is only known from the file; peek at its header. */
+	{
+		uint8_t hdr[LTX_HEADER_SIZE];
+		struct ltx_header peek;
+
+		if (pread(ltx_fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr))
+			return ltfs_err_set(err, LTFS_E_TRUNCATED,
+					    "header: file shorter than the header");
+		rc = ltx_header_decode(hdr, &peek, err);
+		if (rc < 0)
+			return rc;
+		if (!ltx_page_size_valid(peek.page_size))
+			return ltfs_err_set(err, LTFS_E_CORRUPT,
+					    "header: page size %u at offset 8 is not a power of two in 512..65536",
+					    peek.page_size);
+		if (st.st_size % peek.page_size != 0)
+			return ltfs_err_set(err, LTFS_E_USAGE,
+					    "database size %lld is not a multiple of the page size %u",
+					    (long long)st.st_size, peek.page_size);
+		if ((uint64_t)st.st_size / peek.page_size > UINT32_MAX)
+			return ltfs_err_set(err, LTFS_E_LIMIT,
+					    "database has more than 2^32 pages");
+		db_pages = (uint32_t)((uint64_t)st.st_size / peek.page_size);
+		if (db_pages > 0 && !ltx_header_is_snapshot(&peek)) {
+			struct ltx_db_header dbh;
+			uint8_t first[LTX_SQLITE_HEADER_SIZE];
+
+			if (pread(db_fd, first, sizeof(first), 0) ==
+				    (ssize_t)sizeof(first) &&
+			    ltx_db_header_parse(first, sizeof(first), &dbh, NULL) == 0 &&
+			    dbh.page_size != peek.page_size)
+				return ltfs_err_set(err, LTFS_E_USAGE,
+						    "page size %u differs from the database's %u",
+						    peek.page_size, dbh.page_size);
+		}
+	}
+	rc = plan(db_fd, ltx_fd, db_pages, *db_checksum, &result, &h, &scratch,
+		  err);
+	if (rc < 0)
+		goto out;
+	if (ltx_header_has_checksums(&h)) {
+		uint64_t post;
+		uint8_t tr[8];
+
+		if (pread(ltx_fd, tr, 8, lseek(ltx_fd, 0, SEEK_END) -
+					     LTX_TRAILER_SIZE) != 8) {
+			rc = ltfs_err_set(err, -EIO, "read trailer failed");
+			goto out;
+		}
+		post = ltx_get_be64(tr);
+		if (post != result) {
+			rc = ltfs_err_set(err, LTFS_E_CHECKSUM,
+					  "post-apply checksum %016llx differs from the result %016llx",
+					  (unsigned long long)post,
+					  (unsigned long long)result);
+			goto out;
+		}
+	}
+
+	/* Pass 2: the file is valid and continues the database; write. */
+	if (ltx_header_is_snapshot(&h) && ftruncate(db_fd, 0) < 0) {
+		rc = ltfs_err_set(err, -errno, "truncate database: %s",
+				  strerror(errno));
+		goto out;
+	}
+	rc = open_decoder(ltx_fd, &dec, err);
+	if (rc < 0)
+		goto out;
+	while ((rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1) {
+		rc = write_page(db_fd, pgno, h.page_size, page);
+		if (rc < 0) {
+			ltfs_err_set(err, rc, "write database page %u: %s",
+				     pgno, ltfs_strerror(rc));
+			goto out;
+		}
+	}
+	if (rc == 0)
+		rc = ltx_decoder_finish(dec, NULL, err);
+	if (rc < 0)
+		goto out;
+	if (ftruncate(db_fd, (off_t)h.commit * h.page_size) < 0) {
+		rc = ltfs_err_set(err, -errno, "truncate database: %s",
+				  strerror(errno));
+		goto out;
+	}
+	*db_checksum = result;
+	if (out_header)
+		*out_header = h;
+out:
+	ltx_decoder_free(dec);
+	free(scratch);
+	return rc;
+}
