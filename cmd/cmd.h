@@ -1,0 +1,34 @@
+/*
+ * cmd.h - the ltfs command line: subcommand entry points and the helpers
+ * they share. Exit codes: 0 ok, 1 runtime error or invalid data, 2 usage.
+ */
+#ifndef LTFS_CMD_H
+#define LTFS_CMD_H
+
+#include <stdbool.h>
+
+#include "ltx/ltx.h"
+
+enum {
+	EXIT_OK = 0,
+	EXIT_FAIL = 1,
+	EXIT_USAGE = 2,
+};
+
+/* Options every subcommand accepts before its own. */
+struct cmd_ctx {
+	struct ltfs_log log;
+	const char *prog; /* "ltfs" */
+};
+
+int cmd_ltx(struct cmd_ctx *ctx, int argc, char **argv);
+int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv);
+
+/* Print "ltfs CMD: MESSAGE" to stderr and return EXIT_USAGE. */
+int cmd_usage_error(const char *cmd, const char *fmt, ...) LTFS_PRINTF(2, 3);
+/* Print "ltfs CMD: MESSAGE" to stderr and return EXIT_FAIL. */
+int cmd_fail(const char *cmd, const char *fmt, ...) LTFS_PRINTF(2, 3);
+/* True if argv holds -h or --help before any "--". */
+bool cmd_wants_help(int argc, char **argv);
+
+#endif /* LTFS_CMD_H */

@@ -1,0 +1,161 @@
+/*
+ * main.c - ltfs entry point: global options, then one subcommand.
+ */
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd/cmd.h"
+
+#ifndef LTFS_VERSION
+#define LTFS_VERSION "0.1.0-dev"
+#endif
+
+static const char usage_text[] =
+	"usage: ltfs [--log-level LEVEL] [--log-format text|json] COMMAND [ARGS]\n"
+	"\n"
+	"ltfs makes a SQLite database replicated and recoverable without\n"
+	"changing the application: it mounts a FUSE filesystem, turns every\n"
+	"commit into an LTX file and ships it to replicas and object storage.\n"
+	"\n"
+	"commands:\n"
+	"  mount MOUNTDIR     mount the filesystem (not available yet, see README)\n"
+	"  ltx SUBCOMMAND     inspect, verify, apply and compact LTX files\n"
+	"  version            print the version\n"
+	"  help [COMMAND]     this text, or a command's help\n"
+	"\n"
+	"global options:\n"
+	"  --log-level LEVEL    error, warn, info (default) or debug\n"
+	"  --log-format FMT     text (default) or json, one record per line\n"
+	"\n"
+	"Exit status: 0 success, 1 runtime error or invalid data, 2 usage error.\n";
+
+static int vreport(const char *cmd, const char *fmt, va_list ap)
+{
+	fprintf(stderr, "ltfs%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	return 0;
+}
+
+int cmd_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vreport(cmd, fmt, ap);
+	va_end(ap);
+	return EXIT_USAGE;
+}
+
+int cmd_fail(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vreport(cmd, fmt, ap);
+	va_end(ap);
+	return EXIT_FAIL;
+}
+
+bool cmd_wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+			return true;
+	}
+	return false;
+}
+
+int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
+{
+	(void)ctx;
+	if (cmd_wants_help(argc, argv)) {
+		printf("usage: ltfs mount MOUNTDIR\n\n"
+		       "Not available yet in this build: the FUSE layer is being\n"
+		       "built (see README, 'Status').\n");
+		return EXIT_OK;
+	}
+	return cmd_fail("mount", "not available yet in this build (see README, 'Status')");
+}
+
+static const struct {
+	const char *name;
+	int (*fn)(struct cmd_ctx *, int, char **);
+} commands[] = {
+	{ "mount", cmd_mount },
+	{ "ltx", cmd_ltx },
+};
+
+static int run_command(struct cmd_ctx *ctx, int argc, char **argv)
+{
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(argv[0], commands[i].name) == 0)
+			return commands[i].fn(ctx, argc, argv);
+	}
+	return cmd_usage_error(NULL, "unknown command '%s' (see 'ltfs help')", argv[0]);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "log-format", required_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	enum ltfs_log_level level = LTFS_LOG_INFO;
+	enum ltfs_log_format format = LTFS_LOG_TEXT;
+	struct cmd_ctx ctx = { .prog = "ltfs" };
+	int c;
+
+	/* '+': stop at the first non-option, the subcommand. */
+	while ((c = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			if (ltfs_log_parse_level(optarg, &level) < 0)
+				return cmd_usage_error(NULL, "--log-level: '%s' is not one of error, warn, info, debug",
+						       optarg);
+			break;
+		case 'f':
+			if (ltfs_log_parse_format(optarg, &format) < 0)
+				return cmd_usage_error(NULL, "--log-format: '%s' is not one of text, json",
+						       optarg);
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return EXIT_OK;
+		case 'V':
+			printf("ltfs %s\n", LTFS_VERSION);
+			return EXIT_OK;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	ltfs_log_init(&ctx.log, level, format, 2);
+	argc -= optind;
+	argv += optind;
+	if (argc == 0) {
+		fputs(usage_text, stderr);
+		return EXIT_USAGE;
+	}
+	if (strcmp(argv[0], "version") == 0) {
+		printf("ltfs %s\n", LTFS_VERSION);
+		return EXIT_OK;
+	}
+	if (strcmp(argv[0], "help") == 0) {
+		char *help_argv[] = { argv[1], (char *)"--help", NULL };
+
+		if (argc < 2) {
+			fputs(usage_text, stdout);
+			return EXIT_OK;
+		}
+		return run_command(&ctx, 2, help_argv);
+	}
+	optind = 1;
+	return run_command(&ctx, argc, argv);
+}
