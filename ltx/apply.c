@@ -45,17 +45,18 @@ static int write_page(int fd, uint32_t pgno, uint32_t page_size,
 	return 0;
 }
 
-static int open_decoder(int ltx_fd, struct ltx_decoder **dec,
+/* The decoder keeps `ltx_fd` (a pointer): it must outlive the decoder. */
+static int open_decoder(int *ltx_fd, struct ltx_decoder **dec,
 			struct ltfs_err *err)
 {
 	struct ltx_decoder_opts opts = { .version = LTX_VERSION_AUTO };
-	int rc = ltx_detect_version_fd(ltx_fd, &opts.version, err);
+	int rc = ltx_detect_version_fd(*ltx_fd, &opts.version, err);
 
 	if (rc < 0)
 		return rc;
-	if (lseek(ltx_fd, 0, SEEK_SET) < 0)
+	if (lseek(*ltx_fd, 0, SEEK_SET) < 0)
 		return ltfs_err_set(err, -errno, "seek: %s", strerror(errno));
-	return ltx_decoder_open(dec, ltx_read_fd, &ltx_fd, &opts, err);
+	return ltx_decoder_open(dec, ltx_read_fd, ltx_fd, &opts, err);
 }
 
 /*
@@ -63,7 +64,7 @@ static int open_decoder(int ltx_fd, struct ltx_decoder **dec,
  * For every page it holds, the old page (if the database has it) leaves
  * the sum and the new one enters; pages cut off by a smaller commit leave.
  */
-static int plan(int db_fd, int ltx_fd, uint32_t db_pages, uint64_t cur,
+static int plan(int db_fd, int *ltx_fd, uint32_t db_pages, uint64_t cur,
 		uint64_t *result, struct ltx_header *h, uint8_t **scratch,
 		struct ltfs_err *err)
 {
@@ -186,7 +187,7 @@ int ltx_apply_fd(int db_fd, int ltx_fd, uint64_t *db_checksum,
 						    peek.page_size, dbh.page_size);
 		}
 	}
-	rc = plan(db_fd, ltx_fd, db_pages, *db_checksum, &result, &h, &scratch,
+	rc = plan(db_fd, &ltx_fd, db_pages, *db_checksum, &result, &h, &scratch,
 		  err);
 	if (rc < 0)
 		goto out;
@@ -215,7 +216,7 @@ int ltx_apply_fd(int db_fd, int ltx_fd, uint64_t *db_checksum,
 				  strerror(errno));
 		goto out;
 	}
-	rc = open_decoder(ltx_fd, &dec, err);
+	rc = open_decoder(&ltx_fd, &dec, err);
 	if (rc < 0)
 		goto out;
 	while ((rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1) {
