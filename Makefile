@@ -50,6 +50,15 @@ LIB_OBJ := $(LTX_OBJ) $(FS_OBJ) $(CLUSTER_OBJ)
 GEN := $(BUILD)/gen/crc64_table.h
 
 .PHONY: all deps test test-unit asan fuzz bench run install clean lint
+# Keep objects of pattern-built programs (bench) between runs.
+.SECONDARY:
+
+# "make V=1" shows the full compiler command lines.
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
 
 all: $(BUILD)/ltfs
 
@@ -63,20 +72,24 @@ $(GEN): ltx/crc64_gen.c | deps
 
 $(BUILD)/obj/%.o: %.c $(GEN) | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+	@[ "$(V)" = 1 ] || echo "  CC      $<"
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/libltfs.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/ltfs: $(CMD_OBJ) $(BUILD)/libltfs.a
-	$(CC) $(CFLAGS) $(SAN) -o $@ $(CMD_OBJ) $(BUILD)/libltfs.a $(LDLIBS)
+	@[ "$(V)" = 1 ] || echo "  LINK    $@"
+	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $(CMD_OBJ) $(BUILD)/libltfs.a $(LDLIBS)
 
 $(BUILD)/test-unit: $(UNIT_OBJ) $(BUILD)/libltfs.a
-	$(CC) $(CFLAGS) $(SAN) -o $@ $(UNIT_OBJ) $(BUILD)/libltfs.a $(LDLIBS)
+	@[ "$(V)" = 1 ] || echo "  LINK    $@"
+	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $(UNIT_OBJ) $(BUILD)/libltfs.a $(LDLIBS)
 
 $(BUILD)/bench-%: $(BUILD)/obj/tests/bench/%.o $(BUILD)/libltfs.a
-	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+	@[ "$(V)" = 1 ] || echo "  LINK    $@"
+	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
 test-unit: $(BUILD)/test-unit
 	$(BUILD)/test-unit

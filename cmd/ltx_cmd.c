@@ -137,6 +137,13 @@ struct out_file {
 
 static int out_open(struct out_file *o, const char *path)
 {
+	struct stat st;
+
+	/* The temp file is renamed over the output: never over a device. */
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		o->fd = -1;
+		return -EEXIST;
+	}
 	snprintf(o->path, sizeof(o->path), "%s", path);
 	snprintf(o->tmp, sizeof(o->tmp), "%s.tmp-%ld", path, (long)getpid());
 	o->fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -576,7 +583,9 @@ static int cmd_encode_db(int argc, char **argv)
 	}
 	rc = out_open(&out, output);
 	if (rc < 0) {
-		ltfs_err_set(&err, rc, "'%s': %s", out.tmp, strerror(-rc));
+		ltfs_err_set(&err, rc, "output '%s': %s", output,
+			     rc == -EEXIST ? "exists and is not a regular file"
+					   : strerror(-rc));
 		goto fail;
 	}
 	rc = ltx_encoder_open(&enc, &h, &eopts, ltx_write_fd, &out.fd, &err);
@@ -717,8 +726,10 @@ static int cmd_compact(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (out_open(&out, output) < 0) {
-		rc = cmd_fail("ltx compact", "'%s': %s", out.tmp, strerror(errno));
+	if ((rc = out_open(&out, output)) < 0) {
+		rc = cmd_fail("ltx compact", "output '%s': %s", output,
+			      rc == -EEXIST ? "exists and is not a regular file"
+					    : strerror(-rc));
 		goto out;
 	}
 	if (ltx_compact(decs, (size_t)n, &copts, ltx_write_fd, &out.fd, &oh, &ot,

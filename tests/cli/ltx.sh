@@ -180,6 +180,14 @@ case_lock_page() {
 	check "same checksum" [ "$("$LTFS" ltx checksum "$T/out.db")" = "$("$LTFS" ltx checksum "$T/big.db")" ]
 }
 
+# Outputs are renamed into place: a device must never be replaced.
+case_refuses_device_output() {
+	expect_exit 1 "$LTFS" ltx encode-db -o /dev/null "$D/src/db-v1.sqlite"
+	check "says why" contains "$T/err" "not a regular file"
+	expect_exit 1 "$LTFS" ltx compact -o /dev/null "$CK/$(f 1)"
+	check "/dev/null intact" [ -c /dev/null ]
+}
+
 run_case help
 run_case usage_errors
 run_case verify_fixtures
@@ -193,4 +201,5 @@ run_case apply_refuses
 run_case compact
 run_case encode_roundtrip
 run_case lock_page
+run_case refuses_device_output
 finish
