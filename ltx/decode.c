@@ -287,9 +287,13 @@ int ltx_decoder_open(struct ltx_decoder **out, ltx_read_fn read, void *ctx,
 			(dec->h.flags & LTX_HEADER_FLAG_COMPRESS_LZ4);
 	/* Flag 0x1 means an LZ4 body in format 1 and is invalid in format 3:
 	 * without the LZ4 frame magic, say it the format-3 way. */
+	if (dec->lz4_body && (rc = fill(dec, 4)) < 0) {
+		rc = ltfs_err_set(err, rc, "body at offset 100: %s",
+				  read_error(rc));
+		goto fail;
+	}
 	if (dec->lz4_body &&
-	    (fill(dec, 4) < 0 ||
-	     memcmp(dec->in + dec->in_pos, "\x04\x22\x4d\x18", 4) != 0)) {
+	    memcmp(dec->in + dec->in_pos, "\x04\x22\x4d\x18", 4) != 0) {
 		rc = ltfs_err_set(err, LTFS_E_CORRUPT,
 				  "header: invalid flags 0x%08x at offset 4 (0x1 is the format-1 LZ4 flag, but no LZ4 body follows)",
 				  dec->h.flags);
@@ -522,9 +526,11 @@ static int finish_index(struct ltx_decoder *dec, struct ltfs_err *err)
 		for (k = 0; k < 3; k++) {
 			int n;
 
-			rc = fill(dec, 1);
-			if (rc == 0 && dec->in_len - dec->in_pos < LTX_UVARINT_MAX)
-				(void)fill(dec, LTX_UVARINT_MAX);
+			/* a varint may straddle the buffer; the file may also
+			 * end within 10 bytes, which is fine here */
+			rc = fill(dec, LTX_UVARINT_MAX);
+			if (rc == LTFS_E_TRUNCATED && dec->in_len > dec->in_pos)
+				rc = 0;
 			if (rc < 0)
 				return dec_fail(dec, err, rc,
 						"page index at offset %llu: %s",
