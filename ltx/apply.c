@@ -12,37 +12,7 @@
 
 static int read_page(int fd, uint32_t pgno, uint32_t page_size, uint8_t *buf)
 {
-	size_t done = 0;
-
-	while (done < page_size) {
-		ssize_t r = pread(fd, buf + done, page_size - done,
-				  (off_t)(pgno - 1) * page_size + (off_t)done);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			return LTFS_E_TRUNCATED;
-		done += (size_t)r;
-	}
-	return 0;
-}
-
-static int write_page(int fd, uint32_t pgno, uint32_t page_size,
-		      const uint8_t *buf)
-{
-	size_t done = 0;
-
-	while (done < page_size) {
-		ssize_t w = pwrite(fd, buf + done, page_size - done,
-				   (off_t)(pgno - 1) * page_size + (off_t)done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		done += (size_t)w;
-	}
-	return 0;
+	return ltx_pread_full(fd, buf, page_size, (uint64_t)(pgno - 1) * page_size);
 }
 
 /* The decoder keeps `ltx_fd` (a pointer): it must outlive the decoder. */
@@ -220,7 +190,8 @@ int ltx_apply_fd(int db_fd, int ltx_fd, uint64_t *db_checksum,
 	if (rc < 0)
 		goto out;
 	while ((rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1) {
-		rc = write_page(db_fd, pgno, h.page_size, page);
+		rc = ltx_pwrite_full(db_fd, page, h.page_size,
+				     (uint64_t)(pgno - 1) * h.page_size);
 		if (rc < 0) {
 			ltfs_err_set(err, rc, "write database page %u: %s",
 				     pgno, ltfs_strerror(rc));

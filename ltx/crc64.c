@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ltx/ltx.h"
+#include "ltx/ltx_int.h"
 #include "crc64_table.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -260,29 +260,20 @@ int ltx_db_checksum_fd(int fd, uint32_t page_size, uint32_t npages,
 	per_chunk = DB_CHUNK > page_size ? DB_CHUNK / page_size : 1;
 	while (pgno <= npages) {
 		uint32_t want = npages - pgno + 1;
-		size_t len, done = 0;
+		size_t len;
+		int rc;
 
 		if (want > per_chunk)
 			want = per_chunk;
 		len = (size_t)want * page_size;
-		while (done < len) {
-			ssize_t r = pread(fd, chunk + done, len - done,
-					  (off_t)(pgno - 1) * page_size +
-						  (off_t)done);
-
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r <= 0) {
-				int rc = r < 0 ? -errno : LTFS_E_TRUNCATED;
-
-				free(chunk);
-				return ltfs_err_set(err, rc,
-						    "read page %u: %s",
-						    pgno + (uint32_t)(done / page_size),
-						    r < 0 ? strerror(-rc)
-							  : "file shorter than its page count");
-			}
-			done += (size_t)r;
+		rc = ltx_pread_full(fd, chunk, len, (uint64_t)(pgno - 1) * page_size);
+		if (rc < 0) {
+			free(chunk);
+			return ltfs_err_set(err, rc, "read pages %u..%u: %s", pgno,
+					    pgno + want - 1,
+					    rc == LTFS_E_TRUNCATED
+						    ? "file shorter than its page count"
+						    : ltfs_strerror(rc));
 		}
 		for (uint32_t i = 0; i < want; i++, pgno++) {
 			if (pgno == lock)

@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ltx/ltx.h"
+#include "ltx/ltx_int.h"
 
 bool ltx_page_size_valid(uint32_t page_size)
 {
@@ -243,4 +243,42 @@ ssize_t ltx_read_mem(void *mem_source, void *p, size_t n)
 	memcpy(p, m->data + m->pos, n);
 	m->pos += n;
 	return (ssize_t)n;
+}
+
+int ltx_pread_full(int fd, void *buf, size_t n, uint64_t off)
+{
+	uint8_t *p = buf;
+
+	while (n > 0) {
+		ssize_t r = pread(fd, p, n, (off_t)off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return LTFS_E_TRUNCATED;
+		p += r;
+		n -= (size_t)r;
+		off += (uint64_t)r;
+	}
+	return 0;
+}
+
+int ltx_pwrite_full(int fd, const void *buf, size_t n, uint64_t off)
+{
+	const uint8_t *p = buf;
+
+	while (n > 0) {
+		ssize_t w = pwrite(fd, p, n, (off_t)off);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		p += w;
+		n -= (size_t)w;
+		off += (uint64_t)w;
+	}
+	return 0;
 }

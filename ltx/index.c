@@ -16,26 +16,6 @@
 
 #include "ltx/ltx_int.h"
 
-static int pread_full(int fd, void *buf, size_t n, uint64_t off)
-{
-	uint8_t *p = buf;
-
-	while (n > 0) {
-		ssize_t r = pread(fd, p, n, (off_t)off);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			return LTFS_E_TRUNCATED;
-		p += r;
-		n -= (size_t)r;
-		off += (uint64_t)r;
-	}
-	return 0;
-}
-
 int ltx_index_read(int fd, struct ltx_index *idx, struct ltfs_err *err)
 {
 	uint8_t hdr[LTX_HEADER_SIZE], tail[LTX_INDEX_SIZE_FIELD + LTX_TRAILER_SIZE];
@@ -54,9 +34,9 @@ int ltx_index_read(int fd, struct ltx_index *idx, struct ltfs_err *err)
 		return ltfs_err_set(err, LTFS_E_TRUNCATED,
 				    "file is %llu bytes, too short for a format-3 file",
 				    (unsigned long long)idx->file_size);
-	rc = pread_full(fd, hdr, sizeof(hdr), 0);
+	rc = ltx_pread_full(fd, hdr, sizeof(hdr), 0);
 	if (rc == 0)
-		rc = pread_full(fd, tail, sizeof(tail),
+		rc = ltx_pread_full(fd, tail, sizeof(tail),
 				idx->file_size - sizeof(tail));
 	if (rc < 0)
 		return ltfs_err_set(err, rc, "read: %s", ltfs_strerror(rc));
@@ -83,7 +63,7 @@ int ltx_index_read(int fd, struct ltx_index *idx, struct ltfs_err *err)
 	raw = malloc(size);
 	if (!raw)
 		return ltfs_err_set(err, -ENOMEM, NULL);
-	rc = pread_full(fd, raw, size, start);
+	rc = ltx_pread_full(fd, raw, size, start);
 	if (rc < 0) {
 		ltfs_err_set(err, rc, "read page index: %s", ltfs_strerror(rc));
 		goto fail;
@@ -187,7 +167,7 @@ int ltx_index_read_page(int fd, const struct ltx_index *idx, uint32_t pgno,
 	frame = malloc(e->size);
 	if (!frame)
 		return ltfs_err_set(err, -ENOMEM, NULL);
-	rc = pread_full(fd, frame, e->size, e->offset);
+	rc = ltx_pread_full(fd, frame, e->size, e->offset);
 	if (rc < 0) {
 		ltfs_err_set(err, rc, "page %u: read: %s", pgno, ltfs_strerror(rc));
 		goto out;
