@@ -254,6 +254,10 @@ int ltx_decoder_open(struct ltx_decoder **out, ltx_read_fn read, void *ctx,
 	int rc;
 
 	*out = NULL;
+	if (opts && opts->version != LTX_VERSION_AUTO &&
+	    opts->version != LTX_VERSION_1 && opts->version != LTX_VERSION_3)
+		return ltfs_err_set(err, LTFS_E_USAGE, "format version %d is not read",
+				    (int)opts->version);
 	dec = calloc(1, sizeof(*dec));
 	if (!dec)
 		return ltfs_err_set(err, -ENOMEM, NULL);

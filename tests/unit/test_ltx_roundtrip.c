@@ -431,3 +431,14 @@ TEST(compact_and_apply_random_history)
 	}
 	close(dbfd);
 }
+
+TEST(decoder_refuses_unknown_version)
+{
+	struct ltx_decoder_opts opts = { .version = (enum ltx_version)2 };
+	struct ltx_mem_source src = { .data = (const uint8_t *)"LTX1", .len = 4 };
+	struct ltx_decoder *dec = NULL;
+	struct ltfs_err err;
+
+	CHECK_RC(ltx_decoder_open(&dec, ltx_read_mem, &src, &opts, &err), LTFS_E_USAGE);
+	CHECK(dec == NULL);
+}
