@@ -120,7 +120,6 @@ int main(int argc, char **argv)
 	for (int r = 0; r < runs; r++) {
 		uint32_t npages = (uint32_t)(st.st_size / dbh.page_size);
 		double t0 = now();
-		FILE *p;
 
 		ltx_db_checksum_fd(fd, dbh.page_size, npages, &sum, &err);
 		t_ck[r] = now() - t0;
@@ -130,14 +129,22 @@ int main(int argc, char **argv)
 		t0 = now();
 		encode_snapshot(fd, dbh.page_size, npages, &ltx_bytes);
 		t_enc[r] = now() - t0;
-		snprintf(cmd, sizeof(cmd), "lz4 -1 -q -c '%s' | wc -c", argv[1]);
+		/* the CLI writes to /dev/null: no pipe in the timing */
+		snprintf(cmd, sizeof(cmd), "lz4 -1 -q -c '%s' > /dev/null", argv[1]);
 		t0 = now();
+		if (system(cmd) != 0)
+			fprintf(stderr, "bench-ltx: '%s' failed\n", cmd);
+		t_lz4[r] = now() - t0;
+	}
+	{
+		FILE *p;
+
+		snprintf(cmd, sizeof(cmd), "lz4 -1 -q -c '%s' | wc -c", argv[1]);
 		p = popen(cmd, "r");
 		if (!p || fscanf(p, "%lu", (unsigned long *)&lz4_bytes) != 1)
 			lz4_bytes = 0;
 		if (p)
 			pclose(p);
-		t_lz4[r] = now() - t0;
 	}
 	{
 		double ck = gb / median(t_ck, runs), mc = gb / median(t_mc, runs);
@@ -152,7 +159,7 @@ int main(int argc, char **argv)
 		printf("  %-34s %8.2f GB/s  (%.1f%% of input)\n",
 		       "snapshot encode (ltx, lz4 block)", en,
 		       100.0 * (double)ltx_bytes / (double)st.st_size);
-		printf("  %-34s %8.2f GB/s  (%.1f%% of input)\n", "lz4 -1 CLI (to a pipe)",
+		printf("  %-34s %8.2f GB/s  (%.1f%% of input)\n", "lz4 -1 command-line tool",
 		       lz, 100.0 * (double)lz4_bytes / (double)st.st_size);
 		printf("  %-34s %8.2f   (target >= 0.8)\n", "ratio encode / lz4 -1", en / lz);
 	}
