@@ -20,7 +20,7 @@ static const char usage_text[] =
 	"commit into an LTX file and ships it to replicas and object storage.\n"
 	"\n"
 	"commands:\n"
-	"  mount MOUNTDIR     mount the filesystem (not available yet, see README)\n"
+	"  mount MOUNTDIR     mount the filesystem and record every commit\n"
 	"  ltx SUBCOMMAND     inspect, verify, apply and compact LTX files\n"
 	"  version            print the version\n"
 	"  help [COMMAND]     this text, or a command's help\n"
@@ -68,18 +68,6 @@ bool cmd_wants_help(int argc, char **argv)
 			return true;
 	}
 	return false;
-}
-
-int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
-{
-	(void)ctx;
-	if (cmd_wants_help(argc, argv)) {
-		printf("usage: ltfs mount MOUNTDIR\n\n"
-		       "Not available yet in this build: the FUSE layer is being\n"
-		       "built (see README, 'Status').\n");
-		return EXIT_OK;
-	}
-	return cmd_fail("mount", "not available yet in this build (see README, 'Status')");
 }
 
 static const struct {

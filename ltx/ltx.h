@@ -298,6 +298,11 @@ int ltx_write_fd(void *fd_ptr, const void *p, size_t n);
 int ltx_write_buf(void *buf, const void *p, size_t n);
 ssize_t ltx_read_fd(void *fd_ptr, void *p, size_t n);
 
+/* Exactly n bytes at off, retrying short transfers and EINTR:
+ * 0, -errno, or LTFS_E_TRUNCATED when the file ends first. */
+int ltx_pread_full(int fd, void *buf, size_t n, uint64_t off);
+int ltx_pwrite_full(int fd, const void *buf, size_t n, uint64_t off);
+
 /* Source over a memory region: ctx is a struct ltx_mem_source. */
 struct ltx_mem_source {
 	const uint8_t *data;

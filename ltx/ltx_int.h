@@ -73,8 +73,4 @@ static inline bool ltx_snapshot_complete(uint32_t last, uint32_t commit,
 	return last == commit || (commit == lock_pgno && last == commit - 1);
 }
 
-/* Exactly n bytes at off: 0, -errno, or LTFS_E_TRUNCATED at end of file. */
-int ltx_pread_full(int fd, void *buf, size_t n, uint64_t off);
-int ltx_pwrite_full(int fd, const void *buf, size_t n, uint64_t off);
-
 #endif /* LTFS_LTX_INT_H */

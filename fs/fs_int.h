@@ -1,0 +1,188 @@
+/*
+ * fs_int.h - internals shared by the files of fs/.
+ *
+ * Lock order: fs->lock (node table, registry) before db->mu (one database)
+ * before node->lock_mu (byte-range locks of one file). Never hold any of
+ * them across fuse_reply_*().
+ */
+#ifndef LTFS_FS_INT_H
+#define LTFS_FS_INT_H
+
+#include <pthread.h>
+#include <sys/stat.h>
+
+#include "fs/fs.h"
+
+#define FS_PATH_MAX 4096
+#define FS_NAME_MAX 255
+#define FS_MAX_DBS 4096
+
+enum fs_kind {
+	FS_DIR,     /* directory, backed by DATA/tree/PATH */
+	FS_FILE,    /* regular file that is not (yet) a database */
+	FS_DB,      /* SQLite main file */
+	FS_JOURNAL, /* NAME-journal */
+	FS_WAL,     /* NAME-wal */
+	FS_SHM,     /* NAME-shm */
+	FS_POS,     /* NAME-pos: "TXID/CHECKSUM\n" */
+	FS_PRIMARY, /* .primary */
+	FS_LAG,     /* .lag */
+};
+
+/* One byte-range lock held by one owner. */
+struct fs_lock {
+	uint64_t owner;
+	uint64_t start, end; /* inclusive; end = UINT64_MAX for "to EOF" */
+	short type;          /* F_RDLCK or F_WRLCK */
+	struct fs_lock *next;
+};
+
+struct fs_db;
+
+/*
+ * A node is what a FUSE inode number points at (the number is the pointer).
+ * It lives while the kernel holds lookups or handles, or while a database
+ * refers to it.
+ */
+struct fs_node {
+	uint64_t nlookup;        /* kernel lookups; fs->lock */
+	uint32_t nopen;          /* open handles; fs->lock */
+	enum fs_kind kind;       /* fs->lock (a FILE may become a DB) */
+	char *path;              /* path in the mount, "" for the root; fs->lock */
+	struct fs_db *db;        /* DB, JOURNAL, WAL, SHM, POS; fs->lock */
+	struct fs_node *hnext;   /* hash chain by path; fs->lock */
+	bool hashed;             /* reachable by path; fs->lock */
+	uint64_t generation;
+
+	pthread_mutex_t lock_mu; /* protects locks and lock_cv waiters */
+	pthread_cond_t lock_cv;
+	struct fs_lock *locks;
+};
+
+/* WAL state of a database: where committed frames end. */
+struct fs_wal {
+	bool active;        /* a WAL header was seen (or recovered) */
+	bool big_endian;
+	uint32_t salt1, salt2;
+	uint32_t cksum[2];  /* running checksum at `end` */
+	uint64_t end;       /* offset after the last committed frame */
+	uint64_t start;     /* offset where the next transaction starts */
+};
+
+struct fs_db {
+	pthread_mutex_t mu;      /* protects everything below */
+	struct fs *fs;
+	char *name;              /* path in the mount */
+	char *dir;               /* DATA/dbs/ESCAPED */
+	int dirfd, ltxfd;        /* DATA/dbs/ESCAPED and its ltx/ */
+	int db_fd;               /* backing fds, -1 when absent */
+	int journal_fd, wal_fd, shm_fd;
+	struct fs_node *node;    /* the FS_DB node (holds a reference) */
+
+	uint32_t page_size;      /* 0 until the first page-1 write */
+	uint32_t commit;         /* pages in the committed database */
+	uint64_t txid;
+	uint64_t checksum;       /* post-apply of txid; FLAG when empty */
+	int64_t timestamp;       /* of the last LTX, ms */
+	uint64_t *page_cksums;   /* [0..commit), lock page 0 */
+	uint32_t cksum_cap;
+
+	uint8_t *dirty;          /* bitmap of pages written since the last commit */
+	uint32_t dirty_cap;      /* bits */
+	uint32_t ndirty;
+	bool synced;             /* SQLite fsynced during this transaction */
+
+	struct fs_wal wal;
+	uint32_t ltx_unsynced;   /* LTX files not yet fsynced (WAL mode) */
+	uint32_t nltx;           /* files in the local history */
+	uint64_t first_txid;     /* oldest TXID in the history */
+
+	bool broken;             /* checksum mismatch: refuse service */
+	char broken_msg[LTFS_ERR_MSG_MAX];
+	uint64_t commits, ltx_bytes; /* counters */
+};
+
+struct fs {
+	struct fs_config cfg;
+	struct ltfs_log *log;
+	char mountpoint[FS_PATH_MAX];
+	char data_dir[FS_PATH_MAX];
+	int data_fd, tree_fd, dbs_fd;
+	uint64_t node_id;
+	struct fuse_session *se;
+	bool mounted;
+
+	pthread_mutex_t lock;      /* node table, registry, role */
+	struct fs_node *root;
+	struct fs_node **table;    /* hash by path */
+	size_t table_size, nnodes;
+	struct fs_db **dbs;
+	size_t ndbs;
+	uint64_t generation;
+
+	enum fs_role role;
+	char primary_url[1024];
+	fs_commit_fn on_commit;
+	void *on_commit_ctx;
+	const char *fault;         /* LTFS_FAULT, test builds only */
+};
+
+/* node.c */
+int fs_nodes_init(struct fs *fs);
+void fs_nodes_free(struct fs *fs);
+struct fs_node *fs_node_find(struct fs *fs, const char *path);
+struct fs_node *fs_node_new(struct fs *fs, const char *path, enum fs_kind kind,
+			    struct fs_db *db);
+void fs_node_unhash(struct fs *fs, struct fs_node *n);
+void fs_node_rehash(struct fs *fs, struct fs_node *n, char *new_path);
+void fs_node_maybe_free(struct fs *fs, struct fs_node *n);
+int fs_join_path(char *out, size_t n, const char *dir, const char *name);
+void fs_escape_name(const char *path, char *out, size_t n);
+int fs_unescape_name(const char *esc, char *out, size_t n);
+/* "-journal" etc.: the kind for a suffix, and the base name length. */
+enum fs_kind fs_suffix_kind(const char *name, size_t *base_len);
+
+/* lock.c */
+int fs_lock_get(struct fs_node *n, uint64_t owner, struct flock *fl);
+int fs_lock_set(struct fs_node *n, uint64_t owner, const struct flock *fl);
+void fs_lock_release_owner(struct fs_node *n, uint64_t owner);
+bool fs_lock_held(struct fs_node *n, uint64_t owner, uint64_t byte, short type);
+void fs_lock_free_all(struct fs_node *n);
+
+/* db.c */
+int fs_db_create(struct fs *fs, const char *name, struct fs_db **out,
+		 struct ltfs_err *err);
+int fs_db_load(struct fs *fs, const char *escaped, struct fs_db **out,
+	       struct ltfs_err *err);
+void fs_db_free(struct fs_db *db);
+int fs_db_open_aux(struct fs_db *db, enum fs_kind kind, bool create);
+int fs_db_aux_fd(struct fs_db *db, enum fs_kind kind);
+int fs_db_note_db_write(struct fs_db *db, const void *buf, size_t n,
+			uint64_t off, struct ltfs_err *err);
+int fs_db_truncate(struct fs_db *db, uint64_t size, struct ltfs_err *err);
+int fs_db_journal_finalize(struct fs_db *db, int how, const void *buf,
+			   size_t n, uint64_t off, struct ltfs_err *err);
+int fs_db_wal_write(struct fs_db *db, const void *buf, size_t n, uint64_t off,
+		    struct ltfs_err *err);
+int fs_db_wal_truncate(struct fs_db *db, uint64_t size, struct ltfs_err *err);
+int fs_db_wal_commit_pending(struct fs_db *db, struct ltfs_err *err);
+int fs_db_commit_unjournaled(struct fs_db *db, struct ltfs_err *err);
+int fs_db_sync_history(struct fs_db *db);
+int fs_db_drop(struct fs_db *db, struct ltfs_err *err);
+void fs_db_pos_text(struct fs_db *db, char out[34]);
+
+/* how a journal is finalized */
+enum {
+	FS_JOURNAL_UNLINK = 1,
+	FS_JOURNAL_TRUNCATE = 2,
+	FS_JOURNAL_ZERO = 3,
+};
+
+/* ops.c */
+extern const struct fuse_lowlevel_ops fs_ops;
+int fs_errno(int rc); /* project codes to a positive errno for FUSE */
+
+/* Fault injection: true if `op` should fail (test builds only). */
+bool fs_fault_hit(struct fs *fs, const char *op);
+
+#endif /* LTFS_FS_INT_H */

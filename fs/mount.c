@@ -1,0 +1,352 @@
+/*
+ * mount.c - open the data dir, mount, serve, unmount.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fuse_lowlevel.h>
+
+#include "fs/fs_int.h"
+
+void fs_default_data_dir(const char *mountpoint, char *out, size_t n)
+{
+	size_t len = strlen(mountpoint);
+
+	while (len > 1 && mountpoint[len - 1] == '/')
+		len--;
+	snprintf(out, n, "%.*s.ltfs", (int)len, mountpoint);
+}
+
+/* a == b, or one inside the other */
+static bool nested(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	size_t l = la < lb ? la : lb;
+
+	if (strncmp(a, b, l) != 0)
+		return false;
+	if (la == lb)
+		return true;
+	return (la > lb ? a[l] : b[l]) == '/' || l == 1;
+}
+
+static int mkdir_p(const char *path)
+{
+	char tmp[FS_PATH_MAX];
+
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int load_node_id(struct fs *fs, struct ltfs_err *err)
+{
+	char buf[64] = { 0 };
+	int fd = openat(fs->data_fd, "node", O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		ssize_t r = read(fd, buf, sizeof(buf) - 1);
+
+		close(fd);
+		if (r > 0 && sscanf(buf, "%16llx", (unsigned long long *)&fs->node_id) == 1 &&
+		    fs->node_id)
+			return 0;
+	}
+	if (getrandom(&fs->node_id, sizeof(fs->node_id), 0) != sizeof(fs->node_id))
+		return ltfs_err_set(err, -EIO, "getrandom failed");
+	fs->node_id |= 1; /* never 0, which means "unset" in LTX */
+	snprintf(buf, sizeof(buf), "%016llx\n", (unsigned long long)fs->node_id);
+	fd = openat(fs->data_fd, "node.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0 || write(fd, buf, strlen(buf)) != (ssize_t)strlen(buf) ||
+	    fsync(fd) < 0 || renameat(fs->data_fd, "node.tmp", fs->data_fd, "node") < 0) {
+		int e = errno;
+
+		if (fd >= 0)
+			close(fd);
+		return ltfs_err_set(err, -e, "'%s/node': %s", fs->data_dir, strerror(e));
+	}
+	close(fd);
+	return 0;
+}
+
+static int load_databases(struct fs *fs, struct ltfs_err *err)
+{
+	DIR *d;
+	struct dirent *de;
+	int dfd = dup(fs->dbs_fd), rc = 0;
+
+	if (dfd < 0 || !(d = fdopendir(dfd))) {
+		if (dfd >= 0)
+			close(dfd);
+		return ltfs_err_set(err, -errno, "'%s/dbs': %s", fs->data_dir, strerror(errno));
+	}
+	rewinddir(d);
+	while (rc == 0 && (de = readdir(d)) != NULL) {
+		struct fs_db *db;
+		struct fs_db **dbs;
+
+		if (de->d_name[0] == '.')
+			continue;
+		if (fs->ndbs >= FS_MAX_DBS) {
+			rc = ltfs_err_set(err, LTFS_E_LIMIT, "more than %d databases in '%s/dbs'",
+					  FS_MAX_DBS, fs->data_dir);
+			break;
+		}
+		rc = fs_db_load(fs, de->d_name, &db, err);
+		if (rc < 0)
+			break;
+		dbs = realloc(fs->dbs, (fs->ndbs + 1) * sizeof(*dbs));
+		if (!dbs) {
+			fs_db_free(db);
+			rc = ltfs_err_set(err, -ENOMEM, NULL);
+			break;
+		}
+		fs->dbs = dbs;
+		fs->dbs[fs->ndbs++] = db;
+		if (db->db_fd >= 0) {
+			db->node = fs_node_new(fs, db->name, FS_DB, db);
+			if (!db->node)
+				rc = ltfs_err_set(err, -ENOMEM, NULL);
+		}
+		ltfs_info(fs->log, "fs", "'%s': txid %llu, %u pages, checksum %016llx%s",
+			  db->name, (unsigned long long)db->txid, db->commit,
+			  (unsigned long long)db->checksum,
+			  db->broken ? " (NOT SERVED: see above)" : db->db_fd < 0 ? " (deleted)" : "");
+	}
+	closedir(d);
+	return rc;
+}
+
+int fs_open(struct fs **out, const struct fs_config *cfg, struct ltfs_err *err)
+{
+	char mnt[FS_PATH_MAX], data[FS_PATH_MAX];
+	struct fs *fs;
+	int rc;
+
+	*out = NULL;
+	if (!realpath(cfg->mountpoint, mnt))
+		return ltfs_err_set(err, -errno, "mount dir '%s': %s", cfg->mountpoint,
+				    errno == ENOTCONN ? "stale mount (run 'ltfs mount' again to clean it up)"
+						      : strerror(errno));
+	rc = mkdir_p(cfg->data_dir);
+	if (rc < 0)
+		return ltfs_err_set(err, rc, "data dir '%s': %s", cfg->data_dir, strerror(-rc));
+	if (!realpath(cfg->data_dir, data))
+		return ltfs_err_set(err, -errno, "data dir '%s': %s", cfg->data_dir, strerror(errno));
+	if (nested(mnt, data))
+		return ltfs_err_set(err, LTFS_E_CONFIG,
+				    "data dir '%s' and mount dir '%s' must be separate (not the same, not one inside the other)",
+				    data, mnt);
+	fs = calloc(1, sizeof(*fs));
+	if (!fs)
+		return ltfs_err_set(err, -ENOMEM, NULL);
+	fs->cfg = *cfg;
+	fs->log = cfg->log;
+	fs->data_fd = fs->tree_fd = fs->dbs_fd = -1;
+	snprintf(fs->mountpoint, sizeof(fs->mountpoint), "%s", mnt);
+	snprintf(fs->data_dir, sizeof(fs->data_dir), "%s", data);
+	pthread_mutex_init(&fs->lock, NULL);
+#ifdef LTFS_FAULTS
+	fs->fault = getenv("LTFS_FAULT");
+#endif
+	fs->data_fd = open(data, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fs->data_fd < 0 ||
+	    (mkdirat(fs->data_fd, "tree", 0755) < 0 && errno != EEXIST) ||
+	    (mkdirat(fs->data_fd, "dbs", 0755) < 0 && errno != EEXIST) ||
+	    (fs->tree_fd = openat(fs->data_fd, "tree", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+	    (fs->dbs_fd = openat(fs->data_fd, "dbs", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		rc = ltfs_err_set(err, -errno, "data dir '%s': %s", data, strerror(errno));
+		goto fail;
+	}
+	rc = load_node_id(fs, err);
+	if (rc == 0)
+		rc = fs_nodes_init(fs) < 0 ? ltfs_err_set(err, -ENOMEM, NULL) : 0;
+	if (rc == 0)
+		rc = load_databases(fs, err);
+	if (rc < 0)
+		goto fail;
+	*out = fs;
+	return 0;
+fail:
+	fs_close(fs);
+	return rc;
+}
+
+/* A mount left by a crashed run answers ENOTCONN; detach it. A live one is
+ * somebody else's: refuse. */
+static int clean_stale_mount(struct fs *fs, struct ltfs_err *err)
+{
+	struct stat st;
+	FILE *f;
+	char line[8192];
+	bool mounted = false;
+
+	if (stat(fs->cfg.mountpoint, &st) < 0 && errno == ENOTCONN) {
+		ltfs_warn(fs->log, "fs", "'%s' is a stale mount of a crashed run: unmounting it",
+			  fs->cfg.mountpoint);
+		if (umount2(fs->cfg.mountpoint, MNT_DETACH) < 0)
+			return ltfs_err_set(err, -errno, "unmount stale '%s': %s",
+					    fs->cfg.mountpoint, strerror(errno));
+		return 0;
+	}
+	f = fopen("/proc/self/mountinfo", "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		char mp[FS_PATH_MAX];
+
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) == 1 &&
+		    strcmp(mp, fs->mountpoint) == 0)
+			mounted = true;
+	}
+	if (f)
+		fclose(f);
+	if (mounted)
+		return ltfs_err_set(err, -EBUSY, "'%s' is already mounted", fs->mountpoint);
+	return 0;
+}
+
+int fs_mount(struct fs *fs, struct ltfs_err *err)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	char opts[256];
+	int rc;
+
+	rc = clean_stale_mount(fs, err);
+	if (rc < 0)
+		return rc;
+	snprintf(opts, sizeof(opts), "fsname=ltfs,subtype=ltfs%s",
+		 fs->cfg.allow_other ? ",allow_other" : "");
+	if (fuse_opt_add_arg(&args, "ltfs") != 0 || fuse_opt_add_arg(&args, "-o") != 0 ||
+	    fuse_opt_add_arg(&args, opts) != 0 ||
+	    (fs->cfg.debug && fuse_opt_add_arg(&args, "-d") != 0)) {
+		fuse_opt_free_args(&args);
+		return ltfs_err_set(err, -ENOMEM, NULL);
+	}
+	fs->se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), fs);
+	fuse_opt_free_args(&args);
+	if (!fs->se)
+		return ltfs_err_set(err, -EIO, "cannot create the FUSE session (is /dev/fuse available?)");
+	if (fuse_session_mount(fs->se, fs->mountpoint) != 0) {
+		fuse_session_destroy(fs->se);
+		fs->se = NULL;
+		return ltfs_err_set(err, -EIO, "cannot mount '%s' (see the message above; /dev/fuse and CAP_SYS_ADMIN are needed)",
+				    fs->mountpoint);
+	}
+	fs->mounted = true;
+	return 0;
+}
+
+int fs_run(struct fs *fs, struct ltfs_err *err)
+{
+	struct fuse_loop_config *cfg;
+	int rc;
+
+	if (fuse_set_signal_handlers(fs->se) != 0)
+		return ltfs_err_set(err, -EIO, "cannot install signal handlers");
+	cfg = fuse_loop_cfg_create();
+	if (!cfg) {
+		fuse_remove_signal_handlers(fs->se);
+		return ltfs_err_set(err, -ENOMEM, NULL);
+	}
+	fuse_loop_cfg_set_max_threads(cfg, fs->cfg.max_threads ? fs->cfg.max_threads : 16);
+	fuse_loop_cfg_set_clone_fd(cfg, 0);
+	rc = fuse_session_loop_mt(fs->se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	fuse_remove_signal_handlers(fs->se);
+	if (rc < 0)
+		return ltfs_err_set(err, rc, "fuse loop: %s", strerror(-rc));
+	return 0;
+}
+
+void fs_stop(struct fs *fs)
+{
+	if (fs->se)
+		fuse_session_exit(fs->se);
+}
+
+void fs_close(struct fs *fs)
+{
+	if (!fs)
+		return;
+	if (fs->se) {
+		if (fs->mounted)
+			fuse_session_unmount(fs->se);
+		fuse_session_destroy(fs->se);
+	}
+	for (size_t i = 0; i < fs->ndbs; i++) {
+		fs_db_sync_history(fs->dbs[i]);
+		fs_db_free(fs->dbs[i]);
+	}
+	free(fs->dbs);
+	fs_nodes_free(fs);
+	if (fs->tree_fd >= 0)
+		close(fs->tree_fd);
+	if (fs->dbs_fd >= 0)
+		close(fs->dbs_fd);
+	if (fs->data_fd >= 0)
+		close(fs->data_fd);
+	pthread_mutex_destroy(&fs->lock);
+	free(fs);
+}
+
+void fs_set_commit_hook(struct fs *fs, fs_commit_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&fs->lock);
+	fs->on_commit = fn;
+	fs->on_commit_ctx = ctx;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+void fs_set_role(struct fs *fs, enum fs_role role, const char *primary_url)
+{
+	pthread_mutex_lock(&fs->lock);
+	fs->role = role;
+	snprintf(fs->primary_url, sizeof(fs->primary_url), "%s",
+		 primary_url ? primary_url : "");
+	pthread_mutex_unlock(&fs->lock);
+}
+
+int fs_db_position(struct fs *fs, const char *name, uint64_t *txid,
+		   uint64_t *checksum)
+{
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&fs->lock);
+	for (size_t i = 0; i < fs->ndbs; i++) {
+		struct fs_db *db = fs->dbs[i];
+
+		if (strcmp(db->name, name) != 0)
+			continue;
+		pthread_mutex_lock(&db->mu);
+		*txid = db->txid;
+		*checksum = db->checksum;
+		pthread_mutex_unlock(&db->mu);
+		rc = 0;
+		break;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+int fs_fault(struct fs *fs, const char *op)
+{
+	return fs_fault_hit(fs, op) ? -EIO : 0;
+}

@@ -1,0 +1,1448 @@
+/*
+ * ops.c - the FUSE low-level operations.
+ *
+ * Every operation replies exactly once, at its end, through reply_err() or
+ * one fuse_reply_* call; helpers return 0 or a negative code. The inode
+ * number is the struct fs_node pointer. Each open file gets its own
+ * descriptor (a dup of the database's backing fd, or an open of the tree
+ * file), so reads run without locks and a journal unlinked under an open
+ * handle behaves as on any filesystem.
+ *
+ * Writes to a database and its journal and WAL go through db->mu, where the
+ * commit logic of db.c watches them.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fuse_lowlevel.h>
+
+#include "fs/fs_int.h"
+
+/* SQLite's lock bytes. */
+#define DB_RESERVED_BYTE 0x40000001ull
+#define SHM_WRITE_BYTE 120ull
+
+#define ATTR_TIMEOUT 1.0
+
+struct dir_ent {
+	char name[FS_NAME_MAX + 1];
+	mode_t mode;
+};
+
+struct fs_handle {
+	struct fs_node *node;
+	int fd;                 /* own descriptor, -1 for synthetic files */
+	char *data;             /* synthetic content */
+	size_t len;
+	struct dir_ent *ents;   /* directory listing */
+	size_t nents;
+};
+
+static struct fs *req_fs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct fs_node *ino_node(struct fs *fs, fuse_ino_t ino)
+{
+	return ino == FUSE_ROOT_ID ? fs->root : (struct fs_node *)(uintptr_t)ino;
+}
+
+static fuse_ino_t node_ino(struct fs *fs, struct fs_node *n)
+{
+	return n == fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
+}
+
+int fs_errno(int rc)
+{
+	if (rc >= 0)
+		return 0;
+	if (rc > -4096)
+		return -rc;
+	switch (rc) {
+	case LTFS_E_NOT_PRIMARY:
+		return EACCES;
+	case LTFS_E_USAGE:
+		return EINVAL;
+	case LTFS_E_LIMIT:
+		return EFBIG;
+	default:
+		return EIO;
+	}
+}
+
+static void reply_err(fuse_req_t req, int rc)
+{
+	fuse_reply_err(req, fs_errno(rc));
+}
+
+bool fs_fault_hit(struct fs *fs, const char *op)
+{
+#ifdef LTFS_FAULTS
+	return fs->fault && strcmp(fs->fault, op) == 0;
+#else
+	(void)fs;
+	(void)op;
+	return false;
+#endif
+}
+
+static const char *rel(const struct fs_node *n)
+{
+	return n->path[0] ? n->path : ".";
+}
+
+static bool is_db_kind(enum fs_kind k)
+{
+	return k == FS_DB || k == FS_JOURNAL || k == FS_WAL || k == FS_SHM;
+}
+
+/* Writes to database files are refused on a replica and on a database
+ * that failed verification. */
+static int check_writable(struct fs *fs, struct fs_node *n)
+{
+	if (!n->db)
+		return 0;
+	if (n->db->broken) {
+		ltfs_error(fs->log, "fs", "'%s': refusing access: %s", n->db->name,
+			   n->db->broken_msg);
+		return -EIO;
+	}
+	if (fs->role != FS_ROLE_PRIMARY)
+		return -EACCES;
+	return 0;
+}
+
+static void special_text(struct fs *fs, struct fs_node *n, char *out, size_t cap)
+{
+	switch (n->kind) {
+	case FS_POS:
+		pthread_mutex_lock(&n->db->mu);
+		fs_db_pos_text(n->db, out);
+		pthread_mutex_unlock(&n->db->mu);
+		break;
+	case FS_PRIMARY:
+		snprintf(out, cap, "%s\n", fs->primary_url);
+		break;
+	case FS_LAG:
+		/* A primary has no lag; replicas fill this in (docs/datadir.md). */
+		snprintf(out, cap, "%+010d\n", 0);
+		break;
+	default:
+		out[0] = '\0';
+	}
+}
+
+static int node_stat(struct fs *fs, struct fs_node *n, struct stat *st)
+{
+	int rc = 0;
+
+	memset(st, 0, sizeof(*st));
+	switch (n->kind) {
+	case FS_DIR:
+	case FS_FILE:
+		rc = fstatat(fs->tree_fd, rel(n), st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+		break;
+	case FS_DB:
+		rc = n->db->db_fd < 0 ? -ENOENT : fstat(n->db->db_fd, st) < 0 ? -errno : 0;
+		break;
+	case FS_JOURNAL:
+		rc = fstatat(n->db->dirfd, "journal", st, 0) < 0 ? -errno : 0;
+		break;
+	case FS_WAL:
+		rc = fstatat(n->db->dirfd, "wal", st, 0) < 0 ? -errno : 0;
+		break;
+	case FS_SHM:
+		rc = fstatat(n->db->dirfd, "shm", st, 0) < 0 ? -errno : 0;
+		break;
+	case FS_POS:
+	case FS_PRIMARY:
+	case FS_LAG: {
+		char text[1100];
+		struct timespec ts;
+
+		special_text(fs, n, text, sizeof(text));
+		clock_gettime(CLOCK_REALTIME, &ts);
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = (off_t)strlen(text);
+		st->st_mtim = ts;
+		if (n->kind == FS_POS) {
+			st->st_mtim.tv_sec = (time_t)(n->db->timestamp / 1000);
+			st->st_mtim.tv_nsec = (long)(n->db->timestamp % 1000) * 1000000;
+		}
+		st->st_atim = st->st_ctim = st->st_mtim;
+		break;
+	}
+	}
+	st->st_ino = node_ino(fs, n);
+	return rc;
+}
+
+/* ---- name resolution -------------------------------------------------- */
+
+static struct fs_db *find_db(struct fs *fs, const char *name, bool live)
+{
+	for (size_t i = 0; i < fs->ndbs; i++) {
+		struct fs_db *db = fs->dbs[i];
+
+		if (strcmp(db->name, name) == 0 && (!live || db->db_fd >= 0))
+			return db;
+	}
+	return NULL;
+}
+
+static bool aux_exists(struct fs_db *db, enum fs_kind kind)
+{
+	const char *f = kind == FS_JOURNAL ? "journal" : kind == FS_WAL ? "wal" : "shm";
+
+	return faccessat(db->dirfd, f, F_OK, 0) == 0;
+}
+
+/*
+ * Find or make the node for `path` (in directory `dir`, last component
+ * `name`); fs->lock held. -ENOENT if nothing is there.
+ */
+static int resolve(struct fs *fs, struct fs_node *dir, const char *name,
+		   const char *path, struct fs_node **out)
+{
+	struct fs_node *n = fs_node_find(fs, path);
+	enum fs_kind kind;
+	struct stat st;
+	size_t blen;
+
+	if (n) {
+		/* a cached name for a tree entry may have gone from the data dir */
+		if ((n->kind == FS_FILE || n->kind == FS_DIR) &&
+		    fstatat(fs->tree_fd, rel(n), &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			fs_node_unhash(fs, n);
+			fs_node_maybe_free(fs, n);
+			return -ENOENT;
+		}
+		if ((n->kind == FS_JOURNAL || n->kind == FS_WAL || n->kind == FS_SHM) &&
+		    !aux_exists(n->db, n->kind))
+			return -ENOENT;
+		*out = n;
+		return 0;
+	}
+	if (dir == fs->root && strcmp(name, ".lag") == 0)
+		kind = FS_LAG;
+	else if (dir == fs->root && strcmp(name, ".primary") == 0)
+		kind = fs->role == FS_ROLE_REPLICA && fs->primary_url[0] ? FS_PRIMARY : FS_FILE;
+	else
+		kind = fs_suffix_kind(name, &blen);
+
+	if (kind == FS_LAG || kind == FS_PRIMARY) {
+		n = fs_node_new(fs, path, kind, NULL);
+		return n ? (*out = n, 0) : -ENOMEM;
+	}
+	if (kind != FS_FILE) {
+		char base[FS_PATH_MAX];
+		struct fs_db *db;
+
+		snprintf(base, sizeof(base), "%.*s", (int)(strlen(path) - (strlen(name) - blen)), path);
+		db = find_db(fs, base, true);
+		if (db && (kind == FS_POS || aux_exists(db, kind))) {
+			n = fs_node_new(fs, path, kind, db);
+			return n ? (*out = n, 0) : -ENOMEM;
+		}
+		if (db)
+			return -ENOENT;
+	}
+	if (fstatat(fs->tree_fd, path, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	n = fs_node_new(fs, path, S_ISDIR(st.st_mode) ? FS_DIR : FS_FILE, NULL);
+	return n ? (*out = n, 0) : -ENOMEM;
+}
+
+static int make_path(struct fs_node *parent, const char *name, char *out)
+{
+	if (strlen(name) > FS_NAME_MAX)
+		return -ENAMETOOLONG;
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return -EINVAL;
+	return fs_join_path(out, FS_PATH_MAX, parent->path, name);
+}
+
+static void fill_entry(struct fs *fs, struct fs_node *n, const struct stat *st,
+		       struct fuse_entry_param *e)
+{
+	bool synthetic = n->kind == FS_POS || n->kind == FS_LAG || n->kind == FS_PRIMARY;
+
+	memset(e, 0, sizeof(*e));
+	e->ino = node_ino(fs, n);
+	e->generation = n->generation;
+	e->attr = *st;
+	e->attr_timeout = synthetic ? 0 : ATTR_TIMEOUT;
+	e->entry_timeout = synthetic ? 0 : ATTR_TIMEOUT;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *dir = ino_node(fs, parent), *n = NULL;
+	char path[FS_PATH_MAX];
+	struct fuse_entry_param e;
+	struct stat st;
+	int rc;
+
+	pthread_mutex_lock(&fs->lock);
+	rc = make_path(dir, name, path);
+	if (rc == 0)
+		rc = resolve(fs, dir, name, path, &n);
+	if (rc == 0)
+		rc = node_stat(fs, n, &st);
+	if (rc == 0) {
+		n->nlookup++;
+		fill_entry(fs, n, &st, &e);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (rc < 0)
+		reply_err(req, rc);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void forget_one(struct fs *fs, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct fs_node *n = ino_node(fs, ino);
+
+	if (n == fs->root)
+		return;
+	n->nlookup = n->nlookup > nlookup ? n->nlookup - nlookup : 0;
+	fs_node_maybe_free(fs, n);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct fs *fs = req_fs(req);
+
+	pthread_mutex_lock(&fs->lock);
+	forget_one(fs, ino, nlookup);
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count,
+			    struct fuse_forget_data *forgets)
+{
+	struct fs *fs = req_fs(req);
+
+	pthread_mutex_lock(&fs->lock);
+	for (size_t i = 0; i < count; i++)
+		forget_one(fs, forgets[i].ino, forgets[i].nlookup);
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = ino_node(fs, ino);
+	struct stat st;
+	int rc;
+
+	(void)fi;
+	pthread_mutex_lock(&fs->lock);
+	rc = node_stat(fs, n, &st);
+	pthread_mutex_unlock(&fs->lock);
+	if (rc < 0)
+		reply_err(req, rc);
+	else
+		fuse_reply_attr(req, &st, n->kind >= FS_POS ? 0 : ATTR_TIMEOUT);
+}
+
+/* ---- databases appearing ---------------------------------------------- */
+
+/*
+ * An empty tree file that SQLite starts using (page 1 written, or its
+ * -journal/-wal created) becomes a database: its file moves to
+ * DATA/dbs/NAME/database. fs->lock held.
+ */
+static int make_database(struct fs *fs, struct fs_node *n, struct ltfs_err *err)
+{
+	struct fs_db *db = find_db(fs, n->path, false);
+	bool fresh = db == NULL;
+	int rc;
+
+	if (fresh) {
+		if (fs->ndbs >= FS_MAX_DBS)
+			return ltfs_err_set(err, LTFS_E_LIMIT, "more than %d databases", FS_MAX_DBS);
+		rc = fs_db_create(fs, n->path, &db, err);
+		if (rc < 0)
+			return rc;
+	}
+	if (renameat(fs->tree_fd, n->path, db->dirfd, "database") < 0) {
+		rc = ltfs_err_set(err, -errno, "move '%s' into '%s': %s", n->path,
+				  db->dir, strerror(errno));
+		goto fail;
+	}
+	db->db_fd = openat(db->dirfd, "database", O_RDWR | O_CLOEXEC);
+	if (db->db_fd < 0) {
+		rc = ltfs_err_set(err, -errno, "open '%s/database': %s", db->dir,
+				  strerror(errno));
+		goto fail;
+	}
+	if (fresh) {
+		struct fs_db **dbs = realloc(fs->dbs, (fs->ndbs + 1) * sizeof(*dbs));
+
+		if (!dbs) {
+			rc = ltfs_err_set(err, -ENOMEM, NULL);
+			goto fail;
+		}
+		fs->dbs = dbs;
+		fs->dbs[fs->ndbs++] = db;
+	}
+	if (db->node && db->node != n) {
+		struct fs_node *old = db->node;
+
+		db->node = NULL;
+		fs_node_maybe_free(fs, old);
+	}
+	n->kind = FS_DB;
+	n->db = db;
+	db->node = n;
+	ltfs_info(fs->log, "fs", "'%s' is a database now", n->path);
+	return 0;
+fail:
+	if (fresh)
+		fs_db_free(db);
+	return rc;
+}
+
+static bool file_empty(struct fs *fs, const char *path)
+{
+	struct stat st;
+
+	return fstatat(fs->tree_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       S_ISREG(st.st_mode) && st.st_size == 0;
+}
+
+/* The database a -journal/-wal/-shm name belongs to, converting an empty
+ * tree file of the base name. fs->lock held. */
+static struct fs_db *aux_owner(struct fs *fs, const char *path, const char *name,
+			       size_t blen, struct ltfs_err *err)
+{
+	char base[FS_PATH_MAX];
+	struct fs_db *db;
+	struct fs_node *bn;
+
+	snprintf(base, sizeof(base), "%.*s", (int)(strlen(path) - (strlen(name) - blen)), path);
+	db = find_db(fs, base, true);
+	if (db)
+		return db;
+	if (!file_empty(fs, base))
+		return NULL;
+	bn = fs_node_find(fs, base);
+	if (!bn) {
+		bn = fs_node_new(fs, base, FS_FILE, NULL);
+		if (!bn)
+			return NULL;
+	}
+	if (make_database(fs, bn, err) < 0)
+		return NULL;
+	return bn->db;
+}
+
+/* ---- open, create, read, write ----------------------------------------- */
+
+static int handle_new(struct fs_node *n, int fd, struct fs_handle **out)
+{
+	struct fs_handle *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return -ENOMEM;
+	h->node = n;
+	h->fd = fd;
+	*out = h;
+	return 0;
+}
+
+static int open_node(struct fs *fs, struct fs_node *n, int flags,
+		     struct fs_handle **out)
+{
+	int fd = -1, rc;
+
+	switch (n->kind) {
+	case FS_DIR:
+		return -EISDIR;
+	case FS_FILE:
+		fd = openat(fs->tree_fd, n->path, (flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW)) | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		break;
+	case FS_DB:
+	case FS_JOURNAL:
+	case FS_WAL:
+	case FS_SHM:
+		if (n->db->broken) {
+			ltfs_error(fs->log, "fs", "'%s': refusing access: %s",
+				   n->db->name, n->db->broken_msg);
+			return -EIO;
+		}
+		pthread_mutex_lock(&n->db->mu);
+		rc = n->kind == FS_DB ? (n->db->db_fd < 0 ? -ENOENT : 0)
+				      : fs_db_open_aux(n->db, n->kind, false);
+		if (rc == 0) {
+			fd = dup(fs_db_aux_fd(n->db, n->kind));
+			rc = fd < 0 ? -errno : 0;
+		}
+		pthread_mutex_unlock(&n->db->mu);
+		if (rc < 0)
+			return rc;
+		break;
+	default:
+		if ((flags & O_ACCMODE) != O_RDONLY)
+			return -EACCES;
+		break;
+	}
+	rc = handle_new(n, fd, out);
+	if (rc < 0) {
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	if (fd < 0) {
+		char text[1100];
+
+		special_text(fs, n, text, sizeof(text));
+		(*out)->data = strdup(text);
+		(*out)->len = strlen(text);
+		if (!(*out)->data) {
+			free(*out);
+			return -ENOMEM;
+		}
+	}
+	n->nopen++;
+	return 0;
+}
+
+static void set_open_flags(struct fs_node *n, struct fs_handle *h,
+			   struct fuse_file_info *fi)
+{
+	fi->fh = (uint64_t)(uintptr_t)h;
+	/* Every write comes through us, so cached pages stay valid across
+	 * opens; synthetic files change under the reader and are not cached. */
+	if (h->fd >= 0)
+		fi->keep_cache = 1;
+	else
+		fi->direct_io = 1;
+	(void)n;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = ino_node(fs, ino);
+	struct fs_handle *h = NULL;
+	int rc;
+
+	pthread_mutex_lock(&fs->lock);
+	rc = open_node(fs, n, fi->flags, &h);
+	pthread_mutex_unlock(&fs->lock);
+	if (rc == 0 && (fi->flags & O_TRUNC) && n->kind != FS_FILE) {
+		/* SQLite never opens its files with O_TRUNC */
+		rc = -EINVAL;
+	}
+	if (rc < 0) {
+		if (h) {
+			pthread_mutex_lock(&fs->lock);
+			n->nopen--;
+			pthread_mutex_unlock(&fs->lock);
+			if (h->fd >= 0)
+				close(h->fd);
+			free(h->data);
+			free(h);
+		}
+		reply_err(req, rc);
+		return;
+	}
+	set_open_flags(n, h, fi);
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		/* the opener went away: undo */
+		pthread_mutex_lock(&fs->lock);
+		n->nopen--;
+		pthread_mutex_unlock(&fs->lock);
+		if (h->fd >= 0)
+			close(h->fd);
+		free(h->data);
+		free(h);
+	}
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *dir = ino_node(fs, parent), *n = NULL;
+	struct ltfs_err err = { 0 };
+	struct fuse_entry_param e;
+	struct fs_handle *h = NULL;
+	char path[FS_PATH_MAX];
+	enum fs_kind kind;
+	struct stat st;
+	size_t blen;
+	int rc;
+
+	pthread_mutex_lock(&fs->lock);
+	rc = make_path(dir, name, path);
+	if (rc < 0)
+		goto out;
+	kind = fs_suffix_kind(name, &blen);
+	if (kind == FS_JOURNAL || kind == FS_WAL || kind == FS_SHM) {
+		struct fs_db *db = aux_owner(fs, path, name, blen, &err);
+
+		if (err.code < 0) {
+			rc = err.code;
+			ltfs_error(fs->log, "fs", "create '%s': %s", path, err.msg);
+			goto out;
+		}
+		if (db) {
+			if (kind != FS_SHM && (rc = check_writable(fs, db->node)) < 0)
+				goto out;
+			pthread_mutex_lock(&db->mu);
+			rc = fs_db_open_aux(db, kind, true);
+			pthread_mutex_unlock(&db->mu);
+			if (rc < 0)
+				goto out;
+			n = fs_node_find(fs, path);
+			if (!n && !(n = fs_node_new(fs, path, kind, db))) {
+				rc = -ENOMEM;
+				goto out;
+			}
+		}
+	} else if (kind == FS_POS) {
+		char base[FS_PATH_MAX];
+
+		snprintf(base, sizeof(base), "%.*s", (int)(strlen(path) - 4), path);
+		if (find_db(fs, base, true)) {
+			rc = -EACCES;
+			goto out;
+		}
+	}
+	if (!n) {
+		struct fs_db *db = find_db(fs, path, false);
+
+		if (db && db->db_fd >= 0) {
+			n = db->node; /* exists: plain open */
+		} else if (db) {
+			/* a dropped database comes back under the same name */
+			if ((rc = check_writable(fs, db->node)) < 0)
+				goto out;
+			db->db_fd = openat(db->dirfd, "database",
+					   O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+			if (db->db_fd < 0) {
+				rc = -errno;
+				goto out;
+			}
+			n = db->node;
+			if (!n || !n->hashed) {
+				n = fs_node_new(fs, path, FS_DB, db);
+				if (!n) {
+					rc = -ENOMEM;
+					goto out;
+				}
+				db->node = n;
+			}
+		} else {
+			int fd = openat(fs->tree_fd, path,
+					(fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOFOLLOW,
+					mode);
+
+			if (fd < 0) {
+				rc = -errno;
+				goto out;
+			}
+			close(fd);
+			n = fs_node_find(fs, path);
+			if (!n && !(n = fs_node_new(fs, path, FS_FILE, NULL))) {
+				rc = -ENOMEM;
+				goto out;
+			}
+		}
+	}
+	rc = open_node(fs, n, fi->flags & ~O_TRUNC, &h);
+	if (rc == 0)
+		rc = node_stat(fs, n, &st);
+	if (rc == 0) {
+		n->nlookup++;
+		fill_entry(fs, n, &st, &e);
+	}
+out:
+	pthread_mutex_unlock(&fs->lock);
+	if (rc < 0) {
+		reply_err(req, rc);
+		return;
+	}
+	set_open_flags(n, h, fi);
+	fuse_reply_create(req, &e, fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+
+	(void)ino;
+	if (h->fd < 0) {
+		size_t o = (size_t)off < h->len ? (size_t)off : h->len;
+		size_t n = h->len - o < size ? h->len - o : size;
+
+		fuse_reply_buf(req, h->data + o, n);
+		return;
+	}
+	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	buf.buf[0].fd = h->fd;
+	buf.buf[0].pos = off;
+	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+static int pwrite_all(int fd, const char *buf, size_t n, off_t off)
+{
+	return ltx_pwrite_full(fd, buf, n, (uint64_t)off);
+}
+
+static bool all_zero(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* A write to a database file or one of its companions. */
+static int write_db(struct fs *fs, struct fs_node *n, struct fs_handle *h,
+		    const char *buf, size_t size, off_t off)
+{
+	struct fs_db *db = n->db;
+	struct ltfs_err err = { 0 };
+	int rc;
+
+	if (n->kind != FS_SHM && (rc = check_writable(fs, n)) < 0)
+		return rc;
+	pthread_mutex_lock(&db->mu);
+	switch (n->kind) {
+	case FS_DB:
+		rc = fs_db_note_db_write(db, buf, size, (uint64_t)off, &err);
+		if (rc == 0)
+			rc = pwrite_all(h->fd, buf, size, off);
+		break;
+	case FS_JOURNAL:
+		/* PERSIST mode ends a transaction by zeroing the header. */
+		rc = 0;
+		if (off == 0 && size >= LTX_JOURNAL_HEADER_SIZE && all_zero(buf, LTX_JOURNAL_HEADER_SIZE))
+			rc = fs_db_journal_finalize(db, FS_JOURNAL_ZERO, buf, size, 0, &err);
+		if (rc == 0)
+			rc = pwrite_all(h->fd, buf, size, off);
+		break;
+	case FS_WAL:
+		if (off < (off_t)db->wal.end && off != 0 && db->wal.active) {
+			rc = ltfs_err_set(&err, -EINVAL,
+					  "wal of '%s': write at offset %lld overwrites committed frames",
+					  db->name, (long long)off);
+			break;
+		}
+		rc = pwrite_all(h->fd, buf, size, off);
+		if (rc == 0 && fs_db_wal_write(db, buf, size, (uint64_t)off, &err) < 0) {
+			/* The frames are in the WAL: SQLite's commit stands.
+			 * The LTX is retried at the next commit or restart. */
+			ltfs_error(fs->log, "fs", "%s (will retry)", err.msg);
+		}
+		break;
+	default:
+		rc = pwrite_all(h->fd, buf, size, off);
+		break;
+	}
+	pthread_mutex_unlock(&db->mu);
+	if (rc < 0 && err.code < 0)
+		ltfs_error(fs->log, "fs", "%s", err.msg);
+	return rc;
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = ino_node(fs, ino);
+	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+	int rc;
+
+	if (n->kind == FS_FILE && off == 0 && size >= LTX_SQLITE_HEADER_SIZE &&
+	    ltx_db_header_is_sqlite((const uint8_t *)buf, size)) {
+		struct ltfs_err err = { 0 };
+
+		pthread_mutex_lock(&fs->lock);
+		if (n->kind == FS_FILE && file_empty(fs, n->path) &&
+		    make_database(fs, n, &err) < 0)
+			ltfs_error(fs->log, "fs", "'%s': %s", n->path, err.msg);
+		pthread_mutex_unlock(&fs->lock);
+	}
+	if (is_db_kind(n->kind))
+		rc = write_db(fs, n, h, buf, size, off);
+	else if (h->fd < 0)
+		rc = -EACCES;
+	else
+		rc = pwrite_all(h->fd, buf, size, off);
+	if (rc < 0)
+		reply_err(req, rc);
+	else
+		fuse_reply_write(req, size);
+}
+
+/* ---- locks ------------------------------------------------------------ */
+
+/* After an owner dropped locks: commits that hang on a lock release. */
+static void after_unlock(struct fs *fs, struct fs_node *n, bool had_write,
+			 bool had_reserved)
+{
+	struct ltfs_err err = { 0 };
+	int rc = 0;
+
+	if (!n->db || (!had_write && !had_reserved))
+		return;
+	pthread_mutex_lock(&n->db->mu);
+	if (n->kind == FS_SHM && had_write)
+		rc = fs_db_wal_commit_pending(n->db, &err);
+	else if (n->kind == FS_DB && had_reserved)
+		rc = fs_db_commit_unjournaled(n->db, &err);
+	pthread_mutex_unlock(&n->db->mu);
+	if (rc < 0)
+		ltfs_error(fs->log, "fs", "%s", err.msg);
+}
+
+static void lock_state(struct fs_node *n, uint64_t owner, bool *w, bool *r)
+{
+	*w = n->kind == FS_SHM && fs_lock_held(n, owner, SHM_WRITE_BYTE, F_WRLCK);
+	*r = n->kind == FS_DB && fs_lock_held(n, owner, DB_RESERVED_BYTE, F_WRLCK);
+}
+
+static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		     struct flock *lock)
+{
+	struct fs *fs = req_fs(req);
+
+	fs_lock_get(ino_node(fs, ino), fi->lock_owner, lock);
+	fuse_reply_lock(req, lock);
+}
+
+static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		     struct flock *lock, int sleep)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = ino_node(fs, ino);
+	bool w = false, r = false;
+	int rc;
+
+	if (lock->l_type == F_UNLCK || lock->l_type == F_RDLCK)
+		lock_state(n, fi->lock_owner, &w, &r);
+	for (;;) {
+		rc = fs_lock_set(n, fi->lock_owner, lock);
+		if (rc != -EAGAIN || !sleep)
+			break;
+		/* F_SETLKW: wait for a release, checking for interruption */
+		pthread_mutex_lock(&n->lock_mu);
+		{
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 50 * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&n->lock_cv, &n->lock_mu, &ts);
+		}
+		pthread_mutex_unlock(&n->lock_mu);
+		if (fuse_req_interrupted(req)) {
+			rc = -EINTR;
+			break;
+		}
+	}
+	if (rc == 0 && (w || r)) {
+		bool w2, r2;
+
+		lock_state(n, fi->lock_owner, &w2, &r2);
+		after_unlock(fs, n, w && !w2, r && !r2);
+	}
+	reply_err(req, rc);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = ino_node(fs, ino);
+	bool w, r;
+
+	/* close(2) drops every POSIX lock the process holds on the file */
+	lock_state(n, fi->lock_owner, &w, &r);
+	fs_lock_release_owner(n, fi->lock_owner);
+	after_unlock(fs, n, w, r);
+	fuse_reply_err(req, 0);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = ino_node(fs, ino);
+	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+
+	if (h->fd >= 0)
+		close(h->fd);
+	free(h->data);
+	free(h);
+	pthread_mutex_lock(&fs->lock);
+	n->nopen--;
+	if (n->kind == FS_DB && n->nopen == 0) {
+		/* a database written without a journal (e.g. copied in) */
+		struct ltfs_err err = { 0 };
+
+		pthread_mutex_lock(&n->db->mu);
+		if (fs_db_commit_unjournaled(n->db, &err) < 0)
+			ltfs_error(fs->log, "fs", "%s", err.msg);
+		pthread_mutex_unlock(&n->db->mu);
+	}
+	fs_node_maybe_free(fs, n);
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = ino_node(fs, ino);
+	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+	int rc = 0;
+
+	if (h->fd >= 0 && (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0)
+		rc = -errno;
+	if (rc == 0 && n->db && (n->kind == FS_DB || n->kind == FS_JOURNAL)) {
+		pthread_mutex_lock(&n->db->mu);
+		n->db->synced = true;
+		pthread_mutex_unlock(&n->db->mu);
+	}
+	reply_err(req, rc);
+}
+
+/* ---- attributes ------------------------------------------------------- */
+
+static int truncate_node(struct fs *fs, struct fs_node *n, off_t size,
+			 struct fs_handle *h)
+{
+	struct ltfs_err err = { 0 };
+	int fd, rc = 0;
+
+	if (n->kind == FS_FILE) {
+		if (h && h->fd >= 0)
+			return ftruncate(h->fd, size) < 0 ? -errno : 0;
+		fd = openat(fs->tree_fd, n->path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		rc = ftruncate(fd, size) < 0 ? -errno : 0;
+		close(fd);
+		return rc;
+	}
+	if (!is_db_kind(n->kind))
+		return -EACCES;
+	if (n->kind != FS_SHM && (rc = check_writable(fs, n)) < 0)
+		return rc;
+	pthread_mutex_lock(&n->db->mu);
+	switch (n->kind) {
+	case FS_DB:
+		rc = fs_db_truncate(n->db, (uint64_t)size, &err);
+		break;
+	case FS_JOURNAL:
+		if (size == 0)
+			rc = fs_db_journal_finalize(n->db, FS_JOURNAL_TRUNCATE, NULL, 0, 0, &err);
+		break;
+	case FS_WAL:
+		rc = fs_db_wal_truncate(n->db, (uint64_t)size, &err);
+		break;
+	default:
+		break;
+	}
+	if (rc == 0) {
+		fd = fs_db_aux_fd(n->db, n->kind);
+		if (fd < 0 && n->kind != FS_DB && fs_db_open_aux(n->db, n->kind, false) == 0)
+			fd = fs_db_aux_fd(n->db, n->kind);
+		rc = fd < 0 ? -ENOENT : ftruncate(fd, size) < 0 ? -errno : 0;
+	}
+	pthread_mutex_unlock(&n->db->mu);
+	if (err.code < 0)
+		ltfs_error(fs->log, "fs", "%s", err.msg);
+	return rc;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = ino_node(fs, ino);
+	struct fs_handle *h = fi ? (struct fs_handle *)(uintptr_t)fi->fh : NULL;
+	struct stat st;
+	int rc = 0;
+
+	if (to_set & FUSE_SET_ATTR_SIZE)
+		rc = truncate_node(fs, n, attr->st_size, h);
+	pthread_mutex_lock(&fs->lock);
+	if (rc == 0 && (n->kind == FS_DIR || n->kind == FS_FILE)) {
+		if ((to_set & FUSE_SET_ATTR_MODE) &&
+		    fchmodat(fs->tree_fd, rel(n), attr->st_mode & 07777, 0) < 0)
+			rc = -errno;
+		if (rc == 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) &&
+		    fchownat(fs->tree_fd, rel(n),
+			     (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1,
+			     (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1,
+			     AT_SYMLINK_NOFOLLOW) < 0)
+			rc = -errno;
+		if (rc == 0 && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
+			struct timespec ts[2] = { { 0, UTIME_OMIT }, { 0, UTIME_OMIT } };
+
+			if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+				ts[0].tv_nsec = UTIME_NOW;
+			else if (to_set & FUSE_SET_ATTR_ATIME)
+				ts[0] = attr->st_atim;
+			if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+				ts[1].tv_nsec = UTIME_NOW;
+			else if (to_set & FUSE_SET_ATTR_MTIME)
+				ts[1] = attr->st_mtim;
+			if (utimensat(fs->tree_fd, rel(n), ts, AT_SYMLINK_NOFOLLOW) < 0)
+				rc = -errno;
+		}
+	}
+	if (rc == 0)
+		rc = node_stat(fs, n, &st);
+	pthread_mutex_unlock(&fs->lock);
+	if (rc < 0)
+		reply_err(req, rc);
+	else
+		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+/* ---- directories ------------------------------------------------------ */
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *dir = ino_node(fs, parent), *n = NULL;
+	struct fuse_entry_param e;
+	char path[FS_PATH_MAX];
+	struct stat st;
+	int rc;
+
+	pthread_mutex_lock(&fs->lock);
+	rc = make_path(dir, name, path);
+	if (rc == 0 && find_db(fs, path, true))
+		rc = -EEXIST;
+	if (rc == 0 && mkdirat(fs->tree_fd, path, mode) < 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = resolve(fs, dir, name, path, &n);
+	if (rc == 0)
+		rc = node_stat(fs, n, &st);
+	if (rc == 0) {
+		n->nlookup++;
+		fill_entry(fs, n, &st, &e);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (rc < 0)
+		reply_err(req, rc);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+/* True if a live database sits at or below `path`. */
+static bool has_db_below(struct fs *fs, const char *path)
+{
+	size_t len = strlen(path);
+
+	for (size_t i = 0; i < fs->ndbs; i++) {
+		const char *nm = fs->dbs[i]->name;
+
+		if (fs->dbs[i]->db_fd >= 0 && strncmp(nm, path, len) == 0 &&
+		    nm[len] == '/')
+			return true;
+	}
+	return false;
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *dir = ino_node(fs, parent), *n;
+	char path[FS_PATH_MAX];
+	int rc;
+
+	pthread_mutex_lock(&fs->lock);
+	rc = make_path(dir, name, path);
+	if (rc == 0 && has_db_below(fs, path))
+		rc = -ENOTEMPTY;
+	if (rc == 0 && unlinkat(fs->tree_fd, path, AT_REMOVEDIR) < 0)
+		rc = -errno;
+	if (rc == 0 && (n = fs_node_find(fs, path)) != NULL) {
+		fs_node_unhash(fs, n);
+		fs_node_maybe_free(fs, n);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	reply_err(req, rc);
+}
+
+static int unlink_db_file(struct fs *fs, struct fs_node *n)
+{
+	struct fs_db *db = n->db;
+	struct ltfs_err err = { 0 };
+	int rc = 0;
+
+	if (n->kind != FS_SHM && (rc = check_writable(fs, n)) < 0)
+		return rc;
+	pthread_mutex_lock(&db->mu);
+	switch (n->kind) {
+	case FS_DB:
+		rc = fs_db_drop(db, &err);
+		if (rc == 0)
+			ltfs_info(fs->log, "fs", "'%s' deleted (txid %llu records it)",
+				  db->name, (unsigned long long)db->txid);
+		break;
+	case FS_JOURNAL:
+		rc = fs_db_journal_finalize(db, FS_JOURNAL_UNLINK, NULL, 0, 0, &err);
+		if (rc == 0 && unlinkat(db->dirfd, "journal", 0) < 0)
+			rc = -errno;
+		if (rc == 0 && db->journal_fd >= 0) {
+			close(db->journal_fd);
+			db->journal_fd = -1;
+		}
+		break;
+	case FS_WAL:
+		rc = fs_db_wal_commit_pending(db, &err);
+		if (rc == 0)
+			rc = fs_db_wal_truncate(db, 0, &err);
+		if (rc == 0 && unlinkat(db->dirfd, "wal", 0) < 0)
+			rc = -errno;
+		if (rc == 0 && db->wal_fd >= 0) {
+			close(db->wal_fd);
+			db->wal_fd = -1;
+		}
+		break;
+	case FS_SHM:
+		if (unlinkat(db->dirfd, "shm", 0) < 0)
+			rc = -errno;
+		if (rc == 0 && db->shm_fd >= 0) {
+			close(db->shm_fd);
+			db->shm_fd = -1;
+		}
+		break;
+	default:
+		rc = -EACCES;
+	}
+	pthread_mutex_unlock(&db->mu);
+	if (err.code < 0)
+		ltfs_error(fs->log, "fs", "%s", err.msg);
+	return rc;
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *dir = ino_node(fs, parent), *n = NULL;
+	char path[FS_PATH_MAX];
+	int rc;
+
+	pthread_mutex_lock(&fs->lock);
+	rc = make_path(dir, name, path);
+	if (rc == 0)
+		rc = resolve(fs, dir, name, path, &n);
+	if (rc == 0) {
+		if (is_db_kind(n->kind))
+			rc = unlink_db_file(fs, n);
+		else if (n->kind == FS_FILE)
+			rc = unlinkat(fs->tree_fd, path, 0) < 0 ? -errno : 0;
+		else
+			rc = n->kind == FS_DIR ? -EISDIR : -EACCES;
+	}
+	if (rc == 0) {
+		fs_node_unhash(fs, n);
+		if (n->kind == FS_DB) {
+			/* the database keeps its history; the name is free */
+			n->db->node = NULL;
+		}
+		fs_node_maybe_free(fs, n);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	reply_err(req, rc);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *dir = ino_node(fs, parent), *ndir = ino_node(fs, newparent);
+	struct fs_node *n = NULL, *target;
+	char from[FS_PATH_MAX], to[FS_PATH_MAX];
+	size_t blen;
+	int rc;
+
+	pthread_mutex_lock(&fs->lock);
+	rc = make_path(dir, name, from);
+	if (rc == 0)
+		rc = make_path(ndir, newname, to);
+	if (rc == 0)
+		rc = resolve(fs, dir, name, from, &n);
+	/* Databases move by copy (mv falls back on EXDEV), which records the
+	 * new one as a transaction and the old one as a deletion. */
+	if (rc == 0 && (n->kind != FS_FILE && n->kind != FS_DIR))
+		rc = -EXDEV;
+	if (rc == 0 && (find_db(fs, to, true) || has_db_below(fs, from) ||
+			fs_suffix_kind(newname, &blen) != FS_FILE))
+		rc = -EXDEV;
+	if (rc == 0 && renameat2(fs->tree_fd, from, fs->tree_fd, to, flags) < 0)
+		rc = -errno;
+	if (rc == 0) {
+		char *p = strdup(to);
+
+		if ((target = fs_node_find(fs, to)) != NULL && target != n) {
+			fs_node_unhash(fs, target);
+			fs_node_maybe_free(fs, target);
+		}
+		if (p)
+			fs_node_rehash(fs, n, p);
+		else
+			fs_node_unhash(fs, n); /* found again by a later lookup */
+		if (n->kind == FS_DIR) {
+			/* cached descendants keep old paths: drop them */
+			size_t len = strlen(from);
+
+			for (size_t i = 0; i < fs->table_size; i++) {
+				struct fs_node *c = fs->table[i], *next;
+
+				for (; c; c = next) {
+					next = c->hnext;
+					if (strncmp(c->path, from, len) == 0 &&
+					    c->path[len] == '/') {
+						fs_node_unhash(fs, c);
+						fs_node_maybe_free(fs, c);
+					}
+				}
+			}
+		}
+	}
+	pthread_mutex_unlock(&fs->lock);
+	reply_err(req, rc);
+}
+
+static int add_ent(struct fs_handle *h, size_t *cap, const char *name, mode_t mode)
+{
+	if (h->nents == *cap) {
+		size_t c = *cap ? *cap * 2 : 32;
+		struct dir_ent *e = realloc(h->ents, c * sizeof(*e));
+
+		if (!e)
+			return -ENOMEM;
+		h->ents = e;
+		*cap = c;
+	}
+	snprintf(h->ents[h->nents].name, sizeof(h->ents[0].name), "%s", name);
+	h->ents[h->nents].mode = mode;
+	h->nents++;
+	return 0;
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = ino_node(fs, ino);
+	struct fs_handle *h = NULL;
+	size_t cap = 0, plen;
+	struct dirent *de;
+	DIR *d;
+	int fd, rc;
+
+	pthread_mutex_lock(&fs->lock);
+	rc = n->kind == FS_DIR ? handle_new(n, -1, &h) : -ENOTDIR;
+	if (rc < 0)
+		goto out;
+	fd = openat(fs->tree_fd, rel(n), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || !(d = fdopendir(fd))) {
+		rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		goto out;
+	}
+	while (rc == 0 && (de = readdir(d)) != NULL)
+		rc = add_ent(h, &cap, de->d_name, (mode_t)DTTOIF(de->d_type));
+	closedir(d);
+	plen = strlen(n->path);
+	for (size_t i = 0; rc == 0 && i < fs->ndbs; i++) {
+		struct fs_db *db = fs->dbs[i];
+		const char *base = db->name + (plen ? plen + 1 : 0);
+		char name[FS_NAME_MAX + 16];
+
+		if (db->db_fd < 0 || strncmp(db->name, n->path, plen) != 0 ||
+		    (plen && db->name[plen] != '/') || strchr(base, '/'))
+			continue;
+		rc = add_ent(h, &cap, base, S_IFREG);
+		snprintf(name, sizeof(name), "%s-pos", base);
+		if (rc == 0)
+			rc = add_ent(h, &cap, name, S_IFREG);
+		for (enum fs_kind k = FS_JOURNAL; rc == 0 && k <= FS_SHM; k++) {
+			if (!aux_exists(db, k))
+				continue;
+			snprintf(name, sizeof(name), "%s%s", base,
+				 k == FS_JOURNAL ? "-journal" : k == FS_WAL ? "-wal" : "-shm");
+			rc = add_ent(h, &cap, name, S_IFREG);
+		}
+	}
+	if (rc == 0 && n == fs->root) {
+		rc = add_ent(h, &cap, ".lag", S_IFREG);
+		if (rc == 0 && fs->role == FS_ROLE_REPLICA && fs->primary_url[0])
+			rc = add_ent(h, &cap, ".primary", S_IFREG);
+	}
+out:
+	pthread_mutex_unlock(&fs->lock);
+	if (rc < 0) {
+		if (h) {
+			free(h->ents);
+			free(h);
+		}
+		reply_err(req, rc);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fuse_reply_open(req, fi);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+	char *buf = malloc(size);
+	size_t used = 0;
+
+	(void)ino;
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	for (size_t i = (size_t)off; i < h->nents; i++) {
+		/* readdir(3) hides entries with inode 0; the real numbers come
+		 * from lookup, so any non-zero value will do here */
+		struct stat st = { .st_mode = h->ents[i].mode, .st_ino = i + 2 };
+		size_t len = fuse_add_direntry(req, buf + used, size - used,
+					       h->ents[i].name, &st, (off_t)(i + 1));
+
+		if (len > size - used)
+			break;
+		used += len;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	free(h->ents);
+	free(h);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = ino_node(fs, ino);
+	size_t plen = strlen(n->path);
+	int fd, rc = 0;
+
+	(void)datasync;
+	(void)fi;
+	fd = openat(fs->tree_fd, rel(n), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (fsync(fd) < 0)
+			rc = -errno;
+		close(fd);
+	}
+	/* SQLite syncs the directory after deleting a journal: that is when
+	 * the databases' own directories (journal name, LTX renames) must be
+	 * durable too. */
+	pthread_mutex_lock(&fs->lock);
+	for (size_t i = 0; rc == 0 && i < fs->ndbs; i++) {
+		struct fs_db *db = fs->dbs[i];
+
+		if (strncmp(db->name, n->path, plen) != 0 || strchr(db->name + plen + (plen ? 1 : 0), '/'))
+			continue;
+		if (fsync(db->dirfd) < 0 || fsync(db->ltxfd) < 0)
+			rc = -errno;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	reply_err(req, rc);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *fs = req_fs(req);
+	struct statvfs sv;
+
+	(void)ino;
+	if (fstatvfs(fs->data_fd, &sv) < 0)
+		reply_err(req, -errno);
+	else
+		fuse_reply_statfs(req, &sv);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct fs *fs = userdata;
+
+	/* Writes must reach us one by one: no writeback cache. Cached pages
+	 * are dropped only when we say so, not on every mtime change. */
+	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+	if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA)
+		conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
+	if (conn->capable & FUSE_CAP_SPLICE_MOVE)
+		conn->want |= FUSE_CAP_SPLICE_MOVE;
+	ltfs_info(fs->log, "fs", "mounted '%s' (data '%s', %zu databases)",
+		  fs->mountpoint, fs->data_dir, fs->ndbs);
+}
+
+const struct fuse_lowlevel_ops fs_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.mkdir = op_mkdir,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.rename = op_rename,
+	.open = op_open,
+	.create = op_create,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.getlk = op_getlk,
+	.setlk = op_setlk,
+};
