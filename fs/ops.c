@@ -108,13 +108,13 @@ static bool is_db_kind(enum fs_kind k)
 
 /* Writes to database files are refused on a replica and on a database
  * that failed verification. */
-static int check_writable(struct fs *fs, struct fs_node *n)
+static int check_writable(struct fs *fs, struct fs_db *db)
 {
-	if (!n->db)
+	if (!db)
 		return 0;
-	if (n->db->broken) {
-		ltfs_error(fs->log, "fs", "'%s': refusing access: %s", n->db->name,
-			   n->db->broken_msg);
+	if (db->broken) {
+		ltfs_error(fs->log, "fs", "'%s': refusing access: %s", db->name,
+			   db->broken_msg);
 		return -EIO;
 	}
 	if (fs->role != FS_ROLE_PRIMARY)
@@ -228,8 +228,9 @@ static int resolve(struct fs *fs, struct fs_node *dir, const char *name,
 			fs_node_maybe_free(fs, n);
 			return -ENOENT;
 		}
-		if ((n->kind == FS_JOURNAL || n->kind == FS_WAL || n->kind == FS_SHM) &&
-		    !aux_exists(n->db, n->kind))
+		if ((n->kind == FS_JOURNAL || n->kind == FS_WAL || n->kind == FS_SHM ||
+		     n->kind == FS_POS) &&
+		    (n->db->db_fd < 0 || (n->kind != FS_POS && !aux_exists(n->db, n->kind))))
 			return -ENOENT;
 		*out = n;
 		return 0;
@@ -607,7 +608,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 			goto out;
 		}
 		if (db) {
-			if (kind != FS_SHM && (rc = check_writable(fs, db->node)) < 0)
+			if (kind != FS_SHM && (rc = check_writable(fs, db)) < 0)
 				goto out;
 			pthread_mutex_lock(&db->mu);
 			rc = fs_db_open_aux(db, kind, true);
@@ -636,7 +637,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 			n = db->node; /* exists: plain open */
 		} else if (db) {
 			/* a dropped database comes back under the same name */
-			if ((rc = check_writable(fs, db->node)) < 0)
+			if ((rc = check_writable(fs, db)) < 0)
 				goto out;
 			db->db_fd = openat(db->dirfd, "database",
 					   O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -693,14 +694,29 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 
-	(void)ino;
 	if (h->fd < 0) {
-		size_t o = (size_t)off < h->len ? (size_t)off : h->len;
+		size_t o;
+
+		if (off == 0) {
+			/* a re-read from the start sees the current value */
+			struct fs *fs = req_fs(req);
+			char text[1100], *d;
+
+			special_text(fs, ino_node(fs, ino), text, sizeof(text));
+			d = strdup(text);
+			if (d) {
+				free(h->data);
+				h->data = d;
+				h->len = strlen(d);
+			}
+		}
+		o = (size_t)off < h->len ? (size_t)off : h->len;
 		size_t n = h->len - o < size ? h->len - o : size;
 
 		fuse_reply_buf(req, h->data + o, n);
 		return;
 	}
+	(void)ino;
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	buf.buf[0].fd = h->fd;
 	buf.buf[0].pos = off;
@@ -728,7 +744,7 @@ static int write_db(struct fs *fs, struct fs_node *n, struct fs_handle *h,
 	struct ltfs_err err = { 0 };
 	int rc;
 
-	if (n->kind != FS_SHM && (rc = check_writable(fs, n)) < 0)
+	if (n->kind != FS_SHM && (rc = check_writable(fs, n->db)) < 0)
 		return rc;
 	pthread_mutex_lock(&db->mu);
 	switch (n->kind) {
@@ -954,7 +970,7 @@ static int truncate_node(struct fs *fs, struct fs_node *n, off_t size,
 	}
 	if (!is_db_kind(n->kind))
 		return -EACCES;
-	if (n->kind != FS_SHM && (rc = check_writable(fs, n)) < 0)
+	if (n->kind != FS_SHM && (rc = check_writable(fs, n->db)) < 0)
 		return rc;
 	pthread_mutex_lock(&n->db->mu);
 	switch (n->kind) {
@@ -1104,7 +1120,7 @@ static int unlink_db_file(struct fs *fs, struct fs_node *n)
 	struct ltfs_err err = { 0 };
 	int rc = 0;
 
-	if (n->kind != FS_SHM && (rc = check_writable(fs, n)) < 0)
+	if (n->kind != FS_SHM && (rc = check_writable(fs, n->db)) < 0)
 		return rc;
 	pthread_mutex_lock(&db->mu);
 	switch (n->kind) {

@@ -14,7 +14,65 @@ SUITE=$(basename "$0" .sh)
 _passed=0
 _failed=0
 _base=$(mktemp -d "/tmp/ltfs-$SUITE-XXXXXX")
-trap 'rm -rf "$_base"' EXIT
+trap '_cleanup' EXIT
+
+# Unmount whatever a failed case left mounted below the suite's dir.
+_cleanup() {
+	for m in $(awk -v b="$_base" 'index($2, b) == 1 { print $2 }' /proc/mounts); do
+		umount -l "$m" 2>/dev/null
+	done
+	for p in $(cat "$_base"/*/ltfs.pid* 2>/dev/null); do
+		kill -9 "$p" 2>/dev/null
+	done
+	rm -rf "$_base"
+}
+
+# ltfs_mount MNT [ARGS...]: start the daemon (data dir $T/data unless ARGS
+# say otherwise), wait until the mount answers. Log in $T/ltfs.log.
+ltfs_mount() {
+	_mnt=$1
+	shift
+	mkdir -p "$_mnt"
+	"$LTFS" mount --data "$T/data" "$@" "$_mnt" >>"$T/ltfs.log" 2>&1 &
+	echo $! >"$T/ltfs.pid"
+	_i=0
+	while ! grep -q " $_mnt fuse" /proc/mounts; do
+		_i=$((_i + 1))
+		if [ $_i -gt 200 ] || ! kill -0 "$(cat "$T/ltfs.pid")" 2>/dev/null; then
+			echo "    mount of $_mnt did not come up:" >&2
+			sed 's/^/    | /' "$T/ltfs.log" | tail -20 >&2
+			return 1
+		fi
+		sleep 0.05
+	done
+}
+
+# ltfs_umount MNT: unmount and wait for the daemon to exit cleanly.
+ltfs_umount() {
+	umount "$1" || return 1
+	_pid=$(cat "$T/ltfs.pid")
+	_i=0
+	while kill -0 "$_pid" 2>/dev/null; do
+		_i=$((_i + 1))
+		[ $_i -gt 200 ] && { echo "    daemon $_pid did not exit" >&2; return 1; }
+		sleep 0.05
+	done
+	wait "$_pid" 2>/dev/null || true
+}
+
+# ltfs_kill MNT: kill -9 the daemon and detach its dead mount.
+ltfs_kill() {
+	kill -9 "$(cat "$T/ltfs.pid")" 2>/dev/null || true
+	wait "$(cat "$T/ltfs.pid")" 2>/dev/null || true
+	umount -l "$1" 2>/dev/null || true
+}
+
+# sql DB SQL...: the sqlite3 CLI with a busy timeout, failing on errors.
+sql() {
+	_db=$1
+	shift
+	sqlite3 -bail -cmd ".timeout 10000" "$_db" "$@"
+}
 
 # check DESCRIPTION COMMAND...: fail the case unless COMMAND succeeds.
 check() {

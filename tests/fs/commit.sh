@@ -1,0 +1,248 @@
+# Commit detection through a real mount, driven by the sqlite3 CLI: every
+# scenario in all four journal modes and with 512- and 65536-byte pages.
+. tests/lib.sh
+
+MODES="delete truncate persist wal"
+SIZES="512 65536"
+
+# The history of DB, applied to an empty file, must give the database's
+# bytes exactly (after a checkpoint, so WAL frames are in the file), and
+# the -pos file must name the last TXID and that state's checksum.
+check_history() {
+	_name=$1
+	_esc=$(printf '%s' "$_name" | sed 's|%|%25|g; s|/|%2f|g')
+	sql "$M/$_name" "PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
+	rm -f "$T/applied.db"
+	"$LTFS" ltx apply "$T/applied.db" "$T/data/dbs/$_esc/ltx/"*.ltx >"$T/apply.out" 2>&1 ||
+		{ cat "$T/apply.out" >&2; return 1; }
+	cmp "$T/applied.db" "$T/data/dbs/$_esc/database" ||
+		{ echo "    history of $_name does not rebuild it" >&2; return 1; }
+	_sum=$("$LTFS" ltx checksum "$T/applied.db")
+	_pos=$(cat "$M/$_name-pos")
+	[ "${_pos#*/}" = "$_sum" ] ||
+		{ echo "    $_name-pos says $_pos, database checksum is $_sum" >&2; return 1; }
+}
+
+txid() {
+	printf '%d' "0x$(cut -d/ -f1 "$M/$1-pos")"
+}
+
+ltx_count() {
+	ls "$T/data/dbs/$1/ltx" | grep -c '\.ltx$'
+}
+
+new_db() { # name mode pagesize
+	sql "$M/$1" "PRAGMA page_size=$3; PRAGMA journal_mode=$2;" >/dev/null
+	sql "$M/$1" "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);"
+}
+
+case_ok() {
+	M=$T/mnt
+	ltfs_mount "$M"
+	for mode in $MODES; do
+		for ps in $SIZES; do
+			db=ok-$mode-$ps.db
+			new_db "$db" "$mode" "$ps"
+			t0=$(txid "$db")
+			for i in 1 2 3; do
+				sql "$M/$db" "INSERT INTO t(v) VALUES ('row $i');"
+			done
+			check "$db: three commits, three TXIDs" [ "$(txid "$db")" -eq $((t0 + 3)) ]
+			check "$db: rows" [ "$(sql "$M/$db" 'SELECT count(*) FROM t')" = 3 ]
+			check_history "$db"
+		done
+	done
+	ltfs_umount "$M"
+	# Everything survives a remount.
+	ltfs_mount "$M"
+	check "remount" [ "$(sql "$M/ok-wal-512.db" 'SELECT count(*) FROM t')" = 3 ]
+	check_history ok-delete-65536.db
+	ltfs_umount "$M"
+}
+
+case_rollback_and_no_write() {
+	M=$T/mnt
+	ltfs_mount "$M"
+	for mode in $MODES; do
+		for ps in $SIZES; do
+			db=rb-$mode-$ps.db
+			new_db "$db" "$mode" "$ps"
+			sql "$M/$db" "INSERT INTO t(v) VALUES ('kept');"
+			t0=$(txid "$db")
+			n0=$(ltx_count "$db")
+			# a rollback after pages were spilled to the file
+			sql "$M/$db" "PRAGMA cache_size=2; BEGIN;
+				WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<500)
+				INSERT INTO t(v) SELECT hex(randomblob(300)) FROM c; ROLLBACK;"
+			sql "$M/$db" "BEGIN IMMEDIATE; COMMIT;"
+			sql "$M/$db" "BEGIN; SELECT count(*) FROM t; COMMIT;" >/dev/null
+			check "$db: no new TXID" [ "$(txid "$db")" -eq "$t0" ]
+			check "$db: no new LTX" [ "$(ltx_count "$db")" -eq "$n0" ]
+			check "$db: rows" [ "$(sql "$M/$db" 'SELECT count(*) FROM t')" = 1 ]
+			check_history "$db"
+		done
+	done
+	ltfs_umount "$M"
+}
+
+# Transactions larger than the page cache (several journal segments in
+# rollback modes), growth, then VACUUM shrinking the file.
+case_big_and_vacuum() {
+	M=$T/mnt
+	ltfs_mount "$M"
+	for mode in $MODES; do
+		for ps in $SIZES; do
+			db=big-$mode-$ps.db
+			new_db "$db" "$mode" "$ps"
+			t0=$(txid "$db")
+			sql "$M/$db" "PRAGMA cache_size=10; BEGIN;
+				WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<2000)
+				INSERT INTO t(v) SELECT hex(randomblob(200)) FROM c;
+				UPDATE t SET v = v || 'x' WHERE id % 3 = 0; COMMIT;"
+			check "$db: one big commit" [ "$(txid "$db")" -eq $((t0 + 1)) ]
+			check_history "$db"
+			before=$(stat -c %s "$T/data/dbs/$db/database")
+			sql "$M/$db" "DELETE FROM t WHERE id > 100; VACUUM;"
+			after=$(stat -c %s "$T/data/dbs/$db/database")
+			check "$db: vacuum shrank ($before -> $after)" [ "$after" -lt "$before" ]
+			check "$db: integrity" [ "$(sql "$M/$db" 'PRAGMA integrity_check')" = ok ]
+			check_history "$db"
+		done
+	done
+	ltfs_umount "$M"
+}
+
+case_wal_checkpoints() {
+	M=$T/mnt
+	ltfs_mount "$M"
+	for ps in 512 4096 65536; do
+		db=ckpt-$ps.db
+		new_db "$db" wal "$ps"
+		for mode in PASSIVE FULL RESTART TRUNCATE; do
+			sql "$M/$db" "INSERT INTO t(v) VALUES ('$mode');
+				PRAGMA wal_checkpoint($mode);" >/dev/null
+			sql "$M/$db" "INSERT INTO t(v) VALUES ('after $mode');"
+		done
+		check "$db: rows" [ "$(sql "$M/$db" 'SELECT count(*) FROM t')" = 8 ]
+		check_history "$db"
+	done
+	ltfs_umount "$M"
+}
+
+# locking_mode=EXCLUSIVE in WAL mode: the WAL write lock is never released
+# and the -shm is not used, yet every commit is seen.
+case_wal_exclusive() {
+	M=$T/mnt
+	ltfs_mount "$M"
+	new_db ex.db wal 4096
+	t0=$(txid ex.db)
+	sql "$M/ex.db" "PRAGMA locking_mode=EXCLUSIVE; INSERT INTO t(v) VALUES (1);
+		INSERT INTO t(v) VALUES (2); INSERT INTO t(v) VALUES (3);"
+	check "three commits seen" [ "$(txid ex.db)" -eq $((t0 + 3)) ]
+	check_history ex.db
+	ltfs_umount "$M"
+}
+
+# A writer and readers in other processes at the same time.
+case_concurrent_readers() {
+	M=$T/mnt
+	ltfs_mount "$M"
+	for mode in delete wal; do
+		db=conc-$mode.db
+		new_db "$db" "$mode" 4096
+		(
+			for i in $(seq 1 150); do
+				sql "$M/$db" "INSERT INTO t(v) VALUES ('w$i');" || exit 1
+			done
+		) &
+		wpid=$!
+		fails=0
+		for r in $(seq 1 60); do
+			n=$(sql "$M/$db" "SELECT count(*) FROM t;") || fails=$((fails + 1))
+		done
+		wait $wpid || { echo "    writer failed" >&2; exit 1; }
+		check "$mode: readers never failed ($fails)" [ "$fails" -eq 0 ]
+		check "$mode: all rows" [ "$(sql "$M/$db" 'SELECT count(*) FROM t')" = 150 ]
+		check "$mode: integrity" [ "$(sql "$M/$db" 'PRAGMA integrity_check')" = ok ]
+		check_history "$db"
+	done
+	ltfs_umount "$M"
+}
+
+case_drop_db() {
+	M=$T/mnt
+	ltfs_mount "$M"
+	for mode in delete wal; do
+		db=drop-$mode.db
+		new_db "$db" "$mode" 4096
+		sql "$M/$db" "INSERT INTO t(v) VALUES (1);"
+		t0=$(txid "$db")
+		rm "$M/$db"
+		check "$db gone" [ ! -e "$M/$db" ]
+		check "$db-pos gone" [ ! -e "$M/$db-pos" ]
+		check "backing file gone" [ ! -e "$T/data/dbs/$db/database" ]
+		last=$(ls "$T/data/dbs/$db/ltx" | tail -n 1)
+		"$LTFS" ltx dump --json "$T/data/dbs/$db/ltx/$last" >"$T/del.json"
+		got=$(sqlite3 :memory: "select json_extract(readfile('$T/del.json'), '\$.header.commit'), json_extract(readfile('$T/del.json'), '\$.header.min_txid'), json_extract(readfile('$T/del.json'), '\$.trailer.post_apply_checksum')")
+		check "deletion recorded ($got)" [ "$got" = "0|$((t0 + 1))|8000000000000000" ]
+		# the name can be used again; TXIDs go on
+		new_db "$db" "$mode" 4096
+		check "recreated" [ "$(txid "$db")" -gt $((t0 + 1)) ]
+	done
+	ltfs_umount "$M"
+}
+
+case_readdir_and_files() {
+	M=$T/mnt
+	ltfs_mount "$M"
+	new_db a.db delete 4096
+	new_db b.db wal 4096
+	# b.db keeps its -wal and -shm while a connection is open
+	sqlite3 "$M/b.db" "SELECT 1;" >/dev/null
+	ls -a "$M" >"$T/ls"
+	check "listing" [ "$(tr '\n' ' ' <"$T/ls")" = ". .. .lag a.db a.db-pos b.db b.db-pos " ]
+	# directories, subdirectories and plain files
+	mkdir -p "$M/sub/deeper"
+	echo hello >"$M/sub/notes.txt"
+	check "plain file" [ "$(cat "$M/sub/notes.txt")" = hello ]
+	check "plain file is not a database" [ ! -e "$M/sub/notes.txt-pos" ]
+	new_db sub/deeper/c.db wal 4096
+	sql "$M/sub/deeper/c.db" "INSERT INTO t(v) VALUES ('deep');"
+	check_history sub/deeper/c.db
+	check "escaped name" [ -d "$T/data/dbs/sub%2fdeeper%2fc.db" ]
+	ls "$M/sub/deeper" >"$T/ls2"
+	check "subdir listing" [ "$(tr '\n' ' ' <"$T/ls2")" = "c.db c.db-pos " ]
+	expect_exit 1 rmdir "$M/sub/deeper"
+	mv "$M/sub/notes.txt" "$M/sub/renamed.txt"
+	check "rename" [ "$(cat "$M/sub/renamed.txt")" = hello ]
+	rm "$M/sub/renamed.txt"
+	check "statfs" df "$M" >/dev/null
+	check "lag" [ "$(cat "$M/.lag")" = "+000000000" ]
+	ltfs_umount "$M"
+}
+
+case_pos_file() {
+	M=$T/mnt
+	ltfs_mount "$M"
+	sql "$M/p.db" "PRAGMA page_size=4096; CREATE TABLE t(x);"
+	check "pos after one commit" [ "$(cat "$M/p.db-pos")" = "0000000000000001/$("$LTFS" ltx checksum "$T/data/dbs/p.db/database")" ]
+	check "34 bytes" [ "$(wc -c <"$M/p.db-pos")" -eq 34 ]
+	# a handle kept open sees new positions on re-read
+	exec 3<"$M/p.db-pos"
+	sql "$M/p.db" "INSERT INTO t VALUES (1);"
+	got=$(cat <&3)
+	exec 3<&-
+	check "re-read ($got)" [ "${got%/*}" = 0000000000000002 ]
+	ltfs_umount "$M"
+}
+
+run_case ok
+run_case rollback_and_no_write
+run_case big_and_vacuum
+run_case wal_checkpoints
+run_case wal_exclusive
+run_case concurrent_readers
+run_case drop_db
+run_case readdir_and_files
+run_case pos_file
+finish
