@@ -515,6 +515,45 @@ static int record_wal_tail(struct fs_db *db, const struct wal_scan *ws,
 	return 0;
 }
 
+/* Write the pages of the newest LTX into the database file and truncate it
+ * to its commit, then checksum again. */
+static int reapply_newest(struct fs_db *db, const char *name,
+			  const struct ltx_header *last, uint64_t *sum,
+			  const struct wal_scan *ws, struct ltfs_err *err)
+{
+	struct ltx_decoder *dec = NULL;
+	const uint8_t *page;
+	uint32_t pgno;
+	int fd = openat(db->ltxfd, name, O_RDONLY | O_CLOEXEC), rc;
+
+	if (fd < 0)
+		return ltfs_err_set(err, -errno, "'%s/ltx/%s': %s", db->dir, name,
+				    strerror(errno));
+	rc = ltx_decoder_open(&dec, ltx_read_fd, &fd, NULL, err);
+	while (rc == 0 && (rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1)
+		rc = ltx_pwrite_full(db->db_fd, page, last->page_size,
+				     (uint64_t)(pgno - 1) * last->page_size);
+	if (rc == 0)
+		rc = ltx_decoder_finish(dec, NULL, err);
+	ltx_decoder_free(dec);
+	close(fd);
+	if (rc == 0 && ftruncate(db->db_fd, (off_t)last->commit * last->page_size) < 0)
+		rc = -errno;
+	if (rc == 0 && fsync(db->db_fd) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		if (err && err->code == 0)
+			ltfs_err_set(err, rc, "%s", strerror(-rc));
+		ltfs_err_prefix(err, "'%s': re-apply %s", db->name, name);
+		return rc;
+	}
+	rc = checksum_logical(db, ws, last->commit, sum, err);
+	if (rc == 0 && *sum == db->checksum)
+		ltfs_info(db->fs->log, "recover", "'%s': repaired by re-applying %s",
+			  db->name, name);
+	return rc;
+}
+
 static void mark_broken(struct fs_db *db, const char *fmt, ...) LTFS_PRINTF(2, 3);
 static void mark_broken(struct fs_db *db, const char *fmt, ...)
 {
@@ -524,8 +563,11 @@ static void mark_broken(struct fs_db *db, const char *fmt, ...)
 	vsnprintf(db->broken_msg, sizeof(db->broken_msg), fmt, ap);
 	va_end(ap);
 	db->broken = true;
-	ltfs_error(db->fs->log, "recover", "'%s': %s; not serving it (recover with 'ltfs restore' or replace '%s/database' and restart)",
-		   db->name, db->broken_msg, db->dir);
+	ltfs_error(db->fs->log, "recover",
+		   "'%s': %s; not serving it. To rebuild it from its history: "
+		   "'ltfs ltx apply NEW.db %s/ltx/*.ltx', check NEW.db, copy it over %s/database and restart; "
+		   "to keep the file as it is instead: move %s/ltx away and restart (a new snapshot is recorded)",
+		   db->name, db->broken_msg, db->dir, db->dir, db->dir);
 }
 
 int fs_db_load(struct fs *fs, const char *escaped, struct fs_db **out,
@@ -627,26 +669,15 @@ int fs_db_load(struct fs *fs, const char *escaped, struct fs_db **out,
 		rc = record_wal_tail(db, &ws, recorded, sum, unrecorded, false, err);
 	} else if (sum == db->checksum) {
 		rc = 0; /* the common case: state == newest LTX */
-	} else if (last.pre_apply_checksum == sum && !ws.valid && last.commit > 0) {
-		/* One transaction behind its newest LTX: the LTX was durable,
-		 * the database write was not (or was rolled back). */
-		int fd = openat(db->ltxfd, h.last, O_RDONLY | O_CLOEXEC);
-		uint64_t cur = sum;
-
-		rc = fd < 0 ? -errno : ltx_apply_fd(db->db_fd, fd, &cur, NULL, err);
-		if (fd >= 0)
-			close(fd);
-		if (rc == 0 && fsync(db->db_fd) < 0)
-			rc = -errno;
-		if (rc == 0) {
-			ltfs_info(fs->log, "recover", "'%s': rolled forward with %s",
-				  db->name, h.last);
-			rc = checksum_logical(db, &ws, last.commit, &sum, err);
-		}
+	} else if (!ws.valid && last.commit > 0 && !ltx_header_is_snapshot(&last)) {
+		/* The newest transaction's pages may be missing or torn (the LTX
+		 * was durable, the database write was not): write them again,
+		 * and accept the result only if it is the recorded state. */
+		rc = reapply_newest(db, h.last, &last, &sum, &ws, err);
 		if (rc == 0 && sum != db->checksum)
-			mark_broken(db, "checksum %016llx after rolling forward, %s says %016llx",
-				    (unsigned long long)sum, h.last,
-				    (unsigned long long)db->checksum);
+			mark_broken(db, "database checksum %016llx on txid %llu does not match the post-apply checksum %016llx of %s, even after re-applying it",
+				    (unsigned long long)sum, (unsigned long long)db->txid,
+				    (unsigned long long)db->checksum, h.last);
 	} else {
 		mark_broken(db, "database checksum %016llx on txid %llu does not match the post-apply checksum %016llx of %s",
 			    (unsigned long long)sum, (unsigned long long)db->txid,
