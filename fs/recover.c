@@ -292,6 +292,8 @@ static size_t newest_frames(struct wal_scan *ws)
 {
 	size_t n = 0;
 
+	if (ws->nframes == 0)
+		return 0;
 	qsort(ws->frames, ws->nframes, sizeof(*ws->frames), cmp_pos);
 	for (size_t i = 0; i < ws->nframes; i++) {
 		if (n > 0 && ws->frames[n - 1].pgno == ws->frames[i].pgno)

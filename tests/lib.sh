@@ -58,6 +58,12 @@ ltfs_umount() {
 		sleep 0.05
 	done
 	wait "$_pid" 2>/dev/null || true
+	# a sanitizer build reports into the daemon's log
+	if grep -qE 'runtime error|AddressSanitizer|LeakSanitizer' "$T/ltfs.log"; then
+		echo "    sanitizer report in the daemon log:" >&2
+		grep -A20 -E 'runtime error|AddressSanitizer|LeakSanitizer' "$T/ltfs.log" | head -40 | sed 's/^/    | /' >&2
+		return 1
+	fi
 }
 
 # ltfs_kill MNT: kill -9 the daemon and detach its dead mount.
