@@ -185,6 +185,8 @@ static void ltx_abort(struct fs_db *db, struct ltx_out *o)
 	o->page = NULL;
 }
 
+static int defer_sync(struct fs_db *db, int fd);
+
 static int ltx_done(struct fs_db *db, struct ltx_out *o, bool durable,
 		    struct ltfs_err *err)
 {
@@ -197,13 +199,6 @@ static int ltx_done(struct fs_db *db, struct ltx_out *o, bool durable,
 	if (rc == 0 && durable && fsync(o->fd) < 0)
 		rc = ltfs_err_set(err, -errno, "fsync ltx '%s': %s", o->tmp,
 				  strerror(errno));
-	if (rc == 0) {
-		db->ltx_bytes += ltx_encoder_bytes_written(o->enc);
-		if (close(o->fd) < 0)
-			rc = ltfs_err_set(err, -errno, "close ltx '%s': %s",
-					  o->tmp, strerror(errno));
-		o->fd = -1;
-	}
 	if (rc == 0 && renameat2(db->ltxfd, o->tmp, db->ltxfd, o->name, RENAME_NOREPLACE) < 0)
 		rc = ltfs_err_set(err, -errno, "rename ltx '%s': %s", o->tmp,
 				  strerror(errno));
@@ -211,8 +206,15 @@ static int ltx_done(struct fs_db *db, struct ltx_out *o, bool durable,
 		ltx_abort(db, o);
 		return rc;
 	}
-	if (!durable)
-		db->ltx_unsynced++;
+	db->ltx_bytes += ltx_encoder_bytes_written(o->enc);
+	if (durable) {
+		close(o->fd);
+	} else if ((rc = defer_sync(db, o->fd)) < 0) {
+		o->fd = -1;
+		ltx_abort(db, o);
+		return ltfs_err_set(err, rc, "sync ltx history: %s", strerror(-rc));
+	}
+	o->fd = -1;
 	db->nltx++;
 	ltx_encoder_free(o->enc);
 	free(o->page);
@@ -223,40 +225,42 @@ static int ltx_done(struct fs_db *db, struct ltx_out *o, bool durable,
 
 int fs_db_sync_history(struct fs_db *db)
 {
+	int rc = 0;
+
 	if (db->ltx_unsynced == 0)
 		return 0;
-	/* Files were renamed into place after being written: syncing each
-	 * file and then the directory makes both content and names durable.
-	 * syncfs would be broader than needed; one directory walk is cheap. */
-	{
-		DIR *d;
-		struct dirent *de;
-		int dfd = dup(db->ltxfd);
-
-		if (dfd < 0)
-			return -errno;
-		d = fdopendir(dfd);
-		if (!d) {
-			close(dfd);
-			return -errno;
-		}
-		rewinddir(d);
-		while ((de = readdir(d)) != NULL) {
-			int fd;
-
-			if (de->d_name[0] == '.')
-				continue;
-			fd = openat(db->ltxfd, de->d_name, O_RDONLY | O_CLOEXEC);
-			if (fd < 0)
-				continue;
-			fdatasync(fd);
-			close(fd);
-		}
-		closedir(d);
+	for (uint32_t i = 0; i < db->ltx_unsynced; i++) {
+		if (fdatasync(db->unsynced_fds[i]) < 0 && rc == 0)
+			rc = -errno;
+		close(db->unsynced_fds[i]);
 	}
-	if (fsync(db->ltxfd) < 0)
-		return -errno;
 	db->ltx_unsynced = 0;
+	/* the renames */
+	if (fsync(db->ltxfd) < 0 && rc == 0)
+		rc = -errno;
+	return rc;
+}
+
+/* Keep the descriptor of an LTX file written without fsync; past a bound,
+ * sync them all rather than hold more descriptors. */
+static int defer_sync(struct fs_db *db, int fd)
+{
+	if (db->ltx_unsynced == db->unsynced_cap) {
+		uint32_t cap = db->unsynced_cap ? db->unsynced_cap * 2 : 64;
+		int *p;
+
+		if (cap > 1024 || !(p = realloc(db->unsynced_fds, cap * sizeof(*p)))) {
+			int rc = fs_db_sync_history(db);
+
+			if (rc == 0 && fdatasync(fd) < 0)
+				rc = -errno;
+			close(fd);
+			return rc;
+		}
+		db->unsynced_fds = p;
+		db->unsynced_cap = cap;
+	}
+	db->unsynced_fds[db->ltx_unsynced++] = fd;
 	return 0;
 }
 
@@ -829,6 +833,8 @@ void fs_db_free(struct fs_db *db)
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (*fds[i] >= 0)
 			close(*fds[i]);
+	fs_db_sync_history(db);
+	free(db->unsynced_fds);
 	free(db->page_cksums);
 	free(db->dirty);
 	free(db->name);

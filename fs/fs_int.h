@@ -94,6 +94,8 @@ struct fs_db {
 
 	struct fs_wal wal;
 	uint32_t ltx_unsynced;   /* LTX files not yet fsynced (WAL mode) */
+	int *unsynced_fds;       /* their descriptors, kept open until synced */
+	uint32_t unsynced_cap;
 	uint32_t nltx;           /* files in the local history */
 	uint64_t first_txid;     /* oldest TXID in the history */
 

@@ -291,10 +291,8 @@ void fs_close(struct fs *fs)
 			fuse_session_unmount(fs->se);
 		fuse_session_destroy(fs->se);
 	}
-	for (size_t i = 0; i < fs->ndbs; i++) {
-		fs_db_sync_history(fs->dbs[i]);
-		fs_db_free(fs->dbs[i]);
-	}
+	for (size_t i = 0; i < fs->ndbs; i++)
+		fs_db_free(fs->dbs[i]); /* syncs what is pending */
 	free(fs->dbs);
 	fs_nodes_free(fs);
 	if (fs->tree_fd >= 0)

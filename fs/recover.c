@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fs/fs_int.h"
@@ -583,6 +584,7 @@ int fs_db_load(struct fs *fs, const char *escaped, struct fs_db **out,
 	struct hist h;
 	uint32_t npages = 0, unrecorded = 0;
 	uint64_t sum, recorded;
+	struct timespec t0, t1;
 	int rc;
 
 	if (fs_unescape_name(escaped, name, sizeof(name)) < 0)
@@ -648,9 +650,19 @@ int fs_db_load(struct fs *fs, const char *escaped, struct fs_db **out,
 	}
 	if (npages == 0 && h.count == 0)
 		goto done;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	rc = checksum_logical(db, &ws, npages, &sum, err);
 	if (rc < 0)
 		goto fail;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	{
+		double secs = (double)(t1.tv_sec - t0.tv_sec) +
+			      (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		double mb = (double)npages * db->page_size / 1e6;
+
+		ltfs_info(fs->log, "recover", "'%s': checksummed %u pages (%.1f MB) in %.3f s (%.2f GB/s)",
+			  db->name, npages, mb, secs, secs > 0 ? mb / 1e3 / secs : 0.0);
+	}
 
 	/* Where the recorded part of the WAL ends (WAL_HEADER when none of it
 	 * is recorded: another generation, or a history from rollback mode). */
