@@ -185,8 +185,6 @@ static void ltx_abort(struct fs_db *db, struct ltx_out *o)
 	o->page = NULL;
 }
 
-static int defer_sync(struct fs_db *db, int fd);
-
 static int ltx_done(struct fs_db *db, struct ltx_out *o, bool durable,
 		    struct ltfs_err *err)
 {
@@ -206,16 +204,19 @@ static int ltx_done(struct fs_db *db, struct ltx_out *o, bool durable,
 		ltx_abort(db, o);
 		return rc;
 	}
+	pthread_mutex_lock(&db->hist_mu);
 	db->ltx_bytes += ltx_encoder_bytes_written(o->enc);
-	if (durable) {
+	db->nltx++;
+	if (durable)
 		close(o->fd);
-	} else if ((rc = defer_sync(db, o->fd)) < 0) {
-		o->fd = -1;
+	else
+		rc = fs_db_defer_sync(db, o->fd);
+	pthread_mutex_unlock(&db->hist_mu);
+	o->fd = -1;
+	if (rc < 0) {
 		ltx_abort(db, o);
 		return ltfs_err_set(err, rc, "sync ltx history: %s", strerror(-rc));
 	}
-	o->fd = -1;
-	db->nltx++;
 	ltx_encoder_free(o->enc);
 	free(o->page);
 	o->enc = NULL;
@@ -223,38 +224,54 @@ static int ltx_done(struct fs_db *db, struct ltx_out *o, bool durable,
 	return 0;
 }
 
+/*
+ * Make the whole history durable: wait for queued WAL commits to be
+ * written, then sync every file written without fsync, and the directory.
+ * Called before anything may destroy the WAL frames or the database pages
+ * the history was built from.
+ */
 int fs_db_sync_history(struct fs_db *db)
 {
 	int rc = 0;
 
-	if (db->ltx_unsynced == 0)
-		return 0;
-	for (uint32_t i = 0; i < db->ltx_unsynced; i++) {
-		if (fdatasync(db->unsynced_fds[i]) < 0 && rc == 0)
+	fs_writer_drain(db->fs, db);
+	pthread_mutex_lock(&db->hist_mu);
+	if (db->ltx_unsynced > 0) {
+		for (uint32_t i = 0; i < db->ltx_unsynced; i++) {
+			if (fdatasync(db->unsynced_fds[i]) < 0 && rc == 0)
+				rc = -errno;
+			close(db->unsynced_fds[i]);
+		}
+		db->ltx_unsynced = 0;
+		/* the renames */
+		if (fsync(db->ltxfd) < 0 && rc == 0)
 			rc = -errno;
-		close(db->unsynced_fds[i]);
 	}
-	db->ltx_unsynced = 0;
-	/* the renames */
-	if (fsync(db->ltxfd) < 0 && rc == 0)
-		rc = -errno;
+	pthread_mutex_unlock(&db->hist_mu);
 	return rc;
 }
 
-/* Keep the descriptor of an LTX file written without fsync; past a bound,
- * sync them all rather than hold more descriptors. */
-static int defer_sync(struct fs_db *db, int fd)
+/* Keep the descriptor of an LTX file written without fsync (hist_mu held);
+ * past a bound, sync them all rather than hold more descriptors. */
+int fs_db_defer_sync(struct fs_db *db, int fd)
 {
 	if (db->ltx_unsynced == db->unsynced_cap) {
 		uint32_t cap = db->unsynced_cap ? db->unsynced_cap * 2 : 64;
-		int *p;
+		int *p = cap > 1024 ? NULL : realloc(db->unsynced_fds, cap * sizeof(*p));
+		int rc = 0;
 
-		if (cap > 1024 || !(p = realloc(db->unsynced_fds, cap * sizeof(*p)))) {
-			int rc = fs_db_sync_history(db);
-
-			if (rc == 0 && fdatasync(fd) < 0)
+		if (!p) {
+			for (uint32_t i = 0; i < db->ltx_unsynced; i++) {
+				if (fdatasync(db->unsynced_fds[i]) < 0 && rc == 0)
+					rc = -errno;
+				close(db->unsynced_fds[i]);
+			}
+			db->ltx_unsynced = 0;
+			if (fdatasync(fd) < 0 && rc == 0)
 				rc = -errno;
 			close(fd);
+			if (fsync(db->ltxfd) < 0 && rc == 0)
+				rc = -errno;
 			return rc;
 		}
 		db->unsynced_fds = p;
@@ -512,34 +529,43 @@ static int cmp_frame(const void *a, const void *b)
 
 /*
  * One committed transaction: frames [start, end) of the WAL, the last with
- * commit size `commit`. The newest frame of each page wins.
+ * commit size `commit`. The newest frame of each page wins. Checksums and
+ * the position are updated here; the LTX file is written by the writer
+ * thread (writer.c).
  */
 static int commit_wal_group(struct fs_db *db, struct frame_ref *frames,
 			    size_t nframes, uint32_t commit, uint64_t start,
 			    uint64_t end, struct ltfs_err *err)
 {
 	uint32_t lock = ltx_lock_pgno(db->page_size), old_commit = db->commit;
-	struct ltx_out o;
-	size_t k = 0;
+	bool snapshot = db->txid == 0;
+	uint64_t sum = snapshot ? 0 : db->checksum & ~LTX_CHECKSUM_FLAG;
+	struct fs_job *job;
+	uint64_t *cks;
+	uint8_t *page;
+	size_t k = 0, cap;
 	int rc;
 
 	qsort(frames, nframes, sizeof(*frames), cmp_frame);
 	rc = cksums_reserve(db, commit + 1);
 	if (rc < 0)
 		return ltfs_err_set(err, rc, NULL);
-	rc = ltx_begin(db, &o, commit, db->txid + 1, err);
-	if (rc < 0) {
-		ltx_abort(db, &o);
-		return rc;
+	/* pages: one per frame page, or every page for a first commit */
+	cap = snapshot ? commit : nframes + (commit > old_commit ? commit - old_commit : 0);
+	job = calloc(1, sizeof(*job) + cap * sizeof(job->refs[0]));
+	page = malloc(db->page_size);
+	cks = malloc((cap ? cap : 1) * sizeof(*cks));
+	if (!job || !page || !cks) {
+		free(job);
+		free(page);
+		free(cks);
+		return ltfs_err_set(err, -ENOMEM, NULL);
 	}
-	o.h.wal_offset = (int64_t)start;
-	o.h.wal_size = (int64_t)(end - start);
-	o.h.wal_salt1 = db->wal.salt1;
-	o.h.wal_salt2 = db->wal.salt2;
-	rc = ltx_start(&o, err);
-	for (uint32_t p = 1; rc == 0 && p <= commit; p++) {
+	job->db = db;
+	job->wal_fd = job->db_fd = -1;
+	for (uint32_t p = 1; p <= commit; p++) {
+		uint64_t off = FS_FROM_DB, c;
 		bool have = false;
-		uint64_t off = 0, c, old;
 
 		while (k < nframes && frames[k].pgno < p)
 			k++;
@@ -547,42 +573,75 @@ static int commit_wal_group(struct fs_db *db, struct frame_ref *frames,
 			off = frames[k++].off; /* sorted: last is newest */
 			have = true;
 		}
-		if (p == lock)
+		if (p == lock || (!have && !snapshot && p <= old_commit))
 			continue;
-		if (!have) {
-			/* The first commit is a snapshot: every page, from the
-			 * database file where the WAL does not have it. */
-			if (db->txid > 0 && p <= old_commit)
-				continue;
-			memset(o.page, 0, db->page_size);
-			rc = pread(db->db_fd, o.page, db->page_size,
-				   (off_t)(p - 1) * db->page_size) < 0 ? -errno : 0;
+		if (have) {
+			rc = ltx_pread_full(db->wal_fd, page, db->page_size, off);
 		} else {
-			rc = ltx_pread_full(db->wal_fd, o.page, db->page_size, off);
+			/* growth without a frame, or a first commit: the file */
+			memset(page, 0, db->page_size);
+			rc = pread(db->db_fd, page, db->page_size,
+				   (off_t)(p - 1) * db->page_size) < 0 ? -errno : 0;
 		}
 		if (rc < 0) {
 			ltfs_err_set(err, rc, "'%s': read page %u: %s", db->name, p,
 				     ltfs_strerror(rc));
-			break;
+			goto fail;
 		}
-		old = p <= old_commit ? db->page_cksums[p - 1] : 0;
-		rc = ltx_page(&o, p, o.page, db->txid == 0 ? 0 : old, &c, err);
-		if (rc == 0)
-			db->page_cksums[p - 1] = c;
-	}
-	for (uint32_t p = commit + 1; rc == 0 && p <= old_commit; p++)
-		o.sum ^= db->page_cksums[p - 1] & ~LTX_CHECKSUM_FLAG;
-	if (rc == 0)
-		rc = ltx_done(db, &o, false, err);
-	if (rc < 0) {
-		ltx_abort(db, &o);
-		return rc;
+		c = ltx_page_checksum(p, page, db->page_size);
+		if (!snapshot && p <= old_commit)
+			sum ^= db->page_cksums[p - 1] & ~LTX_CHECKSUM_FLAG;
+		sum ^= c & ~LTX_CHECKSUM_FLAG;
+		cks[job->n] = c;
+		job->refs[job->n].pgno = p;
+		job->refs[job->n].off = off;
+		job->n++;
 	}
 	for (uint32_t p = commit + 1; p <= old_commit; p++)
+		sum ^= db->page_cksums[p - 1] & ~LTX_CHECKSUM_FLAG;
+	job->wal_fd = dup(db->wal_fd);
+	job->db_fd = dup(db->db_fd);
+	if (job->wal_fd < 0 || job->db_fd < 0) {
+		rc = ltfs_err_set(err, -errno, "'%s': dup: %s", db->name, strerror(errno));
+		goto fail;
+	}
+	/* only now that nothing can fail: the new page checksums */
+	for (uint32_t i = 0; i < job->n; i++)
+		db->page_cksums[job->refs[i].pgno - 1] = cks[i];
+	for (uint32_t p = commit + 1; p <= old_commit; p++)
 		db->page_cksums[p - 1] = 0;
+	free(page);
+	free(cks);
+
+	job->h.page_size = db->page_size;
+	job->h.commit = commit;
+	job->h.min_txid = job->h.max_txid = db->txid + 1;
+	job->h.timestamp = now_ms();
+	job->h.pre_apply_checksum = snapshot ? 0 : db->checksum;
+	job->h.node_id = db->fs->node_id;
+	job->h.wal_offset = (int64_t)start;
+	job->h.wal_size = (int64_t)(end - start);
+	job->h.wal_salt1 = db->wal.salt1;
+	job->h.wal_salt2 = db->wal.salt2;
+	job->post = LTX_CHECKSUM_FLAG | sum;
 	db->commit = commit;
-	committed(db, &o);
+	db->txid = job->h.max_txid;
+	db->checksum = job->post;
+	db->timestamp = job->h.timestamp;
+	db->commits++;
+	if (db->first_txid == 0)
+		db->first_txid = job->h.min_txid;
+	fs_writer_queue(db->fs, job);
 	return 0;
+fail:
+	if (job->wal_fd >= 0)
+		close(job->wal_fd);
+	if (job->db_fd >= 0)
+		close(job->db_fd);
+	free(job);
+	free(page);
+	free(cks);
+	return rc;
 }
 
 /*
@@ -779,6 +838,7 @@ static int db_init(struct fs *fs, const char *name, const char *escaped,
 	if (!db)
 		return ltfs_err_set(err, -ENOMEM, NULL);
 	pthread_mutex_init(&db->mu, NULL);
+	pthread_mutex_init(&db->hist_mu, NULL);
 	db->fs = fs;
 	db->dirfd = db->ltxfd = db->db_fd = -1;
 	db->journal_fd = db->wal_fd = db->shm_fd = -1;
@@ -840,6 +900,7 @@ void fs_db_free(struct fs_db *db)
 	free(db->name);
 	free(db->dir);
 	pthread_mutex_destroy(&db->mu);
+	pthread_mutex_destroy(&db->hist_mu);
 	free(db);
 }
 

@@ -69,6 +69,35 @@ struct fs_wal {
 	uint64_t start;     /* offset where the next transaction starts */
 };
 
+/* A page of a queued WAL commit: its frame's data offset in the WAL, or
+ * FS_FROM_DB for a page read from the database file (first commit). */
+#define FS_FROM_DB UINT64_MAX
+struct fs_page_ref {
+	uint32_t pgno;
+	uint64_t off;
+};
+
+/* One WAL-mode commit waiting for the writer thread. */
+struct fs_job {
+	struct fs_job *next;
+	struct fs_db *db;
+	struct ltx_header h;
+	uint64_t post;
+	int wal_fd, db_fd;       /* dups, closed with the job */
+	uint32_t n;
+	struct fs_page_ref refs[];
+};
+
+struct fs_writer {
+	pthread_t thread;
+	pthread_mutex_t mu;      /* protects everything below and db->jobs_pending */
+	pthread_cond_t cv;       /* work arrived / stop */
+	pthread_cond_t done;     /* a job finished */
+	struct fs_job *head, *tail;
+	uint32_t depth;
+	bool stop, abandon, running;
+};
+
 struct fs_db {
 	pthread_mutex_t mu;      /* protects everything below */
 	struct fs *fs;
@@ -93,9 +122,11 @@ struct fs_db {
 	bool synced;             /* SQLite fsynced during this transaction */
 
 	struct fs_wal wal;
+	pthread_mutex_t hist_mu; /* the next four fields and nltx, ltx_bytes */
 	uint32_t ltx_unsynced;   /* LTX files not yet fsynced (WAL mode) */
 	int *unsynced_fds;       /* their descriptors, kept open until synced */
 	uint32_t unsynced_cap;
+	uint32_t jobs_pending;   /* queued WAL commits; fs->writer.mu */
 	uint32_t nltx;           /* files in the local history */
 	uint64_t first_txid;     /* oldest TXID in the history */
 
@@ -126,6 +157,7 @@ struct fs {
 	char primary_url[1024];
 	fs_commit_fn on_commit;
 	void *on_commit_ctx;
+	struct fs_writer writer;
 	const char *fault;         /* LTFS_FAULT, test builds only */
 };
 
@@ -170,6 +202,13 @@ int fs_db_wal_truncate(struct fs_db *db, uint64_t size, struct ltfs_err *err);
 int fs_db_wal_commit_pending(struct fs_db *db, struct ltfs_err *err);
 int fs_db_commit_unjournaled(struct fs_db *db, struct ltfs_err *err);
 int fs_db_sync_history(struct fs_db *db);
+int fs_db_defer_sync(struct fs_db *db, int fd);
+
+/* writer.c */
+int fs_writer_start(struct fs *fs);
+void fs_writer_stop(struct fs *fs);
+void fs_writer_queue(struct fs *fs, struct fs_job *job);
+void fs_writer_drain(struct fs *fs, struct fs_db *db);
 int fs_db_drop(struct fs_db *db, struct ltfs_err *err);
 void fs_db_pos_text(struct fs_db *db, char out[34]);
 

@@ -181,6 +181,8 @@ int fs_open(struct fs **out, const struct fs_config *cfg, struct ltfs_err *err)
 	if (rc == 0)
 		rc = fs_nodes_init(fs) < 0 ? ltfs_err_set(err, -ENOMEM, NULL) : 0;
 	if (rc == 0)
+		rc = fs_writer_start(fs) < 0 ? ltfs_err_set(err, -EAGAIN, "cannot start the writer thread") : 0;
+	if (rc == 0)
 		rc = load_databases(fs, err);
 	if (rc < 0)
 		goto fail;
@@ -291,6 +293,7 @@ void fs_close(struct fs *fs)
 			fuse_session_unmount(fs->se);
 		fuse_session_destroy(fs->se);
 	}
+	fs_writer_stop(fs); /* writes what is queued */
 	for (size_t i = 0; i < fs->ndbs; i++)
 		fs_db_free(fs->dbs[i]); /* syncs what is pending */
 	free(fs->dbs);

@@ -1,0 +1,311 @@
+/*
+ * writer.c - the LTX writer thread for WAL-mode commits.
+ *
+ * In WAL mode a commit is durable in the WAL itself, so the commit path
+ * only validates the frames, updates the checksums and the position, and
+ * queues a job; this thread compresses the pages (read again from the WAL)
+ * into the history file and then tells the commit hook. File creation,
+ * rename and compression stay off SQLite's commit latency.
+ *
+ * The frames a job names stay in place until the job is done: everything
+ * that could overwrite or remove them (a WAL restart, truncation or
+ * deletion, a checkpoint writing the database file) first waits for the
+ * database's queue to drain (fs_writer_drain) and syncs the history.
+ *
+ * The thread never takes db->mu (the drain waits while holding it); the
+ * history's pending-sync list has its own db->hist_mu.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs/fs_int.h"
+
+#define WRITER_MAX_QUEUED 4096
+#define WRITER_MAX_RUN 256 /* commits merged into one file at most */
+
+static int cmp_ref(const void *a, const void *b)
+{
+	const struct fs_page_ref *x = a, *y = b;
+
+	return x->pgno < y->pgno ? -1 : x->pgno > y->pgno;
+}
+
+/*
+ * Write `count` consecutive jobs of one database as one file covering
+ * their TXID range: under load the writer falls behind and each file holds
+ * several commits, so creating files costs less per commit.
+ */
+static int write_jobs(struct fs *fs, struct fs_job *first, uint32_t count,
+		      struct ltfs_err *err)
+{
+	struct fs_db *db = first->db;
+	struct fs_job *last = first;
+	struct ltx_header h;
+	char name[LTX_FILENAME_SIZE], tmp[LTX_FILENAME_SIZE + 8];
+	struct ltx_encoder *enc = NULL;
+	struct fs_page_ref *refs;
+	uint8_t *page = malloc(first->h.page_size);
+	size_t nrefs = 0, total = 0, n = 0;
+	int fd, rc;
+
+	for (uint32_t i = 0; i < count; i++, last = last->next) {
+		total += last->n;
+		if (i + 1 == count)
+			break;
+	}
+	refs = malloc((total ? total : 1) * sizeof(*refs));
+	if (!page || !refs) {
+		free(page);
+		free(refs);
+		return ltfs_err_set(err, -ENOMEM, NULL);
+	}
+	for (struct fs_job *j = first;; j = j->next) {
+		memcpy(refs + nrefs, j->refs, j->n * sizeof(*refs));
+		nrefs += j->n;
+		if (j == last)
+			break;
+	}
+	{
+		/* the newest version of each page: tag refs with their order,
+		 * sort by page, keep the highest order of each page */
+		struct tagged {
+			struct fs_page_ref r;
+			size_t order;
+		} *t = malloc((nrefs ? nrefs : 1) * sizeof(*t));
+
+		if (!t) {
+			free(page);
+			free(refs);
+			return ltfs_err_set(err, -ENOMEM, NULL);
+		}
+		for (size_t i = 0; i < nrefs; i++) {
+			t[i].r = refs[i];
+			t[i].order = i;
+		}
+		qsort(t, nrefs, sizeof(*t), cmp_ref); /* compares t->r.pgno */
+		for (size_t i = 0; i < nrefs;) {
+			size_t j = i, best = i;
+
+			while (j < nrefs && t[j].r.pgno == t[i].r.pgno) {
+				if (t[j].order > t[best].order)
+					best = j;
+				j++;
+			}
+			if (t[best].r.pgno <= last->h.commit)
+				refs[n++] = t[best].r;
+			i = j;
+		}
+		free(t);
+	}
+	h = last->h;
+	h.min_txid = first->h.min_txid;
+	h.pre_apply_checksum = first->h.pre_apply_checksum;
+	h.wal_offset = first->h.wal_offset;
+	h.wal_size = last->h.wal_offset + last->h.wal_size - first->h.wal_offset;
+	ltx_format_filename(h.min_txid, h.max_txid, name);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	fd = openat(db->ltxfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		free(page);
+		free(refs);
+		return ltfs_err_set(err, -errno, "'%s/ltx/%s': %s", db->dir, tmp,
+				    strerror(errno));
+	}
+	rc = fs_fault_hit(fs, "writer-ltx") ? ltfs_err_set(err, -EIO, "injected fault")
+					    : ltx_encoder_open(&enc, &h, NULL, ltx_write_fd,
+							       &fd, err);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		const struct fs_page_ref *r = &refs[i];
+
+		if (r->off == FS_FROM_DB) {
+			ssize_t got;
+
+			memset(page, 0, h.page_size);
+			got = pread(last->db_fd, page, h.page_size,
+				    (off_t)(r->pgno - 1) * h.page_size);
+			rc = got < 0 ? ltfs_err_set(err, -errno, "read page %u: %s",
+						    r->pgno, strerror(errno)) : 0;
+		} else {
+			rc = ltx_pread_full(last->wal_fd, page, h.page_size, r->off);
+			if (rc < 0)
+				ltfs_err_set(err, rc, "read wal frame of page %u: %s",
+					     r->pgno, ltfs_strerror(rc));
+		}
+		if (rc == 0)
+			rc = ltx_encoder_add_page(enc, r->pgno, page, NULL, err);
+	}
+	if (rc == 0)
+		rc = ltx_encoder_finish(enc, last->post, NULL, err);
+	if (rc == 0 && renameat2(db->ltxfd, tmp, db->ltxfd, name, RENAME_NOREPLACE) < 0)
+		rc = ltfs_err_set(err, -errno, "rename '%s': %s", tmp, strerror(errno));
+	if (rc == 0) {
+		pthread_mutex_lock(&db->hist_mu);
+		db->ltx_bytes += ltx_encoder_bytes_written(enc);
+		db->nltx++;
+		rc = fs_db_defer_sync(db, fd);
+		pthread_mutex_unlock(&db->hist_mu);
+		fd = -1;
+		if (rc < 0)
+			ltfs_err_set(err, rc, "sync ltx history: %s", strerror(-rc));
+	}
+	ltx_encoder_free(enc);
+	free(page);
+	free(refs);
+	if (fd >= 0) {
+		close(fd);
+		unlinkat(db->ltxfd, tmp, 0);
+	}
+	if (rc < 0) {
+		ltfs_err_prefix(err, "'%s': write %s", db->name, name);
+		return rc;
+	}
+	if (fs->on_commit) {
+		char path[FS_PATH_MAX];
+		struct fs_commit_info info = {
+			.db = db->name,
+			.ltx_path = path,
+			.header = h,
+			.post_apply_checksum = last->post,
+		};
+
+		snprintf(path, sizeof(path), "%s/ltx/%s", db->dir, name);
+		fs->on_commit(fs->on_commit_ctx, &info);
+	}
+	return 0;
+}
+
+static void job_free(struct fs_job *job)
+{
+	if (job->wal_fd >= 0)
+		close(job->wal_fd);
+	if (job->db_fd >= 0)
+		close(job->db_fd);
+	free(job);
+}
+
+static void *writer_main(void *arg)
+{
+	struct fs *fs = arg;
+	struct fs_writer *w = &fs->writer;
+
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		struct fs_job *job;
+		struct ltfs_err err = { 0 };
+		uint32_t count;
+		int rc;
+
+		while (!w->head && !w->stop)
+			pthread_cond_wait(&w->cv, &w->mu);
+		if (!w->head)
+			break; /* stopping, nothing left */
+		job = w->head;
+		/* the run of queued jobs of the same database, bounded */
+		count = 1;
+		for (struct fs_job *j = job->next; j && j->db == job->db &&
+		     count < WRITER_MAX_RUN; j = j->next)
+			count++;
+		pthread_mutex_unlock(&w->mu);
+		rc = write_jobs(fs, job, count, &err);
+		pthread_mutex_lock(&w->mu);
+		if (rc < 0) {
+			/* Keep the job: the frames stay until it is written.
+			 * Retry after a pause; writers of new commits wait
+			 * once the queue is full, nothing is lost. */
+			struct timespec ts;
+
+			ltfs_error(fs->log, "writer", "%s; retrying in 1 s", err.msg);
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+			if (w->stop && w->abandon)
+				break;
+			continue;
+		}
+		while (count--) {
+			job = w->head;
+			w->head = job->next;
+			if (!w->head)
+				w->tail = NULL;
+			w->depth--;
+			job->db->jobs_pending--;
+			job_free(job);
+		}
+		pthread_cond_broadcast(&w->done);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+int fs_writer_start(struct fs *fs)
+{
+	struct fs_writer *w = &fs->writer;
+
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	pthread_cond_init(&w->done, NULL);
+	if (pthread_create(&w->thread, NULL, writer_main, fs) != 0)
+		return -EAGAIN;
+	w->running = true;
+	return 0;
+}
+
+/* Drain everything, then stop the thread. */
+void fs_writer_stop(struct fs *fs)
+{
+	struct fs_writer *w = &fs->writer;
+
+	if (!w->running)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->stop = true;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	pthread_join(w->thread, NULL);
+	w->running = false;
+	while (w->head) { /* only if abandoned after failures */
+		struct fs_job *job = w->head;
+
+		w->head = job->next;
+		job_free(job);
+	}
+	pthread_cond_destroy(&w->cv);
+	pthread_cond_destroy(&w->done);
+	pthread_mutex_destroy(&w->mu);
+}
+
+/* Queue a job (takes ownership). Waits while the queue is full. */
+void fs_writer_queue(struct fs *fs, struct fs_job *job)
+{
+	struct fs_writer *w = &fs->writer;
+
+	pthread_mutex_lock(&w->mu);
+	while (w->depth >= WRITER_MAX_QUEUED)
+		pthread_cond_wait(&w->done, &w->mu);
+	job->next = NULL;
+	if (w->tail)
+		w->tail->next = job;
+	else
+		w->head = job;
+	w->tail = job;
+	w->depth++;
+	job->db->jobs_pending++;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Wait until no job of `db` is queued or running. */
+void fs_writer_drain(struct fs *fs, struct fs_db *db)
+{
+	struct fs_writer *w = &fs->writer;
+
+	pthread_mutex_lock(&w->mu);
+	while (db->jobs_pending > 0)
+		pthread_cond_wait(&w->done, &w->mu);
+	pthread_mutex_unlock(&w->mu);
+}
