@@ -1399,7 +1399,9 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 
 		if (strncmp(db->name, n->path, plen) != 0 || strchr(db->name + plen + (plen ? 1 : 0), '/'))
 			continue;
-		if (fsync(db->dirfd) < 0 || fsync(db->ltxfd) < 0)
+		/* history names first: a durable journal unlink must never
+		 * be found without the LTX file that recorded the commit */
+		if (fsync(db->ltxfd) < 0 || fsync(db->dirfd) < 0)
 			rc = -errno;
 	}
 	pthread_mutex_unlock(&fs->lock);
