@@ -204,6 +204,14 @@ static int ltx_done(struct fs_db *db, struct ltx_out *o, bool durable,
 		ltx_abort(db, o);
 		return rc;
 	}
+	/* TRUNCATE and PERSIST journals are finalized without a directory
+	 * sync from SQLite: the name must be durable before they are. */
+	if (durable && fsync(db->ltxfd) < 0) {
+		rc = ltfs_err_set(err, -errno, "fsync ltx dir of '%s': %s", db->name,
+				  strerror(errno));
+		ltx_abort(db, o);
+		return rc;
+	}
 	pthread_mutex_lock(&db->hist_mu);
 	db->ltx_bytes += ltx_encoder_bytes_written(o->enc);
 	db->nltx++;
