@@ -18,8 +18,27 @@ enum {
 /* Options every subcommand accepts before its own. */
 struct cmd_ctx {
 	struct ltfs_log log;
-	const char *prog; /* "ltfs" */
+	const char *prog;     /* "ltfs" */
+	bool log_level_set;   /* given on the command line: wins over config */
+	bool log_format_set;
 };
+
+/* Settings from the YAML config file (docs/ltfs.example.yml). Flags given
+ * on the command line win over these. */
+struct cmd_config {
+	char *mount_dir;
+	char *data_dir;
+	bool debug;
+	bool allow_other;
+	unsigned threads;
+	enum ltfs_log_level log_level;
+	enum ltfs_log_format log_format;
+};
+
+/* Read FILE into `c` (which holds defaults); LTFS_E_CONFIG naming the key
+ * and line on any unknown key or bad value. */
+int cmd_config_load(const char *path, struct cmd_config *c, struct ltfs_err *err);
+void cmd_config_release(struct cmd_config *c);
 
 int cmd_ltx(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv);

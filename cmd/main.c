@@ -108,11 +108,13 @@ int main(int argc, char **argv)
 			if (ltfs_log_parse_level(optarg, &level) < 0)
 				return cmd_usage_error(NULL, "--log-level: '%s' is not one of error, warn, info, debug",
 						       optarg);
+			ctx.log_level_set = true;
 			break;
 		case 'f':
 			if (ltfs_log_parse_format(optarg, &format) < 0)
 				return cmd_usage_error(NULL, "--log-format: '%s' is not one of text, json",
 						       optarg);
+			ctx.log_format_set = true;
 			break;
 		case 'h':
 			fputs(usage_text, stdout);

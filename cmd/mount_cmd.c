@@ -12,12 +12,14 @@
 
 static const char mount_usage[] =
 	"usage: ltfs mount [OPTIONS] MOUNTDIR\n"
+	"       ltfs mount --config FILE [OPTIONS] [MOUNTDIR]\n"
 	"\n"
 	"Mounts MOUNTDIR in the foreground. SQLite databases created or opened\n"
 	"under it work unchanged; every committed transaction is recorded as an\n"
 	"LTX file in the data dir. Other files are stored in the data dir too but\n"
 	"are not replicated. Stop with Ctrl-C, SIGTERM or 'umount MOUNTDIR'.\n"
 	"\n"
+	"  -c, --config FILE YAML config (keys: docs/ltfs.example.yml); flags win\n"
 	"  --data DIR        data dir (default: MOUNTDIR.ltfs beside the mount);\n"
 	"                    must not be MOUNTDIR or inside it, or contain it\n"
 	"  -d, --debug       log every FUSE request (implies --log-level debug)\n"
@@ -30,6 +32,7 @@ static const char mount_usage[] =
 int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
 		{ "data", required_argument, NULL, 'D' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "allow-other", no_argument, NULL, 'a' },
@@ -37,24 +40,29 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	struct cmd_config conf = { .log_level = ctx->log.level, .log_format = ctx->log.format };
 	struct fs_config cfg = { 0 };
 	char data[4096];
 	struct ltfs_err err = { 0 };
 	struct fs *fs = NULL;
-	const char *data_dir = NULL;
+	const char *data_dir = NULL, *config = NULL;
+	bool debug = false, allow_other = false;
+	unsigned threads = 0;
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "+dh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+c:dh", opts, NULL)) != -1) {
 		switch (c) {
+		case 'c':
+			config = optarg;
+			break;
 		case 'D':
 			data_dir = optarg;
 			break;
 		case 'd':
-			cfg.debug = true;
-			ctx->log.level = LTFS_LOG_DEBUG;
+			debug = true;
 			break;
 		case 'a':
-			cfg.allow_other = true;
+			allow_other = true;
 			break;
 		case 't': {
 			char *end;
@@ -62,7 +70,7 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 
 			if (*end || n < 1 || n > 256)
 				return cmd_usage_error("mount", "--threads: '%s' is not a number in 1..256", optarg);
-			cfg.max_threads = (unsigned)n;
+			threads = (unsigned)n;
 			break;
 		}
 		case 'h':
@@ -72,14 +80,31 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (argc - optind != 1)
-		return cmd_usage_error("mount", "expected exactly one MOUNTDIR (see --help)");
-	cfg.mountpoint = argv[optind];
+	if (config && cmd_config_load(config, &conf, &err) < 0) {
+		cmd_config_release(&conf);
+		return cmd_usage_error("mount", "%s", err.msg);
+	}
+	if (argc - optind > 1 || (argc - optind == 0 && !conf.mount_dir)) {
+		cmd_config_release(&conf);
+		return cmd_usage_error("mount", "expected exactly one MOUNTDIR (or mount-dir in --config; see --help)");
+	}
+	cfg.mountpoint = argc - optind == 1 ? argv[optind] : conf.mount_dir;
+	if (!data_dir)
+		data_dir = conf.data_dir;
 	if (!data_dir) {
 		fs_default_data_dir(cfg.mountpoint, data, sizeof(data));
 		data_dir = data;
 	}
 	cfg.data_dir = data_dir;
+	cfg.debug = debug || conf.debug;
+	cfg.allow_other = allow_other || conf.allow_other;
+	cfg.max_threads = threads ? threads : conf.threads;
+	if (!ctx->log_level_set)
+		ctx->log.level = conf.log_level;
+	if (!ctx->log_format_set)
+		ctx->log.format = conf.log_format;
+	if (cfg.debug)
+		ctx->log.level = LTFS_LOG_DEBUG;
 	cfg.log = &ctx->log;
 
 	rc = fs_open(&fs, &cfg, &err);
@@ -90,8 +115,10 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	fs_close(fs);
 	if (rc < 0) {
 		ltfs_error(&ctx->log, "mount", "%s", err.msg);
+		cmd_config_release(&conf);
 		return rc == LTFS_E_CONFIG ? EXIT_USAGE : EXIT_FAIL;
 	}
 	ltfs_info(&ctx->log, "mount", "unmounted '%s'", cfg.mountpoint);
+	cmd_config_release(&conf);
 	return EXIT_OK;
 }

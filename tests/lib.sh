@@ -32,7 +32,7 @@ _cleanup() {
 ltfs_mount() {
 	_mnt=$1
 	shift
-	mkdir -p "$_mnt"
+	mkdir -p "$_mnt" 2>/dev/null || true # may be a stale mount
 	"$LTFS" mount --data "$T/data" "$@" "$_mnt" >>"$T/ltfs.log" 2>&1 &
 	echo $! >"$T/ltfs.pid"
 	_i=0

@@ -1,0 +1,403 @@
+/*
+ * config.c - the YAML config file (libyaml).
+ *
+ * The file is read into a small tree of mappings and scalars (with line
+ * numbers), then every key is checked against the table of known keys: an
+ * unknown key, a wrong type or a bad value is an error that names the key
+ * and its line. Scalars may hold ${VAR} or ${VAR:-default}, expanded from
+ * the environment; an unset variable without a default is an error.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "cmd/cmd.h"
+
+#define CFG_MAX_BYTES (1u << 20)
+#define CFG_MAX_NODES 4096
+#define CFG_MAX_DEPTH 8
+
+enum cfg_kind { CFG_MAP, CFG_SCALAR, CFG_SEQ };
+
+struct cfg_node {
+	enum cfg_kind kind;
+	char *key;   /* within a mapping */
+	char *value; /* scalars */
+	int line;
+	struct cfg_node *child, *next;
+};
+
+static void cfg_free(struct cfg_node *n)
+{
+	while (n) {
+		struct cfg_node *next = n->next;
+
+		cfg_free(n->child);
+		free(n->key);
+		free(n->value);
+		free(n);
+		n = next;
+	}
+}
+
+/* Expand ${VAR} and ${VAR:-default}; returns a malloc'd string or NULL. */
+static char *expand(const char *s, int line, struct ltfs_err *err)
+{
+	struct ltfs_buf b;
+
+	ltfs_buf_init(&b, CFG_MAX_BYTES);
+	if (ltfs_buf_append(&b, "", 0) < 0)
+		goto nomem;
+	while (*s) {
+		const char *end, *def;
+		char name[256];
+		const char *val;
+		size_t len;
+
+		if (s[0] != '$' || s[1] != '{') {
+			if (ltfs_buf_append(&b, s, 1) < 0)
+				goto nomem;
+			s++;
+			continue;
+		}
+		end = strchr(s, '}');
+		if (!end) {
+			ltfs_err_set(err, LTFS_E_CONFIG, "line %d: '${' without a closing '}'", line);
+			goto fail;
+		}
+		def = strstr(s, ":-");
+		len = (size_t)((def && def < end ? def : end) - (s + 2));
+		if (len == 0 || len >= sizeof(name)) {
+			ltfs_err_set(err, LTFS_E_CONFIG, "line %d: bad variable name in '%.*s'",
+				     line, (int)(end - s + 1), s);
+			goto fail;
+		}
+		memcpy(name, s + 2, len);
+		name[len] = '\0';
+		val = getenv(name);
+		if ((!val || !*val) && def && def < end) {
+			if (ltfs_buf_append(&b, def + 2, (size_t)(end - def - 2)) < 0)
+				goto nomem;
+		} else if (!val) {
+			ltfs_err_set(err, LTFS_E_CONFIG,
+				     "line %d: environment variable '%s' is not set (use ${%s:-default} for a default)",
+				     line, name, name);
+			goto fail;
+		} else if (ltfs_buf_append(&b, val, strlen(val)) < 0) {
+			goto nomem;
+		}
+		s = end + 1;
+	}
+	return (char *)b.data;
+nomem:
+	ltfs_err_set(err, -ENOMEM, NULL);
+fail:
+	ltfs_buf_release(&b);
+	return NULL;
+}
+
+struct parser {
+	yaml_parser_t yp;
+	int nodes;
+	struct ltfs_err *err;
+};
+
+static int next_event(struct parser *p, yaml_event_t *ev)
+{
+	if (!yaml_parser_parse(&p->yp, ev))
+		return ltfs_err_set(p->err, LTFS_E_CONFIG, "line %zu: %s",
+				    p->yp.problem_mark.line + 1,
+				    p->yp.problem ? p->yp.problem : "invalid YAML");
+	return 0;
+}
+
+static int parse_value(struct parser *p, yaml_event_t *ev, int depth,
+		       struct cfg_node **out);
+
+/* After MAPPING-START: key/value pairs until MAPPING-END. */
+static int parse_map(struct parser *p, int depth, struct cfg_node *map)
+{
+	struct cfg_node **tail = &map->child;
+
+	for (;;) {
+		yaml_event_t ev;
+		struct cfg_node *v = NULL;
+		char *key;
+		int line, rc;
+
+		if ((rc = next_event(p, &ev)) < 0)
+			return rc;
+		if (ev.type == YAML_MAPPING_END_EVENT) {
+			yaml_event_delete(&ev);
+			return 0;
+		}
+		if (ev.type != YAML_SCALAR_EVENT) {
+			line = (int)ev.start_mark.line + 1;
+			yaml_event_delete(&ev);
+			return ltfs_err_set(p->err, LTFS_E_CONFIG, "line %d: keys must be plain names", line);
+		}
+		key = strdup((const char *)ev.data.scalar.value);
+		line = (int)ev.start_mark.line + 1;
+		yaml_event_delete(&ev);
+		if (!key)
+			return ltfs_err_set(p->err, -ENOMEM, NULL);
+		for (struct cfg_node *c = map->child; c; c = c->next) {
+			if (strcmp(c->key, key) == 0) {
+				rc = ltfs_err_set(p->err, LTFS_E_CONFIG,
+						  "line %d: key '%s' repeats line %d", line, key, c->line);
+				free(key);
+				return rc;
+			}
+		}
+		if ((rc = next_event(p, &ev)) < 0) {
+			free(key);
+			return rc;
+		}
+		rc = parse_value(p, &ev, depth + 1, &v);
+		yaml_event_delete(&ev);
+		if (rc < 0) {
+			free(key);
+			return rc;
+		}
+		v->key = key;
+		v->line = line;
+		*tail = v;
+		tail = &v->next;
+	}
+}
+
+static int parse_value(struct parser *p, yaml_event_t *ev, int depth,
+		       struct cfg_node **out)
+{
+	struct cfg_node *n;
+	int line = (int)ev->start_mark.line + 1, rc = 0;
+
+	if (depth > CFG_MAX_DEPTH || ++p->nodes > CFG_MAX_NODES)
+		return ltfs_err_set(p->err, LTFS_E_LIMIT, "line %d: config nested too deep or too large", line);
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return ltfs_err_set(p->err, -ENOMEM, NULL);
+	n->line = line;
+	switch (ev->type) {
+	case YAML_SCALAR_EVENT:
+		n->kind = CFG_SCALAR;
+		n->value = expand((const char *)ev->data.scalar.value, line, p->err);
+		if (!n->value)
+			rc = p->err ? p->err->code : -ENOMEM;
+		break;
+	case YAML_MAPPING_START_EVENT:
+		n->kind = CFG_MAP;
+		rc = parse_map(p, depth, n);
+		break;
+	case YAML_SEQUENCE_START_EVENT: {
+		struct cfg_node **tail = &n->child;
+
+		n->kind = CFG_SEQ;
+		for (;;) {
+			yaml_event_t e;
+			struct cfg_node *item = NULL;
+
+			if ((rc = next_event(p, &e)) < 0)
+				break;
+			if (e.type == YAML_SEQUENCE_END_EVENT) {
+				yaml_event_delete(&e);
+				break;
+			}
+			rc = parse_value(p, &e, depth + 1, &item);
+			yaml_event_delete(&e);
+			if (rc < 0)
+				break;
+			*tail = item;
+			tail = &item->next;
+		}
+		break;
+	}
+	default:
+		rc = ltfs_err_set(p->err, LTFS_E_CONFIG, "line %d: anchors and aliases are not supported", line);
+	}
+	if (rc < 0) {
+		cfg_free(n);
+		return rc;
+	}
+	*out = n;
+	return 0;
+}
+
+static int cfg_parse(const char *path, struct cfg_node **root, struct ltfs_err *err)
+{
+	struct parser p = { .err = err };
+	yaml_event_t ev;
+	FILE *f;
+	long size;
+	int rc = 0;
+
+	*root = NULL;
+	f = fopen(path, "rb");
+	if (!f)
+		return ltfs_err_set(err, LTFS_E_CONFIG, "'%s': %s", path, strerror(errno));
+	if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 ||
+	    size > (long)CFG_MAX_BYTES) {
+		fclose(f);
+		return ltfs_err_set(err, LTFS_E_CONFIG, "'%s': unreadable or larger than %u bytes",
+				    path, CFG_MAX_BYTES);
+	}
+	if (!yaml_parser_initialize(&p.yp)) {
+		fclose(f);
+		return ltfs_err_set(err, -ENOMEM, NULL);
+	}
+	yaml_parser_set_input_file(&p.yp, f);
+	/* STREAM-START, DOCUMENT-START, then the top-level value */
+	while (rc == 0 && (rc = next_event(&p, &ev)) == 0) {
+		yaml_event_type_t t = ev.type;
+
+		if (t == YAML_STREAM_START_EVENT || t == YAML_DOCUMENT_START_EVENT) {
+			yaml_event_delete(&ev);
+			continue;
+		}
+		if (t == YAML_STREAM_END_EVENT || t == YAML_DOCUMENT_END_EVENT) {
+			yaml_event_delete(&ev);
+			break;
+		}
+		if (t != YAML_MAPPING_START_EVENT) {
+			rc = ltfs_err_set(err, LTFS_E_CONFIG, "line %zu: the config must be a mapping of keys",
+					  ev.start_mark.line + 1);
+			yaml_event_delete(&ev);
+			break;
+		}
+		rc = parse_value(&p, &ev, 0, root);
+		yaml_event_delete(&ev);
+		break;
+	}
+	yaml_parser_delete(&p.yp);
+	fclose(f);
+	if (rc < 0) {
+		cfg_free(*root);
+		*root = NULL;
+	} else if (!*root) {
+		*root = calloc(1, sizeof(**root)); /* an empty file is an empty mapping */
+		if (!*root)
+			return ltfs_err_set(err, -ENOMEM, NULL);
+	}
+	return rc;
+}
+
+/* ---- the schema ------------------------------------------------------- */
+
+static int want_bool(const struct cfg_node *n, bool *out, struct ltfs_err *err)
+{
+	if (n->kind == CFG_SCALAR) {
+		if (!strcmp(n->value, "true") || !strcmp(n->value, "yes") || !strcmp(n->value, "on")) {
+			*out = true;
+			return 0;
+		}
+		if (!strcmp(n->value, "false") || !strcmp(n->value, "no") || !strcmp(n->value, "off")) {
+			*out = false;
+			return 0;
+		}
+	}
+	return ltfs_err_set(err, LTFS_E_CONFIG, "line %d: '%s' must be true or false", n->line, n->key);
+}
+
+static int want_str(const struct cfg_node *n, char **out, struct ltfs_err *err)
+{
+	if (n->kind != CFG_SCALAR || !n->value[0])
+		return ltfs_err_set(err, LTFS_E_CONFIG, "line %d: '%s' must be a non-empty string",
+				    n->line, n->key);
+	free(*out);
+	*out = strdup(n->value);
+	return *out ? 0 : ltfs_err_set(err, -ENOMEM, NULL);
+}
+
+static int want_uint(const struct cfg_node *n, unsigned lo, unsigned hi,
+		     unsigned *out, struct ltfs_err *err)
+{
+	char *end;
+	unsigned long v;
+
+	if (n->kind == CFG_SCALAR) {
+		errno = 0;
+		v = strtoul(n->value, &end, 10);
+		if (!errno && end != n->value && !*end && n->value[0] != '-' && v >= lo && v <= hi) {
+			*out = (unsigned)v;
+			return 0;
+		}
+	}
+	return ltfs_err_set(err, LTFS_E_CONFIG, "line %d: '%s' must be a number in %u..%u",
+			    n->line, n->key, lo, hi);
+}
+
+static int unknown(const struct cfg_node *n, const char *where, struct ltfs_err *err)
+{
+	return ltfs_err_set(err, LTFS_E_CONFIG, "line %d: unknown key '%s'%s%s (see docs/ltfs.example.yml)",
+			    n->line, n->key, where ? " in " : "", where ? where : "");
+}
+
+static int apply_log(const struct cfg_node *map, struct cmd_config *c,
+		     struct ltfs_err *err)
+{
+	for (const struct cfg_node *n = map->child; n; n = n->next) {
+		char *v = NULL;
+		int rc;
+
+		if (strcmp(n->key, "level") == 0) {
+			rc = want_str(n, &v, err);
+			if (rc == 0 && ltfs_log_parse_level(v, &c->log_level) < 0)
+				rc = ltfs_err_set(err, LTFS_E_CONFIG,
+						  "line %d: 'level' must be error, warn, info or debug", n->line);
+		} else if (strcmp(n->key, "format") == 0) {
+			rc = want_str(n, &v, err);
+			if (rc == 0 && ltfs_log_parse_format(v, &c->log_format) < 0)
+				rc = ltfs_err_set(err, LTFS_E_CONFIG,
+						  "line %d: 'format' must be text or json", n->line);
+		} else {
+			rc = unknown(n, "'log'", err);
+		}
+		free(v);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int cmd_config_load(const char *path, struct cmd_config *c, struct ltfs_err *err)
+{
+	struct cfg_node *root;
+	int rc = cfg_parse(path, &root, err);
+
+	if (rc < 0) {
+		ltfs_err_prefix(err, "config '%s'", path);
+		return rc;
+	}
+	for (const struct cfg_node *n = root->child; rc == 0 && n; n = n->next) {
+		if (strcmp(n->key, "mount-dir") == 0)
+			rc = want_str(n, &c->mount_dir, err);
+		else if (strcmp(n->key, "data-dir") == 0)
+			rc = want_str(n, &c->data_dir, err);
+		else if (strcmp(n->key, "debug") == 0)
+			rc = want_bool(n, &c->debug, err);
+		else if (strcmp(n->key, "allow-other") == 0)
+			rc = want_bool(n, &c->allow_other, err);
+		else if (strcmp(n->key, "threads") == 0)
+			rc = want_uint(n, 1, 256, &c->threads, err);
+		else if (strcmp(n->key, "log") == 0)
+			rc = n->kind == CFG_MAP ? apply_log(n, c, err)
+						: ltfs_err_set(err, LTFS_E_CONFIG,
+							       "line %d: 'log' must be a mapping (level, format)",
+							       n->line);
+		else
+			rc = unknown(n, NULL, err);
+	}
+	cfg_free(root);
+	if (rc < 0)
+		ltfs_err_prefix(err, "config '%s'", path);
+	return rc;
+}
+
+void cmd_config_release(struct cmd_config *c)
+{
+	free(c->mount_dir);
+	free(c->data_dir);
+	memset(c, 0, sizeof(*c));
+}
