@@ -48,6 +48,9 @@ CMD_OBJ := $(call obj,$(CMD_SRC))
 UNIT_OBJ := $(call obj,$(UNIT_SRC))
 LIB_OBJ := $(LTX_OBJ) $(FS_OBJ) $(CLUSTER_OBJ)
 GEN := $(BUILD)/gen/crc64_table.h
+# The test build of the daemon: the same code plus fault-injection points
+# (LTFS_FAULT=OP[:N]); only tests run it.
+FAULT_OBJ := $(patsubst %.c,$(BUILD)/obj-faults/%.o,$(FS_SRC) $(CMD_SRC))
 
 .PHONY: all deps test test-unit asan fuzz bench run install clean lint
 # Keep objects of pattern-built programs (bench) between runs.
@@ -75,6 +78,15 @@ $(BUILD)/obj/%.o: %.c $(GEN) | deps
 	@[ "$(V)" = 1 ] || echo "  CC      $<"
 	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
+$(BUILD)/obj-faults/%.o: %.c $(GEN) | deps
+	@mkdir -p $(dir $@)
+	@[ "$(V)" = 1 ] || echo "  CC      $< (faults)"
+	$(Q)$(CC) $(ALL_CFLAGS) -DLTFS_FAULTS -MMD -MP -c -o $@ $<
+
+$(BUILD)/ltfs-faults: $(FAULT_OBJ) $(LTX_OBJ) $(CLUSTER_OBJ)
+	@[ "$(V)" = 1 ] || echo "  LINK    $@"
+	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/libltfs.a: $(LIB_OBJ)
 	@rm -f $@
 	$(Q)ar rcs $@ $^
@@ -94,7 +106,7 @@ $(BUILD)/bench-%: $(BUILD)/obj/tests/bench/%.o $(BUILD)/libltfs.a
 test-unit: $(BUILD)/test-unit
 	$(BUILD)/test-unit
 
-test: $(BUILD)/ltfs $(BUILD)/test-unit
+test: $(BUILD)/ltfs $(BUILD)/ltfs-faults $(BUILD)/test-unit
 	@tests/run $(BUILD)
 
 # Sanitizers: -O1 keeps stacks readable; recover off so any report fails.
@@ -130,4 +142,4 @@ lint:
 clean:
 	rm -rf build build-asan build-fuzz
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/obj-faults -name '*.d' 2>/dev/null)

@@ -240,9 +240,10 @@ static int ltx_done(struct fs_db *db, struct ltx_out *o, bool durable,
  */
 int fs_db_sync_history(struct fs_db *db)
 {
-	int rc = 0;
+	int rc = fs_writer_drain(db->fs, db);
 
-	fs_writer_drain(db->fs, db);
+	if (rc < 0)
+		return rc;
 	pthread_mutex_lock(&db->hist_mu);
 	if (db->ltx_unsynced > 0) {
 		for (uint32_t i = 0; i < db->ltx_unsynced; i++) {

@@ -95,7 +95,7 @@ struct fs_writer {
 	pthread_cond_t done;     /* a job finished */
 	struct fs_job *head, *tail;
 	uint32_t depth;
-	bool stop, abandon, running;
+	bool stop, running;
 };
 
 struct fs_db {
@@ -158,7 +158,9 @@ struct fs {
 	fs_commit_fn on_commit;
 	void *on_commit_ctx;
 	struct fs_writer writer;
-	const char *fault;         /* LTFS_FAULT, test builds only */
+	char fault[64];            /* LTFS_FAULT=OP[:N], test builds only */
+	int fault_left;            /* failures still to inject */
+	bool fault_always;
 };
 
 /* node.c */
@@ -208,7 +210,7 @@ int fs_db_defer_sync(struct fs_db *db, int fd);
 int fs_writer_start(struct fs *fs);
 void fs_writer_stop(struct fs *fs);
 void fs_writer_queue(struct fs *fs, struct fs_job *job);
-void fs_writer_drain(struct fs *fs, struct fs_db *db);
+int fs_writer_drain(struct fs *fs, struct fs_db *db);
 int fs_db_drop(struct fs_db *db, struct ltfs_err *err);
 void fs_db_pos_text(struct fs_db *db, char out[34]);
 

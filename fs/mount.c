@@ -166,7 +166,21 @@ int fs_open(struct fs **out, const struct fs_config *cfg, struct ltfs_err *err)
 	snprintf(fs->data_dir, sizeof(fs->data_dir), "%s", data);
 	pthread_mutex_init(&fs->lock, NULL);
 #ifdef LTFS_FAULTS
-	fs->fault = getenv("LTFS_FAULT");
+	{
+		const char *f = getenv("LTFS_FAULT");
+		char *colon;
+
+		snprintf(fs->fault, sizeof(fs->fault), "%s", f ? f : "");
+		fs->fault_always = true;
+		if ((colon = strchr(fs->fault, ':')) != NULL) {
+			*colon = '\0';
+			fs->fault_left = (int)strtol(colon + 1, NULL, 10);
+			fs->fault_always = false;
+		}
+		if (fs->fault[0])
+			ltfs_warn(fs->log, "fs", "fault injection: '%s' fails %s", fs->fault,
+				  fs->fault_always ? "always" : colon + 1);
+	}
 #endif
 	fs->data_fd = open(data, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fs->data_fd < 0 ||

@@ -88,7 +88,18 @@ static void reply_err(fuse_req_t req, int rc)
 bool fs_fault_hit(struct fs *fs, const char *op)
 {
 #ifdef LTFS_FAULTS
-	return fs->fault && strcmp(fs->fault, op) == 0;
+	int left;
+
+	if (!fs->fault[0] || strcmp(fs->fault, op) != 0)
+		return false;
+	if (fs->fault_always)
+		return true;
+	left = __atomic_load_n(&fs->fault_left, __ATOMIC_SEQ_CST);
+	while (left > 0 && !__atomic_compare_exchange_n(&fs->fault_left, &left, left - 1,
+							false, __ATOMIC_SEQ_CST,
+							__ATOMIC_SEQ_CST))
+		;
+	return left > 0;
 #else
 	(void)fs;
 	(void)op;

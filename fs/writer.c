@@ -27,6 +27,7 @@
 
 #define WRITER_MAX_QUEUED 4096
 #define WRITER_MAX_RUN 256 /* commits merged into one file at most */
+#define WRITER_DRAIN_S 5
 
 static int cmp_ref(const void *a, const void *b)
 {
@@ -222,9 +223,9 @@ static void *writer_main(void *arg)
 			ltfs_error(fs->log, "writer", "%s; retrying in 1 s", err.msg);
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_sec += 1;
+			if (w->stop)
+				break; /* left in the WAL: recorded at the next start */
 			pthread_cond_timedwait(&w->cv, &w->mu, &ts);
-			if (w->stop && w->abandon)
-				break;
 			continue;
 		}
 		while (count--) {
@@ -268,10 +269,14 @@ void fs_writer_stop(struct fs *fs)
 	pthread_mutex_unlock(&w->mu);
 	pthread_join(w->thread, NULL);
 	w->running = false;
-	while (w->head) { /* only if abandoned after failures */
+	if (w->head)
+		ltfs_error(fs->log, "writer", "%u commits not written to the history; their frames stay in the WAL and are recorded at the next start",
+			   w->depth);
+	while (w->head) {
 		struct fs_job *job = w->head;
 
 		w->head = job->next;
+		job->db->jobs_pending--;
 		job_free(job);
 	}
 	pthread_cond_destroy(&w->cv);
@@ -299,13 +304,27 @@ void fs_writer_queue(struct fs *fs, struct fs_job *job)
 	pthread_mutex_unlock(&w->mu);
 }
 
-/* Wait until no job of `db` is queued or running. */
-void fs_writer_drain(struct fs *fs, struct fs_db *db)
+/*
+ * Wait until no job of `db` is queued or running: 0, or -EIO after
+ * WRITER_DRAIN_S seconds (the history cannot be written, e.g. disk full;
+ * the caller refuses what would destroy the frames, SQLite sees an I/O
+ * error, and nothing is lost).
+ */
+int fs_writer_drain(struct fs *fs, struct fs_db *db)
 {
 	struct fs_writer *w = &fs->writer;
+	struct timespec until;
+	int rc = 0;
 
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += WRITER_DRAIN_S;
 	pthread_mutex_lock(&w->mu);
-	while (db->jobs_pending > 0)
-		pthread_cond_wait(&w->done, &w->mu);
+	while (db->jobs_pending > 0 && rc == 0)
+		if (pthread_cond_timedwait(&w->done, &w->mu, &until) == ETIMEDOUT)
+			rc = -EIO;
 	pthread_mutex_unlock(&w->mu);
+	if (rc < 0)
+		ltfs_error(fs->log, "writer", "'%s': history not written after %d s; refusing to let SQLite overwrite WAL frames it still needs",
+			   db->name, WRITER_DRAIN_S);
+	return rc;
 }
