@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <sys/mount.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <fuse_lowlevel.h>
@@ -88,10 +90,35 @@ static int load_node_id(struct fs *fs, struct ltfs_err *err)
 	return 0;
 }
 
+/* Databases are recovered and verified on a few threads at once. */
+struct loader {
+	struct fs *fs;
+	char **names;
+	struct fs_db **dbs;
+	int *rcs;
+	struct ltfs_err *errs;
+	size_t n;
+	size_t next; /* atomic */
+};
+
+static void *load_worker(void *arg)
+{
+	struct loader *l = arg;
+	size_t i;
+
+	while ((i = __atomic_fetch_add(&l->next, 1, __ATOMIC_SEQ_CST)) < l->n)
+		l->rcs[i] = fs_db_load(l->fs, l->names[i], &l->dbs[i], &l->errs[i]);
+	return NULL;
+}
+
 static int load_databases(struct fs *fs, struct ltfs_err *err)
 {
-	DIR *d;
+	struct loader l = { .fs = fs };
+	pthread_t threads[8];
+	size_t cap = 0, nthreads = 0;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	struct dirent *de;
+	DIR *d;
 	int dfd = dup(fs->dbs_fd), rc = 0;
 
 	if (dfd < 0 || !(d = fdopendir(dfd))) {
@@ -101,26 +128,65 @@ static int load_databases(struct fs *fs, struct ltfs_err *err)
 	}
 	rewinddir(d);
 	while (rc == 0 && (de = readdir(d)) != NULL) {
-		struct fs_db *db;
-		struct fs_db **dbs;
-
 		if (de->d_name[0] == '.')
 			continue;
-		if (fs->ndbs >= FS_MAX_DBS) {
+		if (l.n >= FS_MAX_DBS) {
 			rc = ltfs_err_set(err, LTFS_E_LIMIT, "more than %d databases in '%s/dbs'",
 					  FS_MAX_DBS, fs->data_dir);
 			break;
 		}
-		rc = fs_db_load(fs, de->d_name, &db, err);
-		if (rc < 0)
-			break;
-		dbs = realloc(fs->dbs, (fs->ndbs + 1) * sizeof(*dbs));
-		if (!dbs) {
-			fs_db_free(db);
-			rc = ltfs_err_set(err, -ENOMEM, NULL);
-			break;
+		if (l.n == cap) {
+			char **p;
+
+			cap = cap ? cap * 2 : 16;
+			p = realloc(l.names, cap * sizeof(*p));
+			if (!p) {
+				rc = ltfs_err_set(err, -ENOMEM, NULL);
+				break;
+			}
+			l.names = p;
 		}
-		fs->dbs = dbs;
+		if (!(l.names[l.n] = strdup(de->d_name)))
+			rc = ltfs_err_set(err, -ENOMEM, NULL);
+		else
+			l.n++;
+	}
+	closedir(d);
+	if (rc == 0 && l.n > 0) {
+		l.dbs = calloc(l.n, sizeof(*l.dbs));
+		l.rcs = calloc(l.n, sizeof(*l.rcs));
+		l.errs = calloc(l.n, sizeof(*l.errs));
+		fs->dbs = calloc(l.n, sizeof(*fs->dbs));
+		if (!l.dbs || !l.rcs || !l.errs || !fs->dbs)
+			rc = ltfs_err_set(err, -ENOMEM, NULL);
+	}
+	if (rc == 0 && l.n > 0) {
+		size_t want = cpus > 1 ? (size_t)cpus : 1;
+
+		if (want > l.n)
+			want = l.n;
+		if (want > sizeof(threads) / sizeof(threads[0]))
+			want = sizeof(threads) / sizeof(threads[0]);
+		for (; nthreads < want; nthreads++)
+			if (pthread_create(&threads[nthreads], NULL, load_worker, &l) != 0)
+				break;
+		load_worker(&l); /* this thread helps too */
+		for (size_t i = 0; i < nthreads; i++)
+			pthread_join(threads[i], NULL);
+	}
+	for (size_t i = 0; i < l.n; i++) {
+		struct fs_db *db = l.dbs ? l.dbs[i] : NULL;
+
+		if (rc == 0 && l.rcs[i] < 0) {
+			rc = l.rcs[i];
+			*err = l.errs[i];
+		}
+		if (!db)
+			continue;
+		if (rc < 0) {
+			fs_db_free(db);
+			continue;
+		}
 		fs->dbs[fs->ndbs++] = db;
 		if (db->db_fd >= 0) {
 			db->node = fs_node_new(fs, db->name, FS_DB, db);
@@ -132,8 +198,31 @@ static int load_databases(struct fs *fs, struct ltfs_err *err)
 			  (unsigned long long)db->checksum,
 			  db->broken ? " (NOT SERVED: see above)" : db->db_fd < 0 ? " (deleted)" : "");
 	}
-	closedir(d);
+	for (size_t i = 0; i < l.n; i++)
+		free(l.names[i]);
+	free(l.names);
+	free(l.dbs);
+	free(l.rcs);
+	free(l.errs);
 	return rc;
+}
+
+/*
+ * A mount left by a crashed run answers ENOTCONN: detach it. statfs always
+ * reaches the daemon (stat may be answered from the kernel's cache).
+ */
+static int clean_stale_mount(const char *mountpoint, struct ltfs_log *log,
+			     struct ltfs_err *err)
+{
+	struct statvfs sv;
+
+	if (statvfs(mountpoint, &sv) == 0 || errno != ENOTCONN)
+		return 0;
+	ltfs_warn(log, "fs", "'%s' is a stale mount of a crashed run: unmounting it", mountpoint);
+	if (umount2(mountpoint, MNT_DETACH) < 0)
+		return ltfs_err_set(err, -errno, "unmount stale '%s': %s", mountpoint,
+				    strerror(errno));
+	return 0;
 }
 
 int fs_open(struct fs **out, const struct fs_config *cfg, struct ltfs_err *err)
@@ -143,6 +232,9 @@ int fs_open(struct fs **out, const struct fs_config *cfg, struct ltfs_err *err)
 	int rc;
 
 	*out = NULL;
+	rc = clean_stale_mount(cfg->mountpoint, cfg->log, err);
+	if (rc < 0)
+		return rc;
 	if (!realpath(cfg->mountpoint, mnt))
 		return ltfs_err_set(err, -errno, "mount dir '%s': %s", cfg->mountpoint,
 				    errno == ENOTCONN ? "stale mount (run 'ltfs mount' again to clean it up)"
@@ -207,24 +299,13 @@ fail:
 	return rc;
 }
 
-/* A mount left by a crashed run answers ENOTCONN; detach it. A live one is
- * somebody else's: refuse. */
-static int clean_stale_mount(struct fs *fs, struct ltfs_err *err)
+/* A live mount at the same place is somebody else's: refuse. */
+static int refuse_live_mount(struct fs *fs, struct ltfs_err *err)
 {
-	struct stat st;
-	FILE *f;
 	char line[8192];
 	bool mounted = false;
+	FILE *f = fopen("/proc/self/mountinfo", "r");
 
-	if (stat(fs->cfg.mountpoint, &st) < 0 && errno == ENOTCONN) {
-		ltfs_warn(fs->log, "fs", "'%s' is a stale mount of a crashed run: unmounting it",
-			  fs->cfg.mountpoint);
-		if (umount2(fs->cfg.mountpoint, MNT_DETACH) < 0)
-			return ltfs_err_set(err, -errno, "unmount stale '%s': %s",
-					    fs->cfg.mountpoint, strerror(errno));
-		return 0;
-	}
-	f = fopen("/proc/self/mountinfo", "r");
 	while (f && fgets(line, sizeof(line), f)) {
 		char mp[FS_PATH_MAX];
 
@@ -245,7 +326,7 @@ int fs_mount(struct fs *fs, struct ltfs_err *err)
 	char opts[256];
 	int rc;
 
-	rc = clean_stale_mount(fs, err);
+	rc = refuse_live_mount(fs, err);
 	if (rc < 0)
 		return rc;
 	snprintf(opts, sizeof(opts), "fsname=ltfs,subtype=ltfs%s",

@@ -143,14 +143,18 @@ case_wal_ahead_of_history() {
 case_crash_loop() {
 	M=$T/mnt
 	n=${LTFS_CRASH_ITERATIONS:-100}
+	set -- wal:512 delete:65536 truncate:512 persist:65536 wal:65536 delete:512
 	ltfs_mount "$M"
-	sql "$M/c-wal.db" "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v);" >/dev/null
-	sql "$M/c-del.db" "CREATE TABLE t(id INTEGER PRIMARY KEY, v);"
-	: >"$T/acked-c-wal.db"
-	: >"$T/acked-c-del.db"
+	for mp in "$@"; do
+		db=c-${mp%:*}-${mp#*:}.db
+		sql "$M/$db" "PRAGMA page_size=${mp#*:}; PRAGMA journal_mode=${mp%:*};
+			CREATE TABLE t(id INTEGER PRIMARY KEY, v);" >/dev/null
+		: >"$T/acked-$db"
+	done
 	for i in $(seq 1 "$n"); do
-		db=c-wal.db
-		[ $((i % 2)) -eq 0 ] && db=c-del.db
+		k=$(( (i - 1) % $# + 1 ))
+		eval "mp=\${$k}"
+		db=c-${mp%:*}-${mp#*:}.db
 		(
 			j=0
 			while [ $j -lt 200 ]; do
@@ -175,7 +179,8 @@ case_crash_loop() {
 		fi
 		check "iteration $i: integrity of $db" [ "$(sql "$M/$db" 'PRAGMA integrity_check')" = ok ]
 	done
-	for db in c-wal.db c-del.db; do
+	for mp in "$@"; do
+		db=c-${mp%:*}-${mp#*:}.db
 		acked=$(wc -l <"$T/acked-$db")
 		have=$(sql "$M/$db" "SELECT count(*) FROM t")
 		check "$db: all $acked acknowledged rows present ($have)" [ "$have" -ge "$acked" ]
