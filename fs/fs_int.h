@@ -81,6 +81,7 @@ struct fs_page_ref {
 struct fs_job {
 	struct fs_job *next;
 	struct fs_db *db;
+	struct timespec queued;  /* deadline for writing it (CLOCK_REALTIME) */
 	struct ltx_header h;
 	uint64_t post;
 	int wal_fd, db_fd;       /* dups, closed with the job */

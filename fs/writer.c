@@ -28,6 +28,7 @@
 #define WRITER_MAX_QUEUED 4096
 #define WRITER_MAX_RUN 256 /* commits merged into one file at most */
 #define WRITER_DRAIN_S 5
+#define WRITER_BATCH_MS 2
 
 static int cmp_ref(const void *a, const void *b)
 {
@@ -206,11 +207,25 @@ static void *writer_main(void *arg)
 		if (!w->head)
 			break; /* stopping, nothing left */
 		job = w->head;
-		/* the run of queued jobs of the same database, bounded */
-		count = 1;
-		for (struct fs_job *j = job->next; j && j->db == job->db &&
-		     count < WRITER_MAX_RUN; j = j->next)
-			count++;
+		/* Give commits arriving right behind this one a moment to join
+		 * it: a busy database then makes a few files a second instead
+		 * of thousands, which file systems handle far better. */
+		for (;;) {
+			struct timespec now;
+
+			count = 1;
+			for (struct fs_job *j = job->next; j && j->db == job->db &&
+			     count < WRITER_MAX_RUN; j = j->next)
+				count++;
+			clock_gettime(CLOCK_REALTIME, &now);
+			if (count >= WRITER_MAX_RUN || w->stop ||
+			    (now.tv_sec > job->queued.tv_sec ||
+			     (now.tv_sec == job->queued.tv_sec &&
+			      now.tv_nsec >= job->queued.tv_nsec)) ||
+			    (job->next && job->next->db != job->db))
+				break;
+			pthread_cond_timedwait(&w->cv, &w->mu, &job->queued);
+		}
 		pthread_mutex_unlock(&w->mu);
 		rc = write_jobs(fs, job, count, &err);
 		pthread_mutex_lock(&w->mu);
@@ -293,6 +308,13 @@ void fs_writer_queue(struct fs *fs, struct fs_job *job)
 	while (w->depth >= WRITER_MAX_QUEUED)
 		pthread_cond_wait(&w->done, &w->mu);
 	job->next = NULL;
+	/* written no later than WRITER_BATCH_MS from now */
+	clock_gettime(CLOCK_REALTIME, &job->queued);
+	job->queued.tv_nsec += WRITER_BATCH_MS * 1000000L;
+	if (job->queued.tv_nsec >= 1000000000L) {
+		job->queued.tv_sec++;
+		job->queued.tv_nsec -= 1000000000L;
+	}
 	if (w->tail)
 		w->tail->next = job;
 	else
