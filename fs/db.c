@@ -571,7 +571,6 @@ static int commit_wal_group(struct fs_db *db, struct frame_ref *frames,
 		return ltfs_err_set(err, -ENOMEM, NULL);
 	}
 	job->db = db;
-	job->wal_fd = job->db_fd = -1;
 	for (uint32_t p = 1; p <= commit; p++) {
 		uint64_t off = FS_FROM_DB, c;
 		bool have = false;
@@ -608,12 +607,6 @@ static int commit_wal_group(struct fs_db *db, struct frame_ref *frames,
 	}
 	for (uint32_t p = commit + 1; p <= old_commit; p++)
 		sum ^= db->page_cksums[p - 1] & ~LTX_CHECKSUM_FLAG;
-	job->wal_fd = dup(db->wal_fd);
-	job->db_fd = dup(db->db_fd);
-	if (job->wal_fd < 0 || job->db_fd < 0) {
-		rc = ltfs_err_set(err, -errno, "'%s': dup: %s", db->name, strerror(errno));
-		goto fail;
-	}
 	/* only now that nothing can fail: the new page checksums */
 	for (uint32_t i = 0; i < job->n; i++)
 		db->page_cksums[job->refs[i].pgno - 1] = cks[i];
@@ -643,10 +636,6 @@ static int commit_wal_group(struct fs_db *db, struct frame_ref *frames,
 	fs_writer_queue(db->fs, job);
 	return 0;
 fail:
-	if (job->wal_fd >= 0)
-		close(job->wal_fd);
-	if (job->db_fd >= 0)
-		close(job->db_fd);
 	free(job);
 	free(page);
 	free(cks);
@@ -923,7 +912,11 @@ void fs_db_pos_text(struct fs_db *db, char out[34])
 int fs_db_drop(struct fs_db *db, struct ltfs_err *err)
 {
 	struct ltx_out o;
-	int rc = 0;
+	int rc = fs_db_sync_history(db); /* queued commits read these files */
+
+	if (rc < 0)
+		return ltfs_err_set(err, rc, "'%s': history not written: %s", db->name,
+				    strerror(-rc));
 
 	if (db->txid > 0 && db->page_size) {
 		rc = ltx_begin(db, &o, 0, db->txid + 1, err);

@@ -77,14 +77,15 @@ struct fs_page_ref {
 	uint64_t off;
 };
 
-/* One WAL-mode commit waiting for the writer thread. */
+/* One WAL-mode commit waiting for the writer thread. It reads the pages
+ * through db->wal_fd and db->db_fd: whatever closes those drains the
+ * queue first (fs_db_sync_history). */
 struct fs_job {
 	struct fs_job *next;
 	struct fs_db *db;
 	struct timespec queued;  /* deadline for writing it (CLOCK_REALTIME) */
 	struct ltx_header h;
 	uint64_t post;
-	int wal_fd, db_fd;       /* dups, closed with the job */
 	uint32_t n;
 	struct fs_page_ref refs[];
 };

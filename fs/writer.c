@@ -128,12 +128,12 @@ static int write_jobs(struct fs *fs, struct fs_job *first, uint32_t count,
 			ssize_t got;
 
 			memset(page, 0, h.page_size);
-			got = pread(last->db_fd, page, h.page_size,
+			got = pread(db->db_fd, page, h.page_size,
 				    (off_t)(r->pgno - 1) * h.page_size);
 			rc = got < 0 ? ltfs_err_set(err, -errno, "read page %u: %s",
 						    r->pgno, strerror(errno)) : 0;
 		} else {
-			rc = ltx_pread_full(last->wal_fd, page, h.page_size, r->off);
+			rc = ltx_pread_full(db->wal_fd, page, h.page_size, r->off);
 			if (rc < 0)
 				ltfs_err_set(err, rc, "read wal frame of page %u: %s",
 					     r->pgno, ltfs_strerror(rc));
@@ -183,10 +183,6 @@ static int write_jobs(struct fs *fs, struct fs_job *first, uint32_t count,
 
 static void job_free(struct fs_job *job)
 {
-	if (job->wal_fd >= 0)
-		close(job->wal_fd);
-	if (job->db_fd >= 0)
-		close(job->db_fd);
 	free(job);
 }
 
@@ -322,7 +318,10 @@ void fs_writer_queue(struct fs *fs, struct fs_job *job)
 	w->tail = job;
 	w->depth++;
 	job->db->jobs_pending++;
-	pthread_cond_signal(&w->cv);
+	/* An idle writer sleeps without a deadline; a batching one wakes at
+	 * its deadline anyway, so a commit costs no wakeup of its own. */
+	if (w->depth == 1 || w->depth % WRITER_MAX_RUN == 0)
+		pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 }
 
