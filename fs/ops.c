@@ -298,25 +298,36 @@ static void fill_entry(struct fs *fs, struct fs_node *n, const struct stat *st,
 	e->entry_timeout = synthetic ? 0 : ATTR_TIMEOUT;
 }
 
+/* Resolve a name and fill its entry, counting the kernel's new lookup;
+ * fs->lock held. */
+static int entry_of(struct fs *fs, struct fs_node *dir, const char *name,
+		    const char *path, struct fuse_entry_param *e)
+{
+	struct fs_node *n = NULL;
+	struct stat st;
+	int rc = resolve(fs, dir, name, path, &n);
+
+	if (rc == 0)
+		rc = node_stat(fs, n, &st);
+	if (rc == 0) {
+		n->nlookup++;
+		fill_entry(fs, n, &st, e);
+	}
+	return rc;
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = req_fs(req);
-	struct fs_node *dir = ino_node(fs, parent), *n = NULL;
+	struct fs_node *dir = ino_node(fs, parent);
 	char path[FS_PATH_MAX];
 	struct fuse_entry_param e;
-	struct stat st;
 	int rc;
 
 	pthread_mutex_lock(&fs->lock);
 	rc = make_path(dir, name, path);
 	if (rc == 0)
-		rc = resolve(fs, dir, name, path, &n);
-	if (rc == 0)
-		rc = node_stat(fs, n, &st);
-	if (rc == 0) {
-		n->nlookup++;
-		fill_entry(fs, n, &st, &e);
-	}
+		rc = entry_of(fs, dir, name, path, &e);
 	pthread_mutex_unlock(&fs->lock);
 	if (rc < 0)
 		reply_err(req, rc);
@@ -1062,10 +1073,9 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode)
 {
 	struct fs *fs = req_fs(req);
-	struct fs_node *dir = ino_node(fs, parent), *n = NULL;
+	struct fs_node *dir = ino_node(fs, parent);
 	struct fuse_entry_param e;
 	char path[FS_PATH_MAX];
-	struct stat st;
 	int rc;
 
 	pthread_mutex_lock(&fs->lock);
@@ -1075,13 +1085,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (rc == 0 && mkdirat(fs->tree_fd, path, mode) < 0)
 		rc = -errno;
 	if (rc == 0)
-		rc = resolve(fs, dir, name, path, &n);
-	if (rc == 0)
-		rc = node_stat(fs, n, &st);
-	if (rc == 0) {
-		n->nlookup++;
-		fill_entry(fs, n, &st, &e);
-	}
+		rc = entry_of(fs, dir, name, path, &e);
 	pthread_mutex_unlock(&fs->lock);
 	if (rc < 0)
 		reply_err(req, rc);

@@ -36,8 +36,9 @@ ltfs_mount() {
 	"$LTFS" mount --data "$T/data" "$@" "$_mnt" >>"$T/ltfs.log" 2>&1 &
 	echo $! >"$T/ltfs.pid"
 	_i=0
-	# mounted and answering (a stale mount left by a kill answers ENOTCONN)
-	while ! { grep -q " $_mnt fuse" /proc/mounts && stat "$_mnt" >/dev/null 2>&1; }; do
+	# mounted and answering: statfs reaches the daemon (a stale mount left
+	# by a kill answers ENOTCONN; stat may come from the kernel cache)
+	while ! { grep -q " $_mnt fuse" /proc/mounts && stat -f "$_mnt" >/dev/null 2>&1; }; do
 		_i=$((_i + 1))
 		if [ $_i -gt 200 ] || ! kill -0 "$(cat "$T/ltfs.pid")" 2>/dev/null; then
 			echo "    mount of $_mnt did not come up:" >&2
