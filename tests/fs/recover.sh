@@ -37,23 +37,27 @@ case_hot_journal() {
 	M=$T/mnt
 	ltfs_mount "$M"
 	for mode in delete truncate persist; do
-		db=hot-$mode.db
-		sql "$M/$db" "PRAGMA journal_mode=$mode; CREATE TABLE t(id INTEGER PRIMARY KEY, v);
-			INSERT INTO t(v) VALUES (1), (2);" >/dev/null
-		pos=$(cat "$M/$db-pos")
-		leave_hot_journal "$db"
-		check "$db: journal is hot" [ -s "$T/data/dbs/$db/journal" ]
+		for ps in 512 65536; do
+			db=hot-$mode-$ps.db
+			sql "$M/$db" "PRAGMA page_size=$ps; PRAGMA journal_mode=$mode;
+				CREATE TABLE t(id INTEGER PRIMARY KEY, v);
+				INSERT INTO t(v) VALUES (1), (2);" >/dev/null
+			leave_hot_journal "$db"
+			check "$db: journal is hot" [ -s "$T/data/dbs/$db/journal" ]
+		done
 	done
 	# ltfs itself dies too, then starts over the hot journals
 	ltfs_kill "$M"
 	ltfs_mount "$M"
 	for mode in delete truncate persist; do
-		db=hot-$mode.db
-		check "$db: rolled back" [ "$(rows "$db")" = 2 ]
-		check "$db: integrity" [ "$(sql "$M/$db" 'PRAGMA integrity_check')" = ok ]
-		check "$db: history" history_rebuilds "$db"
-		sql "$M/$db" "INSERT INTO t(v) VALUES (3);"
-		check "$db: writable" [ "$(rows "$db")" = 3 ]
+		for ps in 512 65536; do
+			db=hot-$mode-$ps.db
+			check "$db: rolled back" [ "$(rows "$db")" = 2 ]
+			check "$db: integrity" [ "$(sql "$M/$db" 'PRAGMA integrity_check')" = ok ]
+			check "$db: history" history_rebuilds "$db"
+			sql "$M/$db" "INSERT INTO t(v) VALUES (3);"
+			check "$db: writable" [ "$(rows "$db")" = 3 ]
+		done
 	done
 	check "logged" contains "$T/ltfs.log" "rolled back a hot journal"
 	ltfs_umount "$M"
@@ -64,16 +68,31 @@ case_hot_journal() {
 case_truncated_database() {
 	M=$T/mnt
 	ltfs_mount "$M"
-	sql "$M/tr.db" "CREATE TABLE t(id INTEGER PRIMARY KEY, v);
-		WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<300)
-		INSERT INTO t(v) SELECT hex(randomblob(100)) FROM c;"
+	for mode in delete truncate persist wal; do
+		for ps in 512 65536; do
+			db=tr-$mode-$ps.db
+			sql "$M/$db" "PRAGMA page_size=$ps; PRAGMA journal_mode=$mode;
+				CREATE TABLE t(id INTEGER PRIMARY KEY, v);" >/dev/null
+			sql "$M/$db" "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<300)
+				INSERT INTO t(v) SELECT hex(randomblob(100)) FROM c;"
+		done
+	done
 	ltfs_umount "$M"
-	size=$(stat -c %s "$T/data/dbs/tr.db/database")
-	truncate -s $((size - 4096)) "$T/data/dbs/tr.db/database"
+	for mode in delete truncate persist wal; do
+		for ps in 512 65536; do
+			f=$T/data/dbs/tr-$mode-$ps.db/database
+			truncate -s $(($(stat -c %s "$f") - ps)) "$f"
+		done
+	done
 	ltfs_mount "$M"
-	check "repaired" contains "$T/ltfs.log" "repaired by re-applying"
-	check "rows" [ "$(rows tr.db)" = 300 ]
-	check "integrity" [ "$(sql "$M/tr.db" 'PRAGMA integrity_check')" = ok ]
+	for mode in delete truncate persist wal; do
+		for ps in 512 65536; do
+			db=tr-$mode-$ps.db
+			check "$db: rows" [ "$(rows "$db")" = 300 ]
+			check "$db: integrity" [ "$(sql "$M/$db" 'PRAGMA integrity_check')" = ok ]
+		done
+	done
+	check "repaired" [ "$(grep -c "repaired by re-applying" "$T/ltfs.log")" -eq 8 ]
 	ltfs_umount "$M"
 }
 
