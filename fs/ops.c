@@ -41,8 +41,6 @@ struct dir_ent {
 struct fs_handle {
 	struct fs_node *node;
 	int fd;                 /* own descriptor, -1 for synthetic files */
-	char *data;             /* synthetic content */
-	size_t len;
 	struct dir_ent *ents;   /* directory listing */
 	size_t nents;
 };
@@ -534,17 +532,6 @@ static int open_node(struct fs *fs, struct fs_node *n, int flags,
 			close(fd);
 		return rc;
 	}
-	if (fd < 0) {
-		char text[1100];
-
-		special_text(fs, n, text, sizeof(text));
-		(*out)->data = strdup(text);
-		(*out)->len = strlen(text);
-		if (!(*out)->data) {
-			free(*out);
-			return -ENOMEM;
-		}
-	}
 	n->nopen++;
 	return 0;
 }
@@ -583,7 +570,6 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			pthread_mutex_unlock(&fs->lock);
 			if (h->fd >= 0)
 				close(h->fd);
-			free(h->data);
 			free(h);
 		}
 		reply_err(req, rc);
@@ -597,7 +583,6 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		pthread_mutex_unlock(&fs->lock);
 		if (h->fd >= 0)
 			close(h->fd);
-		free(h->data);
 		free(h);
 	}
 }
@@ -717,25 +702,17 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 
 	if (h->fd < 0) {
-		size_t o;
+		/* synthetic files are made afresh for every read: nothing in
+		 * the handle changes, so concurrent reads of one handle are
+		 * safe, and a re-read sees the current value */
+		struct fs *fs = req_fs(req);
+		char text[1100];
+		size_t len, o;
 
-		if (off == 0) {
-			/* a re-read from the start sees the current value */
-			struct fs *fs = req_fs(req);
-			char text[1100], *d;
-
-			special_text(fs, ino_node(fs, ino), text, sizeof(text));
-			d = strdup(text);
-			if (d) {
-				free(h->data);
-				h->data = d;
-				h->len = strlen(d);
-			}
-		}
-		o = (size_t)off < h->len ? (size_t)off : h->len;
-		size_t n = h->len - o < size ? h->len - o : size;
-
-		fuse_reply_buf(req, h->data + o, n);
+		special_text(fs, ino_node(fs, ino), text, sizeof(text));
+		len = strlen(text);
+		o = (size_t)off < len ? (size_t)off : len;
+		fuse_reply_buf(req, text + o, len - o < size ? len - o : size);
 		return;
 	}
 	(void)ino;
@@ -936,7 +913,6 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 	if (h->fd >= 0)
 		close(h->fd);
-	free(h->data);
 	free(h);
 	pthread_mutex_lock(&fs->lock);
 	n->nopen--;
