@@ -41,7 +41,6 @@ struct fs_config {
 	bool debug;             /* log every FUSE request at debug level */
 	bool allow_other;       /* let other users see the mount */
 	unsigned max_threads;   /* FUSE worker threads; 0 = default (16) */
-	uint32_t retention_files; /* LTX files kept per database, 0 = default */
 };
 
 /* Called after each commit's LTX file is in the local history. */
