@@ -363,14 +363,12 @@ static int read_db_header(struct fs_db *db, uint32_t *npages,
  * Turn the dirty pages into an LTX (or everything, for the first commit).
  * `durable`: fsync the file before returning.
  */
-static int commit_rollback(struct fs_db *db, bool durable, bool *made,
-			   struct ltfs_err *err)
+static int commit_rollback(struct fs_db *db, bool durable, struct ltfs_err *err)
 {
 	uint32_t commit = 0, lock, old_commit = db->commit;
 	struct ltx_out o;
 	int rc;
 
-	*made = false;
 	rc = read_db_header(db, &commit, err);
 	if (rc < 0)
 		return rc;
@@ -419,7 +417,6 @@ static int commit_rollback(struct fs_db *db, bool durable, bool *made,
 		db->page_cksums[p - 1] = 0;
 	db->commit = commit;
 	committed(db, &o);
-	*made = true;
 	return 0;
 }
 
@@ -434,21 +431,21 @@ static bool journal_is_hot(struct fs_db *db)
 	return ltx_journal_header_parse(hdr, sizeof(hdr), NULL, NULL) == 0;
 }
 
-int fs_db_journal_finalize(struct fs_db *db, int how, const void *buf,
-			   size_t n, uint64_t off, struct ltfs_err *err)
+/*
+ * SQLite is about to finalize the journal (unlink, truncate to 0, or zero
+ * its header): the commit point of the rollback modes. Called before the
+ * finalize goes through, so a failure here leaves the journal hot and the
+ * transaction is rolled back by the next reader.
+ */
+int fs_db_journal_finalize(struct fs_db *db, struct ltfs_err *err)
 {
-	bool made = false;
 	int rc = 0;
 
-	(void)buf;
-	(void)n;
-	(void)off;
 	if (db->ndirty > 0 && journal_is_hot(db))
-		rc = commit_rollback(db, db->synced, &made, err);
+		rc = commit_rollback(db, db->synced, err);
 	if (rc < 0)
 		return rc;
 	dirty_clear(db);
-	(void)how;
 	return 0;
 }
 
@@ -456,12 +453,11 @@ int fs_db_journal_finalize(struct fs_db *db, int how, const void *buf,
  * OFF, or a file copied in): at the write-lock release or last close. */
 int fs_db_commit_unjournaled(struct fs_db *db, struct ltfs_err *err)
 {
-	bool made;
 	int rc;
 
 	if (db->ndirty == 0 || db->wal.active || journal_is_hot(db))
 		return 0;
-	rc = commit_rollback(db, db->synced, &made, err);
+	rc = commit_rollback(db, db->synced, err);
 	if (rc == 0)
 		dirty_clear(db);
 	return rc;

@@ -198,8 +198,7 @@ int fs_db_aux_fd(struct fs_db *db, enum fs_kind kind);
 int fs_db_note_db_write(struct fs_db *db, const void *buf, size_t n,
 			uint64_t off, struct ltfs_err *err);
 int fs_db_truncate(struct fs_db *db, uint64_t size, struct ltfs_err *err);
-int fs_db_journal_finalize(struct fs_db *db, int how, const void *buf,
-			   size_t n, uint64_t off, struct ltfs_err *err);
+int fs_db_journal_finalize(struct fs_db *db, struct ltfs_err *err);
 int fs_db_wal_write(struct fs_db *db, const void *buf, size_t n, uint64_t off,
 		    struct ltfs_err *err);
 int fs_db_wal_truncate(struct fs_db *db, uint64_t size, struct ltfs_err *err);
@@ -215,13 +214,6 @@ void fs_writer_queue(struct fs *fs, struct fs_job *job);
 int fs_writer_drain(struct fs *fs, struct fs_db *db);
 int fs_db_drop(struct fs_db *db, struct ltfs_err *err);
 void fs_db_pos_text(struct fs_db *db, char out[34]);
-
-/* how a journal is finalized */
-enum {
-	FS_JOURNAL_UNLINK = 1,
-	FS_JOURNAL_TRUNCATE = 2,
-	FS_JOURNAL_ZERO = 3,
-};
 
 /* ops.c */
 extern const struct fuse_lowlevel_ops fs_ops;

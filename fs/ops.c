@@ -756,7 +756,7 @@ static int write_db(struct fs *fs, struct fs_node *n, struct fs_handle *h,
 		/* PERSIST mode ends a transaction by zeroing the header. */
 		rc = 0;
 		if (off == 0 && size >= LTX_JOURNAL_HEADER_SIZE && all_zero(buf, LTX_JOURNAL_HEADER_SIZE))
-			rc = fs_db_journal_finalize(db, FS_JOURNAL_ZERO, buf, size, 0, &err);
+			rc = fs_db_journal_finalize(db, &err);
 		if (rc == 0)
 			rc = pwrite_all(h->fd, buf, size, off);
 		break;
@@ -977,7 +977,7 @@ static int truncate_node(struct fs *fs, struct fs_node *n, off_t size,
 		break;
 	case FS_JOURNAL:
 		if (size == 0)
-			rc = fs_db_journal_finalize(n->db, FS_JOURNAL_TRUNCATE, NULL, 0, 0, &err);
+			rc = fs_db_journal_finalize(n->db, &err);
 		break;
 	case FS_WAL:
 		rc = fs_db_wal_truncate(n->db, (uint64_t)size, &err);
@@ -1122,7 +1122,7 @@ static int unlink_db_file(struct fs *fs, struct fs_node *n)
 				  db->name, (unsigned long long)db->txid);
 		break;
 	case FS_JOURNAL:
-		rc = fs_db_journal_finalize(db, FS_JOURNAL_UNLINK, NULL, 0, 0, &err);
+		rc = fs_db_journal_finalize(db, &err);
 		if (rc == 0 && unlinkat(db->dirfd, "journal", 0) < 0)
 			rc = -errno;
 		if (rc == 0 && db->journal_fd >= 0) {
