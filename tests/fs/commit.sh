@@ -147,24 +147,26 @@ case_wal_exclusive() {
 case_concurrent_readers() {
 	M=$T/mnt
 	ltfs_mount "$M"
-	for mode in delete wal; do
-		db=conc-$mode.db
-		new_db "$db" "$mode" 4096
-		(
-			for i in $(seq 1 150); do
-				sql "$M/$db" "INSERT INTO t(v) VALUES ('w$i');" || exit 1
+	for mode in $MODES; do
+		for ps in $SIZES; do
+			db=conc-$mode-$ps.db
+			new_db "$db" "$mode" "$ps"
+			(
+				for i in $(seq 1 60); do
+					sql "$M/$db" "INSERT INTO t(v) VALUES ('w$i');" || exit 1
+				done
+			) &
+			wpid=$!
+			fails=0
+			for r in $(seq 1 30); do
+				sql "$M/$db" "SELECT count(*) FROM t;" >/dev/null || fails=$((fails + 1))
 			done
-		) &
-		wpid=$!
-		fails=0
-		for r in $(seq 1 60); do
-			n=$(sql "$M/$db" "SELECT count(*) FROM t;") || fails=$((fails + 1))
+			wait $wpid || { echo "    writer failed" >&2; exit 1; }
+			check "$db: readers never failed ($fails)" [ "$fails" -eq 0 ]
+			check "$db: all rows" [ "$(sql "$M/$db" 'SELECT count(*) FROM t')" = 60 ]
+			check "$db: integrity" [ "$(sql "$M/$db" 'PRAGMA integrity_check')" = ok ]
+			check_history "$db"
 		done
-		wait $wpid || { echo "    writer failed" >&2; exit 1; }
-		check "$mode: readers never failed ($fails)" [ "$fails" -eq 0 ]
-		check "$mode: all rows" [ "$(sql "$M/$db" 'SELECT count(*) FROM t')" = 150 ]
-		check "$mode: integrity" [ "$(sql "$M/$db" 'PRAGMA integrity_check')" = ok ]
-		check_history "$db"
 	done
 	ltfs_umount "$M"
 }
@@ -172,7 +174,7 @@ case_concurrent_readers() {
 case_drop_db() {
 	M=$T/mnt
 	ltfs_mount "$M"
-	for mode in delete wal; do
+	for mode in $MODES; do
 		db=drop-$mode.db
 		new_db "$db" "$mode" 4096
 		sql "$M/$db" "INSERT INTO t(v) VALUES (1);"
@@ -186,8 +188,9 @@ case_drop_db() {
 		got=$(sqlite3 :memory: "select json_extract(readfile('$T/del.json'), '\$.header.commit'), json_extract(readfile('$T/del.json'), '\$.header.min_txid'), json_extract(readfile('$T/del.json'), '\$.trailer.post_apply_checksum')")
 		check "deletion recorded ($got)" [ "$got" = "0|$((t0 + 1))|8000000000000000" ]
 		# the name can be used again; TXIDs go on
-		new_db "$db" "$mode" 4096
+		new_db "$db" "$mode" 65536
 		check "recreated" [ "$(txid "$db")" -gt $((t0 + 1)) ]
+		check_history "$db"
 	done
 	ltfs_umount "$M"
 }
@@ -224,15 +227,23 @@ case_readdir_and_files() {
 case_pos_file() {
 	M=$T/mnt
 	ltfs_mount "$M"
-	sql "$M/p.db" "PRAGMA page_size=4096; CREATE TABLE t(x);"
-	check "pos after one commit" [ "$(cat "$M/p.db-pos")" = "0000000000000001/$("$LTFS" ltx checksum "$T/data/dbs/p.db/database")" ]
-	check "34 bytes" [ "$(wc -c <"$M/p.db-pos")" -eq 34 ]
-	# a handle kept open sees new positions on re-read
-	exec 3<"$M/p.db-pos"
-	sql "$M/p.db" "INSERT INTO t VALUES (1);"
-	got=$(cat <&3)
-	exec 3<&-
-	check "re-read ($got)" [ "${got%/*}" = 0000000000000002 ]
+	for mode in $MODES; do
+		for ps in $SIZES; do
+			db=p-$mode-$ps.db
+			new_db "$db" "$mode" "$ps"
+			sql "$M/$db" "PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
+			t=$(txid "$db")
+			want="$(printf '%016x' "$t")/$("$LTFS" ltx checksum "$T/data/dbs/$db/database")"
+			check "$db: pos names the database checksum" [ "$(cat "$M/$db-pos")" = "$want" ]
+			check "$db: 34 bytes" [ "$(wc -c <"$M/$db-pos")" -eq 34 ]
+			# a handle kept open sees new positions on re-read
+			exec 3<"$M/$db-pos"
+			sql "$M/$db" "INSERT INTO t(v) VALUES (1);"
+			got=$(cat <&3)
+			exec 3<&-
+			check "$db: re-read ($got)" [ "${got%/*}" = "$(printf '%016x' $((t + 1)))" ]
+		done
+	done
 	ltfs_umount "$M"
 }
 
