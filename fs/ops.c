@@ -679,8 +679,12 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		}
 	}
 	rc = open_node(fs, n, fi->flags & ~O_TRUNC, &h);
-	if (rc == 0)
-		rc = node_stat(fs, n, &st);
+	if (rc == 0 && (rc = node_stat(fs, n, &st)) < 0) {
+		n->nopen--;
+		if (h->fd >= 0)
+			close(h->fd);
+		free(h);
+	}
 	if (rc == 0) {
 		n->nlookup++;
 		fill_entry(fs, n, &st, &e);
