@@ -31,6 +31,7 @@ struct cmd_config {
 	bool debug;
 	bool allow_other;
 	unsigned threads;
+	unsigned history_keep;
 	enum ltfs_log_level log_level;
 	enum ltfs_log_format log_format;
 };

@@ -381,6 +381,8 @@ int cmd_config_load(const char *path, struct cmd_config *c, struct ltfs_err *err
 			rc = want_bool(n, &c->allow_other, err);
 		else if (strcmp(n->key, "threads") == 0)
 			rc = want_uint(n, 1, 256, &c->threads, err);
+		else if (strcmp(n->key, "history-keep") == 0)
+			rc = want_uint(n, 1, 10000000, &c->history_keep, err);
 		else if (strcmp(n->key, "log") == 0)
 			rc = n->kind == CFG_MAP ? apply_log(n, c, err)
 						: ltfs_err_set(err, LTFS_E_CONFIG,

@@ -25,6 +25,8 @@ static const char mount_usage[] =
 	"  -d, --debug       log every FUSE request (implies --log-level debug)\n"
 	"  --allow-other     let other users (e.g. an app user) use the mount\n"
 	"  --threads N       FUSE worker threads (default 16)\n"
+	"  --history-keep N  newest LTX files kept as they are (default 1000); older\n"
+	"                    ones are folded into one snapshot when that pays\n"
 	"\n"
 	"Data dir layout: DATA/dbs/NAME/database (the SQLite file), .../ltx/ (the\n"
 	"LTX history, inspect with 'ltfs ltx dump'), DATA/tree (other files).\n";
@@ -37,6 +39,7 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		{ "debug", no_argument, NULL, 'd' },
 		{ "allow-other", no_argument, NULL, 'a' },
 		{ "threads", required_argument, NULL, 't' },
+		{ "history-keep", required_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -47,7 +50,7 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	struct fs *fs = NULL;
 	const char *data_dir = NULL, *config = NULL;
 	bool debug = false, allow_other = false;
-	unsigned threads = 0;
+	unsigned threads = 0, keep = 0;
 	int c, rc;
 
 	while ((c = getopt_long(argc, argv, "+c:dh", opts, NULL)) != -1) {
@@ -71,6 +74,15 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 			if (*end || n < 1 || n > 256)
 				return cmd_usage_error("mount", "--threads: '%s' is not a number in 1..256", optarg);
 			threads = (unsigned)n;
+			break;
+		}
+		case 'k': {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+
+			if (*end || n < 1 || n > 10000000)
+				return cmd_usage_error("mount", "--history-keep: '%s' is not a number in 1..10000000", optarg);
+			keep = (unsigned)n;
 			break;
 		}
 		case 'h':
@@ -99,6 +111,7 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	cfg.debug = debug || conf.debug;
 	cfg.allow_other = allow_other || conf.allow_other;
 	cfg.max_threads = threads ? threads : conf.threads;
+	cfg.history_keep = keep ? keep : conf.history_keep;
 	if (!ctx->log_level_set)
 		ctx->log.level = conf.log_level;
 	if (!ctx->log_format_set)

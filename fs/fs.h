@@ -41,6 +41,7 @@ struct fs_config {
 	bool debug;             /* log every FUSE request at debug level */
 	bool allow_other;       /* let other users see the mount */
 	unsigned max_threads;   /* FUSE worker threads; 0 = default (16) */
+	uint32_t history_keep;  /* newest LTX files never folded; 0 = 1000 */
 };
 
 /* Called after each commit's LTX file is in the local history. */

@@ -130,6 +130,7 @@ struct fs_db {
 	uint32_t unsynced_cap;
 	uint32_t jobs_pending;   /* queued WAL commits; fs->writer.mu */
 	uint32_t nltx;           /* files in the local history */
+	uint32_t fold_at;        /* next nltx worth a folding check; writer only */
 	uint64_t first_txid;     /* oldest TXID in the history */
 
 	bool broken;             /* checksum mismatch: refuse service */
@@ -206,6 +207,10 @@ int fs_db_wal_commit_pending(struct fs_db *db, struct ltfs_err *err);
 int fs_db_commit_unjournaled(struct fs_db *db, struct ltfs_err *err);
 int fs_db_sync_history(struct fs_db *db);
 int fs_db_defer_sync(struct fs_db *db, int fd);
+
+/* history.c */
+int fs_history_drop_covered(struct fs_db *db);
+int fs_history_fold(struct fs_db *db, uint32_t keep, struct ltfs_err *err);
 
 /* writer.c */
 int fs_writer_start(struct fs *fs);

@@ -602,6 +602,7 @@ int fs_db_load(struct fs *fs, const char *escaped, struct fs_db **out,
 	rc = scan_history(db, &h, err);
 	if (rc == 0) {
 		adopt_temp_files(db, &h);
+		fs_history_drop_covered(db);
 		rc = scan_history(db, &h, err);
 	}
 	if (rc < 0)

@@ -29,6 +29,7 @@
 #define WRITER_MAX_RUN 256 /* commits merged into one file at most */
 #define WRITER_DRAIN_S 5
 #define WRITER_BATCH_MS 2
+#define WRITER_IDLE_S 1 /* idle wake-ups to fold histories */
 
 static int cmp_ref(const void *a, const void *b)
 {
@@ -186,6 +187,36 @@ static void job_free(struct fs_job *job)
 	free(job);
 }
 
+/* Fold the history of each database that has grown (history.c). */
+static void fold_histories(struct fs *fs)
+{
+	uint32_t keep = fs->cfg.history_keep ? fs->cfg.history_keep : 1000;
+
+	for (size_t i = 0;; i++) {
+		struct ltfs_err err = { 0 };
+		struct fs_db *db;
+		uint32_t nltx;
+		int rc;
+
+		pthread_mutex_lock(&fs->lock);
+		db = i < fs->ndbs ? fs->dbs[i] : NULL;
+		pthread_mutex_unlock(&fs->lock);
+		if (!db)
+			break;
+		pthread_mutex_lock(&db->hist_mu);
+		nltx = db->nltx;
+		pthread_mutex_unlock(&db->hist_mu);
+		if (nltx <= 2 * keep || nltx < db->fold_at)
+			continue;
+		rc = fs_history_fold(db, keep, &err);
+		if (rc < 0)
+			ltfs_warn(fs->log, "history", "%s", err.msg);
+		/* not worth it (or failed): look again after `keep` more */
+		if (rc <= 0)
+			db->fold_at = nltx + keep;
+	}
+}
+
 static void *writer_main(void *arg)
 {
 	struct fs *fs = arg;
@@ -198,8 +229,19 @@ static void *writer_main(void *arg)
 		uint32_t count;
 		int rc;
 
-		while (!w->head && !w->stop)
-			pthread_cond_wait(&w->cv, &w->mu);
+		while (!w->head && !w->stop) {
+			/* idle: a moment to keep the histories bounded */
+			struct timespec ts;
+
+			pthread_mutex_unlock(&w->mu);
+			fold_histories(fs);
+			pthread_mutex_lock(&w->mu);
+			if (w->head || w->stop)
+				break;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += WRITER_IDLE_S;
+			pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+		}
 		if (!w->head)
 			break; /* stopping, nothing left */
 		job = w->head;

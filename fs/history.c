@@ -1,0 +1,217 @@
+/*
+ * history.c - keep the local LTX history bounded.
+ *
+ * The history must always rebuild the database from an empty file, so old
+ * files are not deleted but folded: the oldest run (a snapshot, TXID 1..A,
+ * and the files after it) is compacted into one new snapshot 1..B, which
+ * replaces them. The newest `keep` files always stay as they are.
+ *
+ * Folding rewrites the whole database, so it runs only when it pays: when
+ * the files after the snapshot hold at least as many bytes as the snapshot
+ * itself, or when they number more than 100 x keep. The writer thread does
+ * it while idle; a crash in the middle leaves either the old files, or the
+ * new snapshot next to files it covers, which start-up removes.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs/fs_int.h"
+
+struct hfile {
+	uint64_t min, max;
+	uint64_t size;
+	char name[LTX_FILENAME_SIZE];
+};
+
+static int cmp_hfile(const void *a, const void *b)
+{
+	const struct hfile *x = a, *y = b;
+
+	if (x->min != y->min)
+		return x->min < y->min ? -1 : 1;
+	return x->max < y->max ? -1 : x->max > y->max;
+}
+
+/* All history files, sorted by TXID range; *out is malloc'd. */
+static int list_history(struct fs_db *db, struct hfile **out, size_t *n)
+{
+	struct hfile *v = NULL;
+	size_t cap = 0, len = 0;
+	struct dirent *de;
+	DIR *d;
+	int dfd = dup(db->ltxfd);
+
+	*out = NULL;
+	*n = 0;
+	if (dfd < 0 || !(d = fdopendir(dfd))) {
+		if (dfd >= 0)
+			close(dfd);
+		return -errno;
+	}
+	rewinddir(d);
+	while ((de = readdir(d)) != NULL) {
+		struct hfile f;
+		struct stat st;
+
+		if (ltx_parse_filename(de->d_name, &f.min, &f.max) < 0 ||
+		    fstatat(db->ltxfd, de->d_name, &st, 0) < 0)
+			continue;
+		f.size = (uint64_t)st.st_size;
+		snprintf(f.name, sizeof(f.name), "%s", de->d_name);
+		if (len == cap) {
+			struct hfile *p;
+
+			cap = cap ? cap * 2 : 256;
+			p = realloc(v, cap * sizeof(*v));
+			if (!p) {
+				free(v);
+				closedir(d);
+				return -ENOMEM;
+			}
+			v = p;
+		}
+		v[len++] = f;
+	}
+	closedir(d);
+	if (len)
+		qsort(v, len, sizeof(*v), cmp_hfile);
+	*out = v;
+	*n = len;
+	return 0;
+}
+
+/* Remove files that a snapshot 1..X next to them already covers (left by
+ * a crash in the middle of folding). */
+int fs_history_drop_covered(struct fs_db *db)
+{
+	struct hfile *v;
+	size_t n;
+	uint64_t top = 0;
+	int rc = list_history(db, &v, &n), removed = 0;
+
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < n; i++)
+		if (v[i].min == 1 && v[i].max > top)
+			top = v[i].max;
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].max <= top && !(v[i].min == 1 && v[i].max == top)) {
+			unlinkat(db->ltxfd, v[i].name, 0);
+			removed++;
+		}
+	}
+	free(v);
+	if (removed) {
+		fsync(db->ltxfd);
+		ltfs_info(db->fs->log, "recover", "'%s': removed %d history files covered by a newer snapshot",
+			  db->name, removed);
+	}
+	return removed;
+}
+
+/* Decide whether folding pays and how many files to fold: 0 = not now. */
+static size_t fold_count(const struct hfile *v, size_t n, uint32_t keep)
+{
+	uint64_t bytes = 0;
+	size_t count;
+
+	if (n <= (size_t)keep + 1 || v[0].min != 1)
+		return 0;
+	count = n - keep;
+	for (size_t i = 1; i < count; i++) {
+		if (v[i].min != v[i - 1].max + 1)
+			return 0; /* not a chain: leave it for an operator */
+		bytes += v[i].size;
+	}
+	if (bytes < v[0].size && count < (size_t)keep * 100)
+		return 0;
+	return count;
+}
+
+/* 1 if files were folded, 0 if it did not pay, < 0 on error. */
+int fs_history_fold(struct fs_db *db, uint32_t keep, struct ltfs_err *err)
+{
+	struct ltx_decoder **decs = NULL;
+	struct ltx_header oh;
+	struct ltx_trailer ot;
+	char name[LTX_FILENAME_SIZE], tmp[LTX_FILENAME_SIZE + 8];
+	struct hfile *v;
+	size_t n, count;
+	int *fds = NULL, out = -1, rc;
+
+	rc = list_history(db, &v, &n);
+	if (rc < 0)
+		return ltfs_err_set(err, rc, "'%s/ltx': %s", db->dir, strerror(-rc));
+	count = fold_count(v, n, keep);
+	if (count < 2) {
+		free(v);
+		return 0; /* not now */
+	}
+	decs = calloc(count, sizeof(*decs));
+	fds = malloc(count * sizeof(*fds));
+	if (!decs || !fds) {
+		rc = ltfs_err_set(err, -ENOMEM, NULL);
+		goto out;
+	}
+	for (size_t i = 0; i < count; i++)
+		fds[i] = -1;
+	for (size_t i = 0; i < count && rc == 0; i++) {
+		struct ltx_decoder_opts opts = { .version = LTX_VERSION_AUTO };
+
+		fds[i] = openat(db->ltxfd, v[i].name, O_RDONLY | O_CLOEXEC);
+		if (fds[i] < 0)
+			rc = ltfs_err_set(err, -errno, "'%s': %s", v[i].name, strerror(errno));
+		else if ((rc = ltx_detect_version_fd(fds[i], &opts.version, err)) == 0 &&
+			 (rc = lseek(fds[i], 0, SEEK_SET) < 0 ? -errno : 0) == 0)
+			rc = ltx_decoder_open(&decs[i], ltx_read_fd, &fds[i], &opts, err);
+	}
+	if (rc < 0)
+		goto out;
+	ltx_format_filename(1, v[count - 1].max, name);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	out = openat(db->ltxfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (out < 0) {
+		rc = ltfs_err_set(err, -errno, "'%s': %s", tmp, strerror(errno));
+		goto out;
+	}
+	rc = ltx_compact(decs, count, NULL, ltx_write_fd, &out, &oh, &ot, err);
+	if (rc == 0 && fsync(out) < 0)
+		rc = ltfs_err_set(err, -errno, "fsync '%s': %s", tmp, strerror(errno));
+	if (rc == 0 && renameat2(db->ltxfd, tmp, db->ltxfd, name, RENAME_NOREPLACE) < 0)
+		rc = ltfs_err_set(err, -errno, "rename '%s': %s", tmp, strerror(errno));
+	if (rc == 0 && fsync(db->ltxfd) < 0)
+		rc = ltfs_err_set(err, -errno, "fsync '%s/ltx': %s", db->dir, strerror(errno));
+	if (rc < 0) {
+		unlinkat(db->ltxfd, tmp, 0);
+		goto out;
+	}
+	/* the snapshot is durable: the files it replaces can go */
+	for (size_t i = 0; i < count; i++)
+		unlinkat(db->ltxfd, v[i].name, 0);
+	fsync(db->ltxfd);
+	pthread_mutex_lock(&db->hist_mu);
+	db->nltx = db->nltx > count - 1 ? db->nltx - (uint32_t)(count - 1) : 1;
+	pthread_mutex_unlock(&db->hist_mu);
+	ltfs_info(db->fs->log, "history", "'%s': folded %zu files into %s", db->name, count, name);
+	rc = 1;
+out:
+	if (out >= 0)
+		close(out);
+	for (size_t i = 0; decs && i < count; i++) {
+		ltx_decoder_free(decs[i]);
+		if (fds[i] >= 0)
+			close(fds[i]);
+	}
+	free(decs);
+	free(fds);
+	free(v);
+	if (rc < 0)
+		ltfs_err_prefix(err, "'%s': fold history", db->name);
+	return rc;
+}

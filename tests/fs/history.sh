@@ -1,0 +1,49 @@
+# The local history stays bounded: old files are folded into one snapshot
+# that still rebuilds the database from nothing.
+. tests/lib.sh
+
+esc() { printf '%s' "$1" | sed 's|%|%25|g; s|/|%2f|g'; }
+
+case_fold() {
+	M=$T/mnt
+	ltfs_mount "$M" --history-keep 4
+	for mode in delete wal; do
+		db=f-$mode.db
+		sqlite3 "$M/$db" "PRAGMA journal_mode=$mode; CREATE TABLE t(id INTEGER PRIMARY KEY, v);" >/dev/null
+		for i in $(seq 1 40); do
+			sql "$M/$db" "INSERT INTO t(v) VALUES (randomblob(3000));"
+		done
+	done
+	i=0
+	while [ $i -lt 100 ] && [ "$(grep -c 'folded' "$T/ltfs.log")" -lt 2 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	for mode in delete wal; do
+		db=f-$mode.db
+		dir=$T/data/dbs/$db/ltx
+		n=$(ls "$dir" | grep -c '\.ltx$')
+		check "$db: folded ($n files)" [ "$n" -le 10 ]
+		first=$(ls "$dir" | head -n 1)
+		check "$db: starts with a snapshot ($first)" [ "${first%%-*}" = 0000000000000001 ]
+		expect_exit 0 "$LTFS" ltx verify "$dir"/*.ltx
+		sql "$M/$db" "PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
+		rm -f "$T/applied.db"
+		"$LTFS" ltx apply "$T/applied.db" "$dir"/*.ltx >/dev/null
+		check "$db: history rebuilds" cmp -s "$T/applied.db" "$T/data/dbs/$db/database"
+	done
+	ltfs_umount "$M"
+
+	# a crash between the new snapshot and the removal of what it covers
+	dir=$T/data/dbs/f-delete.db/ltx
+	snap=$(ls "$dir" | head -n 1)
+	"$LTFS" ltx compact -o "$T/old.ltx" "$dir/$snap" >/dev/null
+	cp "$T/old.ltx" "$dir/0000000000000001-0000000000000001.ltx"
+	ltfs_mount "$M" --history-keep 4
+	check "covered file removed" contains "$T/ltfs.log" "covered by a newer snapshot"
+	check "rows" [ "$(sql "$M/f-delete.db" 'SELECT count(*) FROM t')" = 40 ]
+	ltfs_umount "$M"
+}
+
+run_case fold
+finish
