@@ -774,7 +774,7 @@ int fs_db_wal_truncate(struct fs_db *db, uint64_t size, struct ltfs_err *err)
 
 /* ---- files of a database ---------------------------------------------- */
 
-static const char *aux_name(enum fs_kind kind)
+const char *fs_db_aux_name(enum fs_kind kind)
 {
 	switch (kind) {
 	case FS_JOURNAL:
@@ -807,6 +807,26 @@ int fs_db_aux_fd(struct fs_db *db, enum fs_kind kind)
 	return *aux_fd_slot(db, kind);
 }
 
+static void close_aux(struct fs_db *db, enum fs_kind kind)
+{
+	int *slot = aux_fd_slot(db, kind);
+
+	if (*slot >= 0) {
+		close(*slot);
+		*slot = -1;
+	}
+}
+
+/* Remove a backing file; its descriptor is closed once the file is gone.
+ * 0 or -errno of the unlink. */
+int fs_db_remove_aux(struct fs_db *db, enum fs_kind kind)
+{
+	if (unlinkat(db->dirfd, fs_db_aux_name(kind), 0) < 0)
+		return -errno;
+	close_aux(db, kind);
+	return 0;
+}
+
 /* Open (or create) the backing file of NAME-journal/-wal/-shm. */
 int fs_db_open_aux(struct fs_db *db, enum fs_kind kind, bool create)
 {
@@ -815,7 +835,7 @@ int fs_db_open_aux(struct fs_db *db, enum fs_kind kind, bool create)
 
 	if (*slot >= 0)
 		return 0;
-	fd = openat(db->dirfd, aux_name(kind),
+	fd = openat(db->dirfd, fs_db_aux_name(kind),
 		    O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
 	if (fd < 0)
 		return -errno;
@@ -930,13 +950,8 @@ int fs_db_drop(struct fs_db *db, struct ltfs_err *err)
 		committed(db, &o);
 	}
 	for (enum fs_kind k = FS_DB; k <= FS_SHM; k++) {
-		int *slot = aux_fd_slot(db, k);
-
-		if (*slot >= 0) {
-			close(*slot);
-			*slot = -1;
-		}
-		unlinkat(db->dirfd, aux_name(k), 0);
+		fs_db_remove_aux(db, k); /* some never existed */
+		close_aux(db, k);
 	}
 	fsync(db->dirfd);
 	memset(&db->wal, 0, sizeof(db->wal));

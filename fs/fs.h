@@ -71,10 +71,4 @@ int fs_db_position(struct fs *fs, const char *db, uint64_t *txid,
 /* Default data dir for a mount point ("MOUNT.ltfs"); out >= 4096 bytes. */
 void fs_default_data_dir(const char *mountpoint, char *out, size_t n);
 
-/*
- * Test builds only (-DLTFS_FAULTS): make the named operation fail, e.g.
- * LTFS_FAULT=commit-ltx-write. Names are listed in docs/datadir.md.
- */
-int fs_fault(struct fs *fs, const char *op);
-
 #endif /* LTFS_FS_H */

@@ -196,6 +196,9 @@ int fs_db_load(struct fs *fs, const char *escaped, struct fs_db **out,
 void fs_db_free(struct fs_db *db);
 int fs_db_open_aux(struct fs_db *db, enum fs_kind kind, bool create);
 int fs_db_aux_fd(struct fs_db *db, enum fs_kind kind);
+int fs_db_remove_aux(struct fs_db *db, enum fs_kind kind);
+/* Backing file name in DATA/dbs/NAME/ of a kind: database, journal, wal, shm. */
+const char *fs_db_aux_name(enum fs_kind kind);
 int fs_db_note_db_write(struct fs_db *db, const void *buf, size_t n,
 			uint64_t off, struct ltfs_err *err);
 int fs_db_truncate(struct fs_db *db, uint64_t size, struct ltfs_err *err);

@@ -441,8 +441,3 @@ int fs_db_position(struct fs *fs, const char *name, uint64_t *txid,
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
 }
-
-int fs_fault(struct fs *fs, const char *op)
-{
-	return fs_fault_hit(fs, op) ? -EIO : 0;
-}

@@ -165,13 +165,9 @@ static int node_stat(struct fs *fs, struct fs_node *n, struct stat *st)
 		rc = n->db->db_fd < 0 ? -ENOENT : fstat(n->db->db_fd, st) < 0 ? -errno : 0;
 		break;
 	case FS_JOURNAL:
-		rc = fstatat(n->db->dirfd, "journal", st, 0) < 0 ? -errno : 0;
-		break;
 	case FS_WAL:
-		rc = fstatat(n->db->dirfd, "wal", st, 0) < 0 ? -errno : 0;
-		break;
 	case FS_SHM:
-		rc = fstatat(n->db->dirfd, "shm", st, 0) < 0 ? -errno : 0;
+		rc = fstatat(n->db->dirfd, fs_db_aux_name(n->kind), st, 0) < 0 ? -errno : 0;
 		break;
 	case FS_POS:
 	case FS_PRIMARY:
@@ -212,9 +208,7 @@ static struct fs_db *find_db(struct fs *fs, const char *name, bool live)
 
 static bool aux_exists(struct fs_db *db, enum fs_kind kind)
 {
-	const char *f = kind == FS_JOURNAL ? "journal" : kind == FS_WAL ? "wal" : "shm";
-
-	return faccessat(db->dirfd, f, F_OK, 0) == 0;
+	return faccessat(db->dirfd, fs_db_aux_name(kind), F_OK, 0) == 0;
 }
 
 /*
@@ -1127,31 +1121,18 @@ static int unlink_db_file(struct fs *fs, struct fs_node *n)
 		break;
 	case FS_JOURNAL:
 		rc = fs_db_journal_finalize(db, &err);
-		if (rc == 0 && unlinkat(db->dirfd, "journal", 0) < 0)
-			rc = -errno;
-		if (rc == 0 && db->journal_fd >= 0) {
-			close(db->journal_fd);
-			db->journal_fd = -1;
-		}
+		if (rc == 0)
+			rc = fs_db_remove_aux(db, FS_JOURNAL);
 		break;
 	case FS_WAL:
 		rc = fs_db_wal_commit_pending(db, &err);
 		if (rc == 0)
 			rc = fs_db_wal_truncate(db, 0, &err);
-		if (rc == 0 && unlinkat(db->dirfd, "wal", 0) < 0)
-			rc = -errno;
-		if (rc == 0 && db->wal_fd >= 0) {
-			close(db->wal_fd);
-			db->wal_fd = -1;
-		}
+		if (rc == 0)
+			rc = fs_db_remove_aux(db, FS_WAL);
 		break;
 	case FS_SHM:
-		if (unlinkat(db->dirfd, "shm", 0) < 0)
-			rc = -errno;
-		if (rc == 0 && db->shm_fd >= 0) {
-			close(db->shm_fd);
-			db->shm_fd = -1;
-		}
+		rc = fs_db_remove_aux(db, FS_SHM);
 		break;
 	default:
 		rc = -EACCES;
