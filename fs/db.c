@@ -124,6 +124,41 @@ struct ltx_out {
 	uint8_t *page;     /* page buffer */
 };
 
+int fs_ltx_create(struct fs_db *db, uint64_t min_txid, uint64_t max_txid,
+		  char name[LTX_FILENAME_SIZE], char tmp[LTX_FILENAME_SIZE + 8],
+		  struct ltfs_err *err)
+{
+	int fd;
+
+	ltx_format_filename(min_txid, max_txid, name);
+	snprintf(tmp, LTX_FILENAME_SIZE + 8, "%s.tmp", name);
+	fd = openat(db->ltxfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return ltfs_err_set(err, -errno, "ltx '%s/ltx/%s': %s", db->dir, tmp,
+				    strerror(errno));
+	return fd;
+}
+
+int fs_ltx_publish(struct fs_db *db, int fd, const char *tmp, const char *name,
+		   bool durable, struct ltfs_err *err)
+{
+	int rc = 0;
+
+	if (durable && fsync(fd) < 0)
+		rc = ltfs_err_set(err, -errno, "fsync ltx '%s': %s", tmp, strerror(errno));
+	/* never replace a file of the history */
+	if (rc == 0 && renameat2(db->ltxfd, tmp, db->ltxfd, name, RENAME_NOREPLACE) < 0)
+		rc = ltfs_err_set(err, -errno, "rename ltx '%s': %s", tmp, strerror(errno));
+	if (rc < 0) {
+		unlinkat(db->ltxfd, tmp, 0);
+		return rc;
+	}
+	if (durable && fsync(db->ltxfd) < 0)
+		return ltfs_err_set(err, -errno, "fsync ltx dir of '%s': %s", db->name,
+				    strerror(errno));
+	return 0;
+}
+
 static int ltx_begin(struct fs_db *db, struct ltx_out *o, uint32_t commit,
 		     uint64_t txid_max, struct ltfs_err *err)
 {
@@ -137,19 +172,15 @@ static int ltx_begin(struct fs_db *db, struct ltx_out *o, uint32_t commit,
 	o->h.pre_apply_checksum = db->txid == 0 ? 0 : db->checksum;
 	o->h.node_id = db->fs->node_id;
 	o->sum = db->txid == 0 ? 0 : db->checksum & ~LTX_CHECKSUM_FLAG;
-	ltx_format_filename(o->h.min_txid, o->h.max_txid, o->name);
-	snprintf(o->tmp, sizeof(o->tmp), "%s.tmp", o->name);
 	o->page = malloc(db->page_size);
 	if (!o->page)
 		return ltfs_err_set(err, -ENOMEM, NULL);
-	if (fs_fault_hit(db->fs, "commit-ltx-open"))
-		return ltfs_err_set(err, -EIO, "ltx '%s': injected fault", o->tmp);
-	o->fd = openat(db->ltxfd, o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-		       0644);
-	if (o->fd < 0)
-		return ltfs_err_set(err, -errno, "ltx '%s/ltx/%s': %s", db->dir,
-				    o->tmp, strerror(errno));
-	return 0;
+	if (fs_fault_hit(db->fs, "commit-ltx-open")) {
+		ltx_format_filename(o->h.min_txid, o->h.max_txid, o->name);
+		return ltfs_err_set(err, -EIO, "ltx '%s.tmp': injected fault", o->name);
+	}
+	o->fd = fs_ltx_create(db, o->h.min_txid, o->h.max_txid, o->name, o->tmp, err);
+	return o->fd < 0 ? o->fd : 0;
 }
 
 /* Open the encoder once the header is final (WAL fields known). */
@@ -194,21 +225,11 @@ static int ltx_done(struct fs_db *db, struct ltx_out *o, bool durable,
 	rc = ltx_encoder_finish(o->enc, post, NULL, err);
 	if (rc == 0 && fs_fault_hit(db->fs, "commit-ltx-write"))
 		rc = ltfs_err_set(err, -EIO, "ltx '%s': injected fault", o->tmp);
-	if (rc == 0 && durable && fsync(o->fd) < 0)
-		rc = ltfs_err_set(err, -errno, "fsync ltx '%s': %s", o->tmp,
-				  strerror(errno));
-	if (rc == 0 && renameat2(db->ltxfd, o->tmp, db->ltxfd, o->name, RENAME_NOREPLACE) < 0)
-		rc = ltfs_err_set(err, -errno, "rename ltx '%s': %s", o->tmp,
-				  strerror(errno));
-	if (rc < 0) {
-		ltx_abort(db, o);
-		return rc;
-	}
 	/* TRUNCATE and PERSIST journals are finalized without a directory
-	 * sync from SQLite: the name must be durable before they are. */
-	if (durable && fsync(db->ltxfd) < 0) {
-		rc = ltfs_err_set(err, -errno, "fsync ltx dir of '%s': %s", db->name,
-				  strerror(errno));
+	 * sync from SQLite: a durable file needs a durable name too. */
+	if (rc == 0)
+		rc = fs_ltx_publish(db, o->fd, o->tmp, o->name, durable, err);
+	if (rc < 0) {
 		ltx_abort(db, o);
 		return rc;
 	}

@@ -209,6 +209,19 @@ int fs_db_wal_truncate(struct fs_db *db, uint64_t size, struct ltfs_err *err);
 int fs_db_wal_commit_pending(struct fs_db *db, struct ltfs_err *err);
 int fs_db_commit_unjournaled(struct fs_db *db, struct ltfs_err *err);
 int fs_db_sync_history(struct fs_db *db);
+
+/*
+ * Files of the history are written as ltx/MIN-MAX.ltx.tmp and then put in
+ * place. fs_ltx_create returns the temp file's descriptor (fills `name`
+ * and `tmp`); fs_ltx_publish renames it without replacing any file, first
+ * syncing it and afterwards the directory if `durable`. A failed rename
+ * removes the temp file; the descriptor stays the caller's.
+ */
+int fs_ltx_create(struct fs_db *db, uint64_t min_txid, uint64_t max_txid,
+		  char name[LTX_FILENAME_SIZE], char tmp[LTX_FILENAME_SIZE + 8],
+		  struct ltfs_err *err);
+int fs_ltx_publish(struct fs_db *db, int fd, const char *tmp, const char *name,
+		   bool durable, struct ltfs_err *err);
 int fs_db_defer_sync(struct fs_db *db, int fd);
 
 /* history.c */

@@ -173,24 +173,18 @@ int fs_history_fold(struct fs_db *db, uint32_t keep, struct ltfs_err *err)
 	}
 	if (rc < 0)
 		goto out;
-	ltx_format_filename(1, v[count - 1].max, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-	out = openat(db->ltxfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	out = fs_ltx_create(db, 1, v[count - 1].max, name, tmp, err);
 	if (out < 0) {
-		rc = ltfs_err_set(err, -errno, "'%s': %s", tmp, strerror(errno));
+		rc = out;
 		goto out;
 	}
 	rc = ltx_compact(decs, count, NULL, ltx_write_fd, &out, &oh, &ot, err);
-	if (rc == 0 && fsync(out) < 0)
-		rc = ltfs_err_set(err, -errno, "fsync '%s': %s", tmp, strerror(errno));
-	if (rc == 0 && renameat2(db->ltxfd, tmp, db->ltxfd, name, RENAME_NOREPLACE) < 0)
-		rc = ltfs_err_set(err, -errno, "rename '%s': %s", tmp, strerror(errno));
-	if (rc == 0 && fsync(db->ltxfd) < 0)
-		rc = ltfs_err_set(err, -errno, "fsync '%s/ltx': %s", db->dir, strerror(errno));
-	if (rc < 0) {
+	if (rc == 0)
+		rc = fs_ltx_publish(db, out, tmp, name, true, err);
+	else
 		unlinkat(db->ltxfd, tmp, 0);
+	if (rc < 0)
 		goto out;
-	}
 	/* the snapshot is durable: the files it replaces can go */
 	for (size_t i = 0; i < count; i++)
 		unlinkat(db->ltxfd, v[i].name, 0);

@@ -474,13 +474,10 @@ static int record_wal_tail(struct fs_db *db, const struct wal_scan *ws,
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);
 	h.timestamp = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-	ltx_format_filename(h.min_txid, h.max_txid, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-	fd = openat(db->ltxfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = fs_ltx_create(db, h.min_txid, h.max_txid, name, tmp, err);
 	if (fd < 0) {
 		free(page);
-		return ltfs_err_set(err, -errno, "'%s/ltx/%s': %s", db->dir, tmp,
-				    strerror(errno));
+		return fd;
 	}
 	rc = ltx_encoder_open(&enc, &h, NULL, ltx_write_fd, &fd, err);
 	for (uint32_t pg = 1; rc == 0 && pg <= db->commit; pg++) {
@@ -495,19 +492,17 @@ static int record_wal_tail(struct fs_db *db, const struct wal_scan *ws,
 	}
 	if (rc == 0)
 		rc = ltx_encoder_finish(enc, new_sum, NULL, err);
-	if (rc == 0 && fsync(fd) < 0)
-		rc = ltfs_err_set(err, -errno, "fsync: %s", strerror(errno));
+	if (rc == 0)
+		rc = fs_ltx_publish(db, fd, tmp, name, true, err);
+	else
+		unlinkat(db->ltxfd, tmp, 0);
 	ltx_encoder_free(enc);
 	close(fd);
 	free(page);
-	if (rc == 0 && renameat2(db->ltxfd, tmp, db->ltxfd, name, RENAME_NOREPLACE) < 0)
-		rc = ltfs_err_set(err, -errno, "rename: %s", strerror(errno));
 	if (rc < 0) {
-		unlinkat(db->ltxfd, tmp, 0);
 		ltfs_err_prefix(err, "'%s': record recovered transactions", db->name);
 		return rc;
 	}
-	fsync(db->ltxfd);
 	db->txid = h.max_txid;
 	db->checksum = new_sum;
 	db->timestamp = h.timestamp;

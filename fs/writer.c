@@ -110,14 +110,11 @@ static int write_jobs(struct fs *fs, struct fs_job *first, uint32_t count,
 	h.pre_apply_checksum = first->h.pre_apply_checksum;
 	h.wal_offset = first->h.wal_offset;
 	h.wal_size = last->h.wal_offset + last->h.wal_size - first->h.wal_offset;
-	ltx_format_filename(h.min_txid, h.max_txid, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-	fd = openat(db->ltxfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = fs_ltx_create(db, h.min_txid, h.max_txid, name, tmp, err);
 	if (fd < 0) {
 		free(page);
 		free(refs);
-		return ltfs_err_set(err, -errno, "'%s/ltx/%s': %s", db->dir, tmp,
-				    strerror(errno));
+		return fd;
 	}
 	rc = fs_fault_hit(fs, "writer-ltx") ? ltfs_err_set(err, -EIO, "injected fault")
 					    : ltx_encoder_open(&enc, &h, NULL, ltx_write_fd,
@@ -144,8 +141,8 @@ static int write_jobs(struct fs *fs, struct fs_job *first, uint32_t count,
 	}
 	if (rc == 0)
 		rc = ltx_encoder_finish(enc, last->post, NULL, err);
-	if (rc == 0 && renameat2(db->ltxfd, tmp, db->ltxfd, name, RENAME_NOREPLACE) < 0)
-		rc = ltfs_err_set(err, -errno, "rename '%s': %s", tmp, strerror(errno));
+	if (rc == 0)
+		rc = fs_ltx_publish(db, fd, tmp, name, false, err);
 	if (rc == 0) {
 		pthread_mutex_lock(&db->hist_mu);
 		db->ltx_bytes += ltx_encoder_bytes_written(enc);
