@@ -234,7 +234,6 @@ static int ltx_done(struct fs_db *db, struct ltx_out *o, bool durable,
 		return rc;
 	}
 	pthread_mutex_lock(&db->hist_mu);
-	db->ltx_bytes += ltx_encoder_bytes_written(o->enc);
 	db->nltx++;
 	if (durable)
 		close(o->fd);
@@ -259,6 +258,24 @@ static int ltx_done(struct fs_db *db, struct ltx_out *o, bool durable,
  * Called before anything may destroy the WAL frames or the database pages
  * the history was built from.
  */
+/* Sync the files written without fsync, then their names (hist_mu held). */
+static int sync_unsynced(struct fs_db *db)
+{
+	int rc = 0;
+
+	if (db->ltx_unsynced == 0)
+		return 0;
+	for (uint32_t i = 0; i < db->ltx_unsynced; i++) {
+		if (fdatasync(db->unsynced_fds[i]) < 0 && rc == 0)
+			rc = -errno;
+		close(db->unsynced_fds[i]);
+	}
+	db->ltx_unsynced = 0;
+	if (fsync(db->ltxfd) < 0 && rc == 0)
+		rc = -errno;
+	return rc;
+}
+
 int fs_db_sync_history(struct fs_db *db)
 {
 	int rc = fs_writer_drain(db->fs, db);
@@ -266,17 +283,7 @@ int fs_db_sync_history(struct fs_db *db)
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&db->hist_mu);
-	if (db->ltx_unsynced > 0) {
-		for (uint32_t i = 0; i < db->ltx_unsynced; i++) {
-			if (fdatasync(db->unsynced_fds[i]) < 0 && rc == 0)
-				rc = -errno;
-			close(db->unsynced_fds[i]);
-		}
-		db->ltx_unsynced = 0;
-		/* the renames */
-		if (fsync(db->ltxfd) < 0 && rc == 0)
-			rc = -errno;
-	}
+	rc = sync_unsynced(db);
 	pthread_mutex_unlock(&db->hist_mu);
 	return rc;
 }
@@ -288,21 +295,16 @@ int fs_db_defer_sync(struct fs_db *db, int fd)
 	if (db->ltx_unsynced == db->unsynced_cap) {
 		uint32_t cap = db->unsynced_cap ? db->unsynced_cap * 2 : 64;
 		int *p = cap > 1024 ? NULL : realloc(db->unsynced_fds, cap * sizeof(*p));
-		int rc = 0;
 
 		if (!p) {
-			for (uint32_t i = 0; i < db->ltx_unsynced; i++) {
-				if (fdatasync(db->unsynced_fds[i]) < 0 && rc == 0)
-					rc = -errno;
-				close(db->unsynced_fds[i]);
-			}
-			db->ltx_unsynced = 0;
-			if (fdatasync(fd) < 0 && rc == 0)
-				rc = -errno;
+			int rc = fdatasync(fd) < 0 ? -errno : 0, rc2;
+
 			close(fd);
-			if (fsync(db->ltxfd) < 0 && rc == 0)
-				rc = -errno;
-			return rc;
+			if (db->ltx_unsynced == 0) /* still its name to sync */
+				rc2 = fsync(db->ltxfd) < 0 ? -errno : 0;
+			else
+				rc2 = sync_unsynced(db);
+			return rc < 0 ? rc : rc2;
 		}
 		db->unsynced_fds = p;
 		db->unsynced_cap = cap;
@@ -317,9 +319,6 @@ static void committed(struct fs_db *db, const struct ltx_out *o)
 	db->txid = o->h.max_txid;
 	db->checksum = LTX_CHECKSUM_FLAG | o->sum;
 	db->timestamp = o->h.timestamp;
-	db->commits++;
-	if (db->first_txid == 0)
-		db->first_txid = o->h.min_txid;
 	ltfs_debug(db->fs->log, "fs", "'%s': committed txid %llu, %u pages, checksum %016llx",
 		   db->name, (unsigned long long)db->txid, db->commit,
 		   (unsigned long long)db->checksum);
@@ -647,9 +646,6 @@ static int commit_wal_group(struct fs_db *db, struct frame_ref *frames,
 	db->txid = job->h.max_txid;
 	db->checksum = job->post;
 	db->timestamp = job->h.timestamp;
-	db->commits++;
-	if (db->first_txid == 0)
-		db->first_txid = job->h.min_txid;
 	fs_writer_queue(db->fs, job);
 	return 0;
 fail:

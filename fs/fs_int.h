@@ -124,18 +124,16 @@ struct fs_db {
 	bool synced;             /* SQLite fsynced during this transaction */
 
 	struct fs_wal wal;
-	pthread_mutex_t hist_mu; /* the next four fields and nltx, ltx_bytes */
+	pthread_mutex_t hist_mu; /* the next three fields and nltx */
 	uint32_t ltx_unsynced;   /* LTX files not yet fsynced (WAL mode) */
 	int *unsynced_fds;       /* their descriptors, kept open until synced */
 	uint32_t unsynced_cap;
 	uint32_t jobs_pending;   /* queued WAL commits; fs->writer.mu */
 	uint32_t nltx;           /* files in the local history */
 	uint32_t fold_at;        /* next nltx worth a folding check; writer only */
-	uint64_t first_txid;     /* oldest TXID in the history */
 
 	bool broken;             /* checksum mismatch: refuse service */
 	char broken_msg[LTFS_ERR_MSG_MAX];
-	uint64_t commits, ltx_bytes; /* counters */
 };
 
 struct fs {

@@ -198,7 +198,7 @@ done:
 /* ---- the LTX history -------------------------------------------------- */
 
 struct hist {
-	uint64_t first_min, last_min, last_max;
+	uint64_t last_max;
 	uint32_t count;
 	char last[LTX_FILENAME_SIZE];
 };
@@ -221,11 +221,8 @@ static int scan_history(struct fs_db *db, struct hist *h, struct ltfs_err *err)
 
 		if (ltx_parse_filename(de->d_name, &mn, &mx) < 0)
 			continue;
-		if (h->count == 0 || mn < h->first_min)
-			h->first_min = mn;
 		if (h->count == 0 || mx > h->last_max) {
 			h->last_max = mx;
-			h->last_min = mn;
 			snprintf(h->last, sizeof(h->last), "%s", de->d_name);
 		}
 		h->count++;
@@ -603,7 +600,6 @@ int fs_db_load(struct fs *fs, const char *escaped, struct fs_db **out,
 	if (rc < 0)
 		goto fail;
 	db->nltx = h.count;
-	db->first_txid = h.first_min;
 	if (h.count > 0) {
 		int fd = openat(db->ltxfd, h.last, O_RDONLY | O_CLOEXEC);
 		struct ltfs_err verr = { 0 };
