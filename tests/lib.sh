@@ -75,6 +75,18 @@ ltfs_kill() {
 	umount -l "$1" 2>/dev/null || true
 }
 
+# esc NAME: a database's directory name under DATA/dbs.
+esc() { printf '%s' "$1" | sed 's|%|%25|g; s|/|%2f|g'; }
+
+# history_rebuilds NAME: after a checkpoint through the mount $M, the LTX
+# history of NAME applied to an empty file gives the database file exactly.
+history_rebuilds() {
+	sql "$M/$1" "PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
+	rm -f "$T/applied.db"
+	"$LTFS" ltx apply "$T/applied.db" "$T/data/dbs/$(esc "$1")/ltx/"*.ltx >/dev/null &&
+		cmp -s "$T/applied.db" "$T/data/dbs/$(esc "$1")/database"
+}
+
 # sql DB SQL...: the sqlite3 CLI with a busy timeout, failing on errors.
 sql() {
 	_db=$1

@@ -10,7 +10,7 @@ SIZES="512 65536"
 # the -pos file must name the last TXID and that state's checksum.
 check_history() {
 	_name=$1
-	_esc=$(printf '%s' "$_name" | sed 's|%|%25|g; s|/|%2f|g')
+	_esc=$(esc "$_name")
 	sql "$M/$_name" "PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
 	rm -f "$T/applied.db"
 	"$LTFS" ltx apply "$T/applied.db" "$T/data/dbs/$_esc/ltx/"*.ltx >"$T/apply.out" 2>&1 ||

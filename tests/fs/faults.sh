@@ -5,15 +5,6 @@
 
 : "${LTFS_FAULTS_BIN:?run through tests/run}"
 
-esc() { printf '%s' "$1" | sed 's|%|%25|g; s|/|%2f|g'; }
-
-history_rebuilds() {
-	sql "$M/$1" "PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
-	rm -f "$T/applied.db"
-	"$LTFS" ltx apply "$T/applied.db" "$T/data/dbs/$(esc "$1")/ltx/"*.ltx >/dev/null &&
-		cmp -s "$T/applied.db" "$T/data/dbs/$(esc "$1")/database"
-}
-
 mount_faulty() {
 	LTFS_FAULT=$1 LTFS="$LTFS_FAULTS_BIN" ltfs_mount "$M"
 }

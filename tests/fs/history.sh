@@ -2,8 +2,6 @@
 # that still rebuilds the database from nothing.
 . tests/lib.sh
 
-esc() { printf '%s' "$1" | sed 's|%|%25|g; s|/|%2f|g'; }
-
 case_fold() {
 	M=$T/mnt
 	ltfs_mount "$M" --history-keep 4
@@ -27,10 +25,7 @@ case_fold() {
 		first=$(ls "$dir" | head -n 1)
 		check "$db: starts with a snapshot ($first)" [ "${first%%-*}" = 0000000000000001 ]
 		expect_exit 0 "$LTFS" ltx verify "$dir"/*.ltx
-		sql "$M/$db" "PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
-		rm -f "$T/applied.db"
-		"$LTFS" ltx apply "$T/applied.db" "$dir"/*.ltx >/dev/null
-		check "$db: history rebuilds" cmp -s "$T/applied.db" "$T/data/dbs/$db/database"
+		check "$db: history rebuilds" history_rebuilds "$db"
 	done
 	ltfs_umount "$M"
 

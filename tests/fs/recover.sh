@@ -2,16 +2,7 @@
 # history, a WAL ahead of the history, and a loop of kill -9s under load.
 . tests/lib.sh
 
-esc() { printf '%s' "$1" | sed 's|%|%25|g; s|/|%2f|g'; }
-
 rows() { sql "$M/$1" "SELECT count(*) FROM t"; }
-
-# History applied to an empty file == the database file (no WAL frames).
-history_rebuilds() {
-	rm -f "$T/applied.db"
-	"$LTFS" ltx apply "$T/applied.db" "$T/data/dbs/$(esc "$1")/ltx/"*.ltx >/dev/null &&
-		cmp -s "$T/applied.db" "$T/data/dbs/$(esc "$1")/database"
-}
 
 # Start a transaction that spills pages into the database file, then kill
 # the sqlite3 process: a hot journal stays behind.
