@@ -48,6 +48,8 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_usage_error(const char *cmd, const char *fmt, ...) LTFS_PRINTF(2, 3);
 /* Print "ltfs CMD: MESSAGE" to stderr and return EXIT_FAIL. */
 int cmd_fail(const char *cmd, const char *fmt, ...) LTFS_PRINTF(2, 3);
+/* A decimal number in lo..hi into *out: 0, or -1 for anything else. */
+int cmd_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out);
 /* True if argv holds -h or --help before any "--". */
 bool cmd_wants_help(int argc, char **argv);
 

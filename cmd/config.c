@@ -313,17 +313,8 @@ static int want_str(const struct cfg_node *n, char **out, struct ltfs_err *err)
 static int want_uint(const struct cfg_node *n, unsigned lo, unsigned hi,
 		     unsigned *out, struct ltfs_err *err)
 {
-	char *end;
-	unsigned long v;
-
-	if (n->kind == CFG_SCALAR) {
-		errno = 0;
-		v = strtoul(n->value, &end, 10);
-		if (!errno && end != n->value && !*end && n->value[0] != '-' && v >= lo && v <= hi) {
-			*out = (unsigned)v;
-			return 0;
-		}
-	}
+	if (n->kind == CFG_SCALAR && cmd_parse_uint(n->value, lo, hi, out) == 0)
+		return 0;
 	return ltfs_err_set(err, LTFS_E_CONFIG, "line %d: '%s' must be a number in %u..%u",
 			    n->line, n->key, lo, hi);
 }

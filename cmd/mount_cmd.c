@@ -67,24 +67,14 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		case 'a':
 			allow_other = true;
 			break;
-		case 't': {
-			char *end;
-			long n = strtol(optarg, &end, 10);
-
-			if (*end || n < 1 || n > 256)
+		case 't':
+			if (cmd_parse_uint(optarg, 1, 256, &threads) < 0)
 				return cmd_usage_error("mount", "--threads: '%s' is not a number in 1..256", optarg);
-			threads = (unsigned)n;
 			break;
-		}
-		case 'k': {
-			char *end;
-			long n = strtol(optarg, &end, 10);
-
-			if (*end || n < 1 || n > 10000000)
+		case 'k':
+			if (cmd_parse_uint(optarg, 1, 10000000, &keep) < 0)
 				return cmd_usage_error("mount", "--history-keep: '%s' is not a number in 1..10000000", optarg);
-			keep = (unsigned)n;
 			break;
-		}
 		case 'h':
 			fputs(mount_usage, stdout);
 			return EXIT_OK;
