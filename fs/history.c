@@ -44,17 +44,12 @@ static int list_history(struct fs_db *db, struct hfile **out, size_t *n)
 	struct hfile *v = NULL;
 	size_t cap = 0, len = 0;
 	struct dirent *de;
-	DIR *d;
-	int dfd = dup(db->ltxfd);
+	DIR *d = fs_opendir_at(db->ltxfd);
 
 	*out = NULL;
 	*n = 0;
-	if (dfd < 0 || !(d = fdopendir(dfd))) {
-		if (dfd >= 0)
-			close(dfd);
+	if (!d)
 		return -errno;
-	}
-	rewinddir(d);
 	while ((de = readdir(d)) != NULL) {
 		struct hfile f;
 		struct stat st;

@@ -118,15 +118,11 @@ static int load_databases(struct fs *fs, struct ltfs_err *err)
 	size_t cap = 0, nthreads = 0;
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	struct dirent *de;
-	DIR *d;
-	int dfd = dup(fs->dbs_fd), rc = 0;
+	DIR *d = fs_opendir_at(fs->dbs_fd);
+	int rc = 0;
 
-	if (dfd < 0 || !(d = fdopendir(dfd))) {
-		if (dfd >= 0)
-			close(dfd);
+	if (!d)
 		return ltfs_err_set(err, -errno, "'%s/dbs': %s", fs->data_dir, strerror(errno));
-	}
-	rewinddir(d);
 	while (rc == 0 && (de = readdir(d)) != NULL) {
 		if (de->d_name[0] == '.')
 			continue;

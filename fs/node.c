@@ -6,11 +6,13 @@
  * goes away (unlink, rename) and is freed once the kernel forgot it and no
  * handle or database refers to it.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fs/fs_int.h"
 
@@ -241,4 +243,24 @@ enum fs_kind fs_suffix_kind(const char *name, size_t *base_len)
 	}
 	*base_len = len;
 	return FS_FILE;
+}
+
+DIR *fs_opendir_at(int dirfd)
+{
+	int fd = dup(dirfd);
+	DIR *d;
+
+	if (fd < 0)
+		return NULL;
+	d = fdopendir(fd);
+	if (!d) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
+		return NULL;
+	}
+	/* a dup shares the file position: start from the first entry */
+	rewinddir(d);
+	return d;
 }

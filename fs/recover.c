@@ -205,17 +205,12 @@ struct hist {
 
 static int scan_history(struct fs_db *db, struct hist *h, struct ltfs_err *err)
 {
-	DIR *d;
+	DIR *d = fs_opendir_at(db->ltxfd);
 	struct dirent *de;
-	int dfd = dup(db->ltxfd);
 
 	memset(h, 0, sizeof(*h));
-	if (dfd < 0 || !(d = fdopendir(dfd))) {
-		if (dfd >= 0)
-			close(dfd);
+	if (!d)
 		return ltfs_err_set(err, -errno, "'%s/ltx': %s", db->dir, strerror(errno));
-	}
-	rewinddir(d); /* the dup shares the position of earlier scans */
 	while ((de = readdir(d)) != NULL) {
 		uint64_t mn, mx;
 
@@ -235,16 +230,11 @@ static int scan_history(struct fs_db *db, struct hist *h, struct ltfs_err *err)
  * survive; anything else in a .tmp name is debris. */
 static void adopt_temp_files(struct fs_db *db, const struct hist *h)
 {
-	DIR *d;
+	DIR *d = fs_opendir_at(db->ltxfd);
 	struct dirent *de;
-	int dfd = dup(db->ltxfd);
 
-	if (dfd < 0 || !(d = fdopendir(dfd))) {
-		if (dfd >= 0)
-			close(dfd);
+	if (!d)
 		return;
-	}
-	rewinddir(d);
 	while ((de = readdir(d)) != NULL) {
 		char name[LTX_FILENAME_SIZE];
 		size_t len = strlen(de->d_name);
