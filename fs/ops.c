@@ -520,6 +520,12 @@ static int open_node(struct fs *fs, struct fs_node *n, int flags,
 			return -EACCES;
 		break;
 	}
+	if ((flags & O_TRUNC) && n->kind != FS_FILE) {
+		/* SQLite never opens its files with O_TRUNC */
+		if (fd >= 0)
+			close(fd);
+		return -EINVAL;
+	}
 	rc = handle_new(n, fd, out);
 	if (rc < 0) {
 		if (fd >= 0)
@@ -528,6 +534,15 @@ static int open_node(struct fs *fs, struct fs_node *n, int flags,
 	}
 	n->nopen++;
 	return 0;
+}
+
+/* Undo open_node() (fs->lock held). */
+static void close_node(struct fs_node *n, struct fs_handle *h)
+{
+	n->nopen--;
+	if (h->fd >= 0)
+		close(h->fd);
+	free(h);
 }
 
 static void set_open_flags(struct fs_node *n, struct fs_handle *h,
@@ -553,19 +568,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	pthread_mutex_lock(&fs->lock);
 	rc = open_node(fs, n, fi->flags, &h);
 	pthread_mutex_unlock(&fs->lock);
-	if (rc == 0 && (fi->flags & O_TRUNC) && n->kind != FS_FILE) {
-		/* SQLite never opens its files with O_TRUNC */
-		rc = -EINVAL;
-	}
 	if (rc < 0) {
-		if (h) {
-			pthread_mutex_lock(&fs->lock);
-			n->nopen--;
-			pthread_mutex_unlock(&fs->lock);
-			if (h->fd >= 0)
-				close(h->fd);
-			free(h);
-		}
 		reply_err(req, rc);
 		return;
 	}
@@ -573,11 +576,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* the opener went away: undo */
 		pthread_mutex_lock(&fs->lock);
-		n->nopen--;
+		close_node(n, h);
 		pthread_mutex_unlock(&fs->lock);
-		if (h->fd >= 0)
-			close(h->fd);
-		free(h);
 	}
 }
 
@@ -673,12 +673,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		}
 	}
 	rc = open_node(fs, n, fi->flags & ~O_TRUNC, &h);
-	if (rc == 0 && (rc = node_stat(fs, n, &st)) < 0) {
-		n->nopen--;
-		if (h->fd >= 0)
-			close(h->fd);
-		free(h);
-	}
+	if (rc == 0 && (rc = node_stat(fs, n, &st)) < 0)
+		close_node(n, h);
 	if (rc == 0) {
 		n->nlookup++;
 		fill_entry(fs, n, &st, &e);
