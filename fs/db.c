@@ -50,7 +50,7 @@ static int64_t now_ms(void)
 
 /* ---- per-page checksums and the dirty bitmap ------------------------- */
 
-static int cksums_reserve(struct fs_db *db, uint32_t npages)
+int fs_db_cksums_reserve(struct fs_db *db, uint32_t npages)
 {
 	uint64_t *p;
 	uint32_t cap;
@@ -122,6 +122,7 @@ struct ltx_out {
 	int fd;
 	uint64_t sum;      /* running post-apply checksum, without FLAG */
 	uint8_t *page;     /* page buffer */
+	uint64_t bytes;    /* file size, once finished */
 };
 
 int fs_ltx_create(struct fs_db *db, uint64_t min_txid, uint64_t max_txid,
@@ -223,6 +224,7 @@ static int ltx_done(struct fs_db *db, struct ltx_out *o, bool durable,
 	int rc;
 
 	rc = ltx_encoder_finish(o->enc, post, NULL, err);
+	o->bytes = ltx_encoder_bytes_written(o->enc);
 	if (rc == 0 && fs_fault_hit(db->fs, "commit-ltx-write"))
 		rc = ltfs_err_set(err, -EIO, "ltx '%s': injected fault", o->tmp);
 	/* TRUNCATE and PERSIST journals are finalized without a directory
@@ -322,18 +324,54 @@ static void committed(struct fs_db *db, const struct ltx_out *o)
 	ltfs_debug(db->fs->log, "fs", "'%s': committed txid %llu, %u pages, checksum %016llx",
 		   db->name, (unsigned long long)db->txid, db->commit,
 		   (unsigned long long)db->checksum);
+	fs_db_published(db, &o->h, db->checksum, o->name, o->bytes);
+}
+
+void fs_db_published(struct fs_db *db, const struct ltx_header *h,
+		     uint64_t post, const char *name, uint64_t bytes)
+{
+	pthread_mutex_lock(&db->hist_mu);
+	db->hist_txid = h->max_txid;
+	db->n_commits++;
+	db->ltx_bytes += bytes;
+	pthread_mutex_unlock(&db->hist_mu);
 	if (db->fs->on_commit) {
 		char path[FS_PATH_MAX];
 		struct fs_commit_info info = {
 			.db = db->name,
 			.ltx_path = path,
-			.header = o->h,
-			.post_apply_checksum = db->checksum,
+			.header = *h,
+			.post_apply_checksum = post,
 		};
 
-		snprintf(path, sizeof(path), "%s/ltx/%s", db->dir, o->name);
+		snprintf(path, sizeof(path), "%s/ltx/%s", db->dir, name);
 		db->fs->on_commit(db->fs->on_commit_ctx, &info);
 	}
+}
+
+struct fs_db *fs_db_find(struct fs *fs, const char *name, bool live)
+{
+	for (size_t i = 0; i < fs->ndbs; i++) {
+		struct fs_db *db = fs->dbs[i];
+
+		if (strcmp(db->name, name) == 0 && (!live || db->db_fd >= 0))
+			return db;
+	}
+	return NULL;
+}
+
+int fs_db_register(struct fs *fs, struct fs_db *db, struct ltfs_err *err)
+{
+	struct fs_db **dbs;
+
+	if (fs->ndbs >= FS_MAX_DBS)
+		return ltfs_err_set(err, LTFS_E_LIMIT, "more than %d databases", FS_MAX_DBS);
+	dbs = realloc(fs->dbs, (fs->ndbs + 1) * sizeof(*dbs));
+	if (!dbs)
+		return ltfs_err_set(err, -ENOMEM, NULL);
+	fs->dbs = dbs;
+	fs->dbs[fs->ndbs++] = db;
+	return 0;
 }
 
 /* ---- rollback-journal commits --------------------------------------- */
@@ -394,7 +432,7 @@ static int commit_rollback(struct fs_db *db, bool durable, struct ltfs_err *err)
 		return rc;
 	if (commit == 0 && db->txid == 0)
 		return 0; /* nothing ever written */
-	rc = cksums_reserve(db, commit + 1);
+	rc = fs_db_cksums_reserve(db, commit + 1);
 	if (rc < 0)
 		return ltfs_err_set(err, rc, NULL);
 	rc = ltx_begin(db, &o, commit, db->txid + 1, err);
@@ -572,7 +610,7 @@ static int commit_wal_group(struct fs_db *db, struct frame_ref *frames,
 	int rc;
 
 	qsort(frames, nframes, sizeof(*frames), cmp_frame);
-	rc = cksums_reserve(db, commit + 1);
+	rc = fs_db_cksums_reserve(db, commit + 1);
 	if (rc < 0)
 		return ltfs_err_set(err, rc, NULL);
 	/* pages: one per frame page, or every page for a first commit */
@@ -966,6 +1004,12 @@ int fs_db_drop(struct fs_db *db, struct ltfs_err *err)
 		db->commit = 0;
 		committed(db, &o);
 	}
+	fs_db_remove_files(db);
+	return 0;
+}
+
+void fs_db_remove_files(struct fs_db *db)
+{
 	for (enum fs_kind k = FS_DB; k <= FS_SHM; k++) {
 		fs_db_remove_aux(db, k); /* some never existed */
 		close_aux(db, k);
@@ -975,5 +1019,4 @@ int fs_db_drop(struct fs_db *db, struct ltfs_err *err)
 	dirty_clear(db);
 	db->commit = 0;
 	db->page_size = 0;
-	return 0;
 }

@@ -68,6 +68,64 @@ void fs_set_role(struct fs *fs, enum fs_role role, const char *primary_url);
 int fs_db_position(struct fs *fs, const char *db, uint64_t *txid,
 		   uint64_t *checksum);
 
+/* One database as the cluster layer sees it. */
+struct fs_db_info {
+	const char *name;        /* path in the mount */
+	uint64_t txid, checksum; /* position: what readers see */
+	uint64_t hist_txid;      /* newest TXID in the local history */
+	int64_t timestamp;       /* of the newest LTX, ms since the epoch */
+	uint32_t page_size, pages;
+	uint64_t commits;        /* LTX files recorded or applied since start */
+	uint64_t ltx_bytes;      /* their bytes */
+	bool exists;             /* false once deleted (or never written) */
+	bool broken;             /* failed verification: not served */
+};
+typedef void (*fs_db_fn)(void *ctx, const struct fs_db_info *info);
+
+/* Call fn for every database known to the store, with the store locked:
+ * fn must copy what it needs and must not call back into fs. */
+void fs_db_foreach(struct fs *fs, fs_db_fn fn, void *ctx);
+
+/*
+ * Open the file of the local history that starts at `min_txid` (the one
+ * reaching furthest if several do) and decode its header. -ENOENT if there
+ * is none. The caller reads and closes the descriptor; the file may be
+ * folded away meanwhile, the open descriptor stays valid.
+ */
+int fs_history_open(struct fs *fs, const char *db, uint64_t min_txid,
+		    int *fd, struct ltx_header *h, struct ltfs_err *err);
+
+/*
+ * Replica side. A received LTX file is written to a staging file first
+ * (fs_stage_create: DATA/staging/NAME, returns the descriptor), then
+ * fs_apply_ltx() checks it, records it in the history and applies it to
+ * the database atomically for readers: SQLite's locks are taken inside the
+ * daemon (waiting for open read transactions), the pages written, the
+ * WAL index reset, the kernel caches invalidated. The file must continue
+ * the database (TXID and pre-apply checksum) or be a snapshot; anything
+ * else, or a file that does not verify, is refused with LTFS_E_TXID,
+ * LTFS_E_CHECKSUM or LTFS_E_CORRUPT and nothing changes. The staging file
+ * is consumed (moved or removed) either way; the descriptor stays the
+ * caller's.
+ */
+int fs_stage_create(struct fs *fs, char name[64], struct ltfs_err *err);
+int fs_apply_ltx(struct fs *fs, const char *db, int fd, const char *stage_name,
+		 struct ltfs_err *err);
+void fs_stage_discard(struct fs *fs, const char *stage_name);
+/* Forget a database the primary does not have: its files and history go. */
+int fs_db_forget(struct fs *fs, const char *db, struct ltfs_err *err);
+/* A database name as replication accepts it: relative, no "." or ".."
+ * components, no companion suffix. 0 or LTFS_E_USAGE with the reason. */
+int fs_db_name_check(const char *db, struct ltfs_err *err);
+
+/* The primary's clock as last heard of (ms since the epoch), for `.lag`;
+ * 0 = not caught up yet. Lag in ms, INT32_MAX before the first catch-up. */
+void fs_set_primary_time(struct fs *fs, int64_t ms);
+int64_t fs_lag_ms(struct fs *fs);
+
+/* Node id (random, kept in DATA/node). */
+uint64_t fs_node_id(struct fs *fs);
+
 /* Default data dir for a mount point ("MOUNT.ltfs"); out >= 4096 bytes. */
 void fs_default_data_dir(const char *mountpoint, char *out, size_t n);
 

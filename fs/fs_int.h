@@ -131,8 +131,13 @@ struct fs_db {
 	uint32_t unsynced_cap;
 	uint32_t jobs_pending;   /* queued WAL commits; fs->writer.mu */
 	uint32_t nltx;           /* files in the local history */
+	uint64_t hist_txid;      /* newest TXID in the history; hist_mu */
+	uint64_t n_commits;      /* files recorded or applied since start; hist_mu */
+	uint64_t ltx_bytes;      /* their bytes; hist_mu */
 	uint32_t fold_at;        /* next nltx worth a folding check; writer only */
 
+	bool shm_resetting;      /* replica apply rewrites the WAL index: drop
+				  * the page cache's stale write-backs */
 	bool broken;             /* checksum mismatch: refuse service */
 	char broken_msg[LTFS_ERR_MSG_MAX];
 };
@@ -160,6 +165,10 @@ struct fs {
 	fs_commit_fn on_commit;
 	void *on_commit_ctx;
 	struct fs_writer writer;
+	int staging_fd;            /* DATA/staging: received LTX files */
+	uint64_t stage_seq;
+	int64_t primary_time;      /* ms, for .lag; 0 = not caught up */
+	bool stopping;
 	char fault[64];            /* LTFS_FAULT=OP[:N], test builds only */
 	int fault_left;            /* failures still to inject */
 	bool fault_always;
@@ -190,7 +199,20 @@ void fs_lock_release_owner(struct fs_node *n, uint64_t owner);
 bool fs_lock_held(struct fs_node *n, uint64_t owner, uint64_t byte, short type);
 void fs_lock_free_all(struct fs_node *n);
 
+/* The inode number the kernel knows a node by. */
+uint64_t fs_node_ino(struct fs *fs, struct fs_node *n);
+
 /* db.c */
+/* The database registered under a mount path (fs->lock held); `live`
+ * skips deleted ones. */
+struct fs_db *fs_db_find(struct fs *fs, const char *name, bool live);
+int fs_db_register(struct fs *fs, struct fs_db *db, struct ltfs_err *err);
+int fs_db_cksums_reserve(struct fs_db *db, uint32_t npages);
+/* Remove the database file and its companions (a deletion). */
+void fs_db_remove_files(struct fs_db *db);
+/* A file joined the history: count it and tell the commit hook. */
+void fs_db_published(struct fs_db *db, const struct ltx_header *h,
+		     uint64_t post, const char *name, uint64_t bytes);
 int fs_db_create(struct fs *fs, const char *name, struct fs_db **out,
 		 struct ltfs_err *err);
 int fs_db_load(struct fs *fs, const char *escaped, struct fs_db **out,
@@ -229,6 +251,15 @@ int fs_db_defer_sync(struct fs_db *db, int fd);
 /* history.c */
 int fs_history_drop_covered(struct fs_db *db);
 int fs_history_fold(struct fs_db *db, uint32_t keep, struct ltfs_err *err);
+/* Remove every history file but `keep` (after a snapshot). */
+int fs_history_remove_except(struct fs_db *db, const char *keep);
+/* Name of the file that starts at min_txid and reaches furthest. */
+int fs_history_find(struct fs_db *db, uint64_t min_txid,
+		    char name[LTX_FILENAME_SIZE]);
+
+/* replica.c */
+/* Lock owner of the store's own apply (no kernel owner is all ones). */
+#define FS_APPLY_OWNER UINT64_MAX
 
 /* writer.c */
 int fs_writer_start(struct fs *fs);

@@ -204,3 +204,42 @@ out:
 		ltfs_err_prefix(err, "'%s': fold history", db->name);
 	return rc;
 }
+
+int fs_history_remove_except(struct fs_db *db, const char *keep)
+{
+	struct hfile *v;
+	size_t n;
+	uint32_t removed = 0;
+	int rc = list_history(db, &v, &n);
+
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(v[i].name, keep) != 0 && unlinkat(db->ltxfd, v[i].name, 0) == 0)
+			removed++;
+	free(v);
+	pthread_mutex_lock(&db->hist_mu);
+	db->nltx = db->nltx > removed ? db->nltx - removed : 1;
+	pthread_mutex_unlock(&db->hist_mu);
+	return 0;
+}
+
+int fs_history_find(struct fs_db *db, uint64_t min_txid,
+		    char name[LTX_FILENAME_SIZE])
+{
+	struct hfile *v;
+	size_t n;
+	uint64_t best = 0;
+	int rc = list_history(db, &v, &n);
+
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].min == min_txid && v[i].max >= best) {
+			best = v[i].max;
+			memcpy(name, v[i].name, LTX_FILENAME_SIZE);
+		}
+	}
+	free(v);
+	return best ? 0 : -ENOENT;
+}

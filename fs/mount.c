@@ -184,6 +184,7 @@ static int load_databases(struct fs *fs, struct ltfs_err *err)
 			continue;
 		}
 		fs->dbs[fs->ndbs++] = db;
+		db->hist_txid = db->txid; /* recovery recorded everything */
 		if (db->db_fd >= 0) {
 			db->node = fs_node_new(fs, db->name, FS_DB, db);
 			if (!db->node)
@@ -201,6 +202,20 @@ static int load_databases(struct fs *fs, struct ltfs_err *err)
 	free(l.rcs);
 	free(l.errs);
 	return rc;
+}
+
+/* Files half received when the last run ended are of no use. */
+static void clear_staging(struct fs *fs)
+{
+	DIR *d = fs_opendir_at(fs->staging_fd);
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			unlinkat(fs->staging_fd, de->d_name, 0);
+	closedir(d);
 }
 
 /*
@@ -249,7 +264,7 @@ int fs_open(struct fs **out, const struct fs_config *cfg, struct ltfs_err *err)
 		return ltfs_err_set(err, -ENOMEM, NULL);
 	fs->cfg = *cfg;
 	fs->log = cfg->log;
-	fs->data_fd = fs->tree_fd = fs->dbs_fd = -1;
+	fs->data_fd = fs->tree_fd = fs->dbs_fd = fs->staging_fd = -1;
 	snprintf(fs->mountpoint, sizeof(fs->mountpoint), "%s", mnt);
 	snprintf(fs->data_dir, sizeof(fs->data_dir), "%s", data);
 	pthread_mutex_init(&fs->lock, NULL);
@@ -275,10 +290,13 @@ int fs_open(struct fs **out, const struct fs_config *cfg, struct ltfs_err *err)
 	    (mkdirat(fs->data_fd, "tree", 0755) < 0 && errno != EEXIST) ||
 	    (mkdirat(fs->data_fd, "dbs", 0755) < 0 && errno != EEXIST) ||
 	    (fs->tree_fd = openat(fs->data_fd, "tree", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
-	    (fs->dbs_fd = openat(fs->data_fd, "dbs", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+	    (fs->dbs_fd = openat(fs->data_fd, "dbs", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+	    (mkdirat(fs->data_fd, "staging", 0755) < 0 && errno != EEXIST) ||
+	    (fs->staging_fd = openat(fs->data_fd, "staging", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
 		rc = ltfs_err_set(err, -errno, "data dir '%s': %s", data, strerror(errno));
 		goto fail;
 	}
+	clear_staging(fs);
 	rc = load_node_id(fs, err);
 	if (rc == 0)
 		rc = fs_nodes_init(fs) < 0 ? ltfs_err_set(err, -ENOMEM, NULL) : 0;
@@ -371,6 +389,7 @@ int fs_run(struct fs *fs, struct ltfs_err *err)
 
 void fs_stop(struct fs *fs)
 {
+	__atomic_store_n(&fs->stopping, true, __ATOMIC_RELAXED);
 	if (fs->se)
 		fuse_session_exit(fs->se);
 }
@@ -393,6 +412,8 @@ void fs_close(struct fs *fs)
 		close(fs->tree_fd);
 	if (fs->dbs_fd >= 0)
 		close(fs->dbs_fd);
+	if (fs->staging_fd >= 0)
+		close(fs->staging_fd);
 	if (fs->data_fd >= 0)
 		close(fs->data_fd);
 	pthread_mutex_destroy(&fs->lock);

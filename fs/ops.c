@@ -55,7 +55,7 @@ static struct fs_node *ino_node(struct fs *fs, fuse_ino_t ino)
 	return ino == FUSE_ROOT_ID ? fs->root : (struct fs_node *)(uintptr_t)ino;
 }
 
-static fuse_ino_t node_ino(struct fs *fs, struct fs_node *n)
+uint64_t fs_node_ino(struct fs *fs, struct fs_node *n)
 {
 	return n == fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
 }
@@ -143,8 +143,7 @@ static void special_text(struct fs *fs, struct fs_node *n, char *out, size_t cap
 		snprintf(out, cap, "%s\n", fs->primary_url);
 		break;
 	case FS_LAG:
-		/* A primary has no lag; replicas fill this in (docs/datadir.md). */
-		snprintf(out, cap, "%+010d\n", 0);
+		snprintf(out, cap, "%+010lld\n", (long long)fs_lag_ms(fs));
 		break;
 	default:
 		out[0] = '\0';
@@ -189,22 +188,11 @@ static int node_stat(struct fs *fs, struct fs_node *n, struct stat *st)
 		break;
 	}
 	}
-	st->st_ino = node_ino(fs, n);
+	st->st_ino = fs_node_ino(fs, n);
 	return rc;
 }
 
 /* ---- name resolution -------------------------------------------------- */
-
-static struct fs_db *find_db(struct fs *fs, const char *name, bool live)
-{
-	for (size_t i = 0; i < fs->ndbs; i++) {
-		struct fs_db *db = fs->dbs[i];
-
-		if (strcmp(db->name, name) == 0 && (!live || db->db_fd >= 0))
-			return db;
-	}
-	return NULL;
-}
 
 static bool aux_exists(struct fs_db *db, enum fs_kind kind)
 {
@@ -254,7 +242,7 @@ static int resolve(struct fs *fs, struct fs_node *dir, const char *name,
 		struct fs_db *db;
 
 		snprintf(base, sizeof(base), "%.*s", (int)(strlen(path) - (strlen(name) - blen)), path);
-		db = find_db(fs, base, true);
+		db = fs_db_find(fs, base, true);
 		if (db && (kind == FS_POS || aux_exists(db, kind))) {
 			n = fs_node_new(fs, path, kind, db);
 			return n ? (*out = n, 0) : -ENOMEM;
@@ -283,7 +271,7 @@ static void fill_entry(struct fs *fs, struct fs_node *n, const struct stat *st,
 	bool synthetic = n->kind == FS_POS || n->kind == FS_LAG || n->kind == FS_PRIMARY;
 
 	memset(e, 0, sizeof(*e));
-	e->ino = node_ino(fs, n);
+	e->ino = fs_node_ino(fs, n);
 	e->generation = n->generation;
 	e->attr = *st;
 	e->attr_timeout = synthetic ? 0 : ATTR_TIMEOUT;
@@ -385,7 +373,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
  */
 static int make_database(struct fs *fs, struct fs_node *n, struct ltfs_err *err)
 {
-	struct fs_db *db = find_db(fs, n->path, false);
+	struct fs_db *db = fs_db_find(fs, n->path, false);
 	bool fresh = db == NULL;
 	int rc;
 
@@ -407,16 +395,8 @@ static int make_database(struct fs *fs, struct fs_node *n, struct ltfs_err *err)
 				  strerror(errno));
 		goto fail;
 	}
-	if (fresh) {
-		struct fs_db **dbs = realloc(fs->dbs, (fs->ndbs + 1) * sizeof(*dbs));
-
-		if (!dbs) {
-			rc = ltfs_err_set(err, -ENOMEM, NULL);
-			goto fail;
-		}
-		fs->dbs = dbs;
-		fs->dbs[fs->ndbs++] = db;
-	}
+	if (fresh && (rc = fs_db_register(fs, db, err)) < 0)
+		goto fail;
 	if (db->node && db->node != n) {
 		struct fs_node *old = db->node;
 
@@ -452,7 +432,7 @@ static struct fs_db *aux_owner(struct fs *fs, const char *path, const char *name
 	struct fs_node *bn;
 
 	snprintf(base, sizeof(base), "%.*s", (int)(strlen(path) - (strlen(name) - blen)), path);
-	db = find_db(fs, base, true);
+	db = fs_db_find(fs, base, true);
 	if (db)
 		return db;
 	if (!file_empty(fs, base))
@@ -609,7 +589,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 			goto out;
 		}
 		if (db) {
-			if (kind != FS_SHM && (rc = check_writable(fs, db)) < 0)
+			/* a replica's readers create an (empty) WAL */
+			if ((kind == FS_JOURNAL || db->broken) &&
+			    (rc = check_writable(fs, db)) < 0)
 				goto out;
 			pthread_mutex_lock(&db->mu);
 			rc = fs_db_open_aux(db, kind, true);
@@ -626,13 +608,13 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		char base[FS_PATH_MAX];
 
 		snprintf(base, sizeof(base), "%.*s", (int)(strlen(path) - 4), path);
-		if (find_db(fs, base, true)) {
+		if (fs_db_find(fs, base, true)) {
 			rc = -EACCES;
 			goto out;
 		}
 	}
 	if (!n) {
-		struct fs_db *db = find_db(fs, path, false);
+		struct fs_db *db = fs_db_find(fs, path, false);
 
 		if (db && db->db_fd >= 0) {
 			n = db->node; /* exists: plain open */
@@ -769,7 +751,9 @@ static int write_db(struct fs *fs, struct fs_node *n, struct fs_handle *h,
 		}
 		break;
 	default:
-		rc = pwrite_all(h->fd, buf, size, off);
+		/* a replica's apply is rewriting the WAL index: what the page
+		 * cache writes back now is stale */
+		rc = db->shm_resetting ? 0 : pwrite_all(h->fd, buf, size, off);
 		break;
 	}
 	pthread_mutex_unlock(&db->mu);
@@ -1050,7 +1034,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 	pthread_mutex_lock(&fs->lock);
 	rc = make_path(dir, name, path);
-	if (rc == 0 && find_db(fs, path, true))
+	if (rc == 0 && fs_db_find(fs, path, true))
 		rc = -EEXIST;
 	if (rc == 0 && mkdirat(fs->tree_fd, path, mode) < 0)
 		rc = -errno;
@@ -1190,7 +1174,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	 * new one as a transaction and the old one as a deletion. */
 	if (rc == 0 && (n->kind != FS_FILE && n->kind != FS_DIR))
 		rc = -EXDEV;
-	if (rc == 0 && (find_db(fs, to, true) || has_db_below(fs, from) ||
+	if (rc == 0 && (fs_db_find(fs, to, true) || has_db_below(fs, from) ||
 			fs_suffix_kind(newname, &blen) != FS_FILE))
 		rc = -EXDEV;
 	if (rc == 0 && renameat2(fs->tree_fd, from, fs->tree_fd, to, flags) < 0)

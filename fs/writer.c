@@ -54,6 +54,7 @@ static int write_jobs(struct fs *fs, struct fs_job *first, uint32_t count,
 	struct fs_page_ref *refs;
 	uint8_t *page = malloc(first->h.page_size);
 	size_t nrefs = 0, total = 0, n = 0;
+	uint64_t bytes = 0;
 	int fd, rc;
 
 	for (uint32_t i = 0; i < count; i++, last = last->next) {
@@ -142,6 +143,8 @@ static int write_jobs(struct fs *fs, struct fs_job *first, uint32_t count,
 	if (rc == 0)
 		rc = ltx_encoder_finish(enc, last->post, NULL, err);
 	if (rc == 0)
+		bytes = ltx_encoder_bytes_written(enc);
+	if (rc == 0)
 		rc = fs_ltx_publish(db, fd, tmp, name, false, err);
 	if (rc == 0) {
 		pthread_mutex_lock(&db->hist_mu);
@@ -163,18 +166,7 @@ static int write_jobs(struct fs *fs, struct fs_job *first, uint32_t count,
 		ltfs_err_prefix(err, "'%s': write %s", db->name, name);
 		return rc;
 	}
-	if (fs->on_commit) {
-		char path[FS_PATH_MAX];
-		struct fs_commit_info info = {
-			.db = db->name,
-			.ltx_path = path,
-			.header = h,
-			.post_apply_checksum = last->post,
-		};
-
-		snprintf(path, sizeof(path), "%s/ltx/%s", db->dir, name);
-		fs->on_commit(fs->on_commit_ctx, &info);
-	}
+	fs_db_published(db, &h, last->post, name, bytes);
 	return 0;
 }
 
