@@ -32,6 +32,9 @@ struct cmd_config {
 	bool allow_other;
 	unsigned threads;
 	unsigned history_keep;
+	char *http_addr;      /* http.addr */
+	char *http_token;     /* http.token */
+	char *replica_of;     /* the primary's URL; none = this node is it */
 	enum ltfs_log_level log_level;
 	enum ltfs_log_format log_format;
 };
@@ -43,6 +46,7 @@ void cmd_config_release(struct cmd_config *c);
 
 int cmd_ltx(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv);
+int cmd_status(struct cmd_ctx *ctx, int argc, char **argv);
 
 /* Print "ltfs CMD: MESSAGE" to stderr and return EXIT_USAGE. */
 int cmd_usage_error(const char *cmd, const char *fmt, ...) LTFS_PRINTF(2, 3);

@@ -352,6 +352,24 @@ static int apply_log(const struct cfg_node *map, struct cmd_config *c,
 	return 0;
 }
 
+static int apply_http(const struct cfg_node *map, struct cmd_config *c,
+		      struct ltfs_err *err)
+{
+	for (const struct cfg_node *n = map->child; n; n = n->next) {
+		int rc;
+
+		if (strcmp(n->key, "addr") == 0)
+			rc = want_str(n, &c->http_addr, err);
+		else if (strcmp(n->key, "token") == 0)
+			rc = want_str(n, &c->http_token, err);
+		else
+			rc = unknown(n, "'http'", err);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
 int cmd_config_load(const char *path, struct cmd_config *c, struct ltfs_err *err)
 {
 	struct cfg_node *root;
@@ -374,6 +392,13 @@ int cmd_config_load(const char *path, struct cmd_config *c, struct ltfs_err *err
 			rc = want_uint(n, 1, 256, &c->threads, err);
 		else if (strcmp(n->key, "history-keep") == 0)
 			rc = want_uint(n, 1, 10000000, &c->history_keep, err);
+		else if (strcmp(n->key, "replica-of") == 0)
+			rc = want_str(n, &c->replica_of, err);
+		else if (strcmp(n->key, "http") == 0)
+			rc = n->kind == CFG_MAP ? apply_http(n, c, err)
+						: ltfs_err_set(err, LTFS_E_CONFIG,
+							       "line %d: 'http' must be a mapping (addr, token)",
+							       n->line);
 		else if (strcmp(n->key, "log") == 0)
 			rc = n->kind == CFG_MAP ? apply_log(n, c, err)
 						: ltfs_err_set(err, LTFS_E_CONFIG,
@@ -392,5 +417,8 @@ void cmd_config_release(struct cmd_config *c)
 {
 	free(c->mount_dir);
 	free(c->data_dir);
+	free(c->http_addr);
+	free(c->http_token);
+	free(c->replica_of);
 	memset(c, 0, sizeof(*c));
 }

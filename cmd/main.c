@@ -23,6 +23,7 @@ static const char usage_text[] =
 	"\n"
 	"commands:\n"
 	"  mount MOUNTDIR     mount the filesystem and record every commit\n"
+	"  status             role, primary and database positions of a node\n"
 	"  ltx SUBCOMMAND     inspect, verify, apply and compact LTX files\n"
 	"  version            print the version\n"
 	"  help [COMMAND]     this text, or a command's help\n"
@@ -90,6 +91,7 @@ static const struct {
 	int (*fn)(struct cmd_ctx *, int, char **);
 } commands[] = {
 	{ "mount", cmd_mount },
+	{ "status", cmd_status },
 	{ "ltx", cmd_ltx },
 };
 

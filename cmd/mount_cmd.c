@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/cluster.h"
 #include "cmd/cmd.h"
 #include "fs/fs.h"
 
@@ -27,6 +28,13 @@ static const char mount_usage[] =
 	"  --threads N       FUSE worker threads (default 16)\n"
 	"  --history-keep N  newest LTX files kept as they are (default 1000); older\n"
 	"                    ones are folded into one snapshot when that pays\n"
+	"  --http ADDR       HTTP server address (default 127.0.0.1:20202): the\n"
+	"                    replication stream, /v1/info, /metrics, /healthz.\n"
+	"                    A non-loopback address needs a token (http.token in\n"
+	"                    the config, or LTFS_TOKEN in the environment)\n"
+	"  --replica-of URL  run as a read-only replica of the primary at URL\n"
+	"                    (e.g. http://10.0.0.1:20202); without it, this node\n"
+	"                    is the primary\n"
 	"\n"
 	"Data dir layout: DATA/dbs/NAME/database (the SQLite file), .../ltx/ (the\n"
 	"LTX history, inspect with 'ltfs ltx dump'), DATA/tree (other files).\n";
@@ -40,6 +48,8 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		{ "allow-other", no_argument, NULL, 'a' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "history-keep", required_argument, NULL, 'k' },
+		{ "http", required_argument, NULL, 'H' },
+		{ "replica-of", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -48,7 +58,9 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	char data[4096];
 	struct ltfs_err err = { 0 };
 	struct fs *fs = NULL;
-	const char *data_dir = NULL, *config = NULL;
+	const char *data_dir = NULL, *config = NULL, *http = NULL, *replica_of = NULL;
+	struct cluster_config ccfg = { 0 };
+	struct cluster *cl = NULL;
 	bool debug = false, allow_other = false;
 	unsigned threads = 0, keep = 0;
 	int c, rc;
@@ -74,6 +86,12 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		case 'k':
 			if (cmd_parse_uint(optarg, 1, 10000000, &keep) < 0)
 				return cmd_usage_error("mount", "--history-keep: '%s' is not a number in 1..10000000", optarg);
+			break;
+		case 'H':
+			http = optarg;
+			break;
+		case 'R':
+			replica_of = optarg;
 			break;
 		case 'h':
 			fputs(mount_usage, stdout);
@@ -110,11 +128,21 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		ctx->log.level = LTFS_LOG_DEBUG;
 	cfg.log = &ctx->log;
 
+	ccfg.log = &ctx->log;
+	ccfg.http_addr = http ? http : conf.http_addr;
+	ccfg.token = conf.http_token ? conf.http_token : getenv("LTFS_TOKEN");
+	ccfg.replica_of = replica_of ? replica_of : conf.replica_of;
+
 	rc = fs_open(&fs, &cfg, &err);
+	if (rc == 0) {
+		ccfg.fs = fs;
+		rc = cluster_start(&cl, &ccfg, &err);
+	}
 	if (rc == 0)
 		rc = fs_mount(fs, &err);
 	if (rc == 0)
 		rc = fs_run(fs, &err);
+	cluster_stop(cl);
 	fs_close(fs);
 	if (rc < 0) {
 		ltfs_error(&ctx->log, "mount", "%s", err.msg);

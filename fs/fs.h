@@ -63,6 +63,7 @@ void fs_close(struct fs *fs);
 
 void fs_set_commit_hook(struct fs *fs, fs_commit_fn fn, void *ctx);
 void fs_set_role(struct fs *fs, enum fs_role role, const char *primary_url);
+bool fs_is_primary(struct fs *fs);
 
 /* Position of a database: 0 and TXID/checksum, or -ENOENT. */
 int fs_db_position(struct fs *fs, const char *db, uint64_t *txid,
@@ -110,7 +111,7 @@ int fs_history_open(struct fs *fs, const char *db, uint64_t min_txid,
  */
 int fs_stage_create(struct fs *fs, char name[64], struct ltfs_err *err);
 int fs_apply_ltx(struct fs *fs, const char *db, int fd, const char *stage_name,
-		 struct ltfs_err *err);
+		 struct ltx_header *out, struct ltfs_err *err);
 void fs_stage_discard(struct fs *fs, const char *stage_name);
 /* Forget a database the primary does not have: its files and history go. */
 int fs_db_forget(struct fs *fs, const char *db, struct ltfs_err *err);

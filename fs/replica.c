@@ -651,7 +651,7 @@ static int publish(struct fs *fs, struct fs_db *db, const struct plan *p,
 }
 
 int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name,
-		 struct ltfs_err *err)
+		 struct ltx_header *out, struct ltfs_err *err)
 {
 	struct plan p = { 0 };
 	struct apply_nodes an;
@@ -722,6 +722,8 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 	invalidate(fs, &p, &an);
 	if (fstatat(db->ltxfd, file, &st, 0) == 0)
 		fs_db_published(db, &p.h, p.sum, file, (uint64_t)st.st_size);
+	if (out)
+		*out = p.h;
 	ltfs_debug(fs->log, "replica", "'%s': applied %s, %u pages, checksum %016llx",
 		   name, file, p.h.commit, (unsigned long long)p.sum);
 out:
@@ -777,13 +779,18 @@ int64_t fs_lag_ms(struct fs *fs)
 	int64_t t = __atomic_load_n(&fs->primary_time, __ATOMIC_RELAXED), now;
 	struct timespec ts;
 
-	if (__atomic_load_n(&fs->role, __ATOMIC_RELAXED) == FS_ROLE_PRIMARY)
+	if (fs_is_primary(fs))
 		return 0;
 	if (t == 0)
 		return INT32_MAX;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 	return now <= t ? 0 : now - t > INT32_MAX ? INT32_MAX : now - t;
+}
+
+bool fs_is_primary(struct fs *fs)
+{
+	return __atomic_load_n(&fs->role, __ATOMIC_RELAXED) == FS_ROLE_PRIMARY;
 }
 
 uint64_t fs_node_id(struct fs *fs)

@@ -1,0 +1,427 @@
+/*
+ * client.c - the replica's side: one thread keeps a stream open to the
+ * primary and applies what arrives.
+ *
+ * Each connection starts from the replica's own positions (so a restart
+ * resumes where it stopped), and every LTX frame is staged to a file and
+ * applied before the next byte is read: TCP's flow control is the only
+ * queue. Any error (a frame that does not parse, a file that does not
+ * verify or continue the database, a silent primary) closes the stream;
+ * the next connection starts from the positions the replica really has,
+ * and the primary answers with a snapshot where needed. Reconnects back
+ * off from 100 ms to 5 s.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "cluster/cluster_int.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define CONNECT_TIMEOUT_MS 5000
+#define ERROR_BODY_MAX 4096
+
+int64_t cl_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t cl_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One connection's receiving state. */
+struct recv {
+	struct cluster *c;
+	CURL *curl;
+	struct frame_parser fp;
+	enum frame_type type;
+	char name[FRAME_NAME_MAX + 1];
+	char stage[64];
+	int fd;                  /* staging file of the LTX frame */
+	uint8_t clock[8];
+	size_t clock_have;
+	long status;             /* HTTP status, once known */
+	struct ltfs_buf error;   /* body of a non-200 answer */
+	int64_t last_rx;         /* monotonic ms */
+	bool ended, ready;
+	uint64_t applied;
+	struct ltfs_err err;
+};
+
+static bool stopping(struct cluster *c)
+{
+	bool s;
+
+	pthread_mutex_lock(&c->mu);
+	s = c->stopping;
+	pthread_mutex_unlock(&c->mu);
+	return s;
+}
+
+/* ---- frames --------------------------------------------------------------- */
+
+static int on_begin(void *ctx, enum frame_type type, const char *name,
+		    uint64_t payload_len, struct ltfs_err *err)
+{
+	struct recv *r = ctx;
+	int rc;
+
+	(void)payload_len;
+	r->type = type;
+	r->clock_have = 0;
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	if (type != FRAME_LTX && type != FRAME_DROP)
+		return 0;
+	rc = fs_db_name_check(name, err);
+	if (rc < 0)
+		return rc;
+	if (type == FRAME_LTX) {
+		r->fd = fs_stage_create(r->c->fs, r->stage, err);
+		if (r->fd < 0)
+			return r->fd;
+	}
+	return 0;
+}
+
+static int on_payload(void *ctx, const uint8_t *p, size_t n, struct ltfs_err *err)
+{
+	struct recv *r = ctx;
+
+	if (r->type == FRAME_LTX) {
+		int rc = ltx_write_fd(&r->fd, p, n);
+
+		return rc < 0 ? ltfs_err_set(err, rc, "staging '%s': %s", r->stage,
+					     ltfs_strerror(rc))
+			      : 0;
+	}
+	/* READY, HEARTBEAT: 8 bytes of clock (the parser checked the size) */
+	memcpy(r->clock + r->clock_have, p, n);
+	r->clock_have += n;
+	return 0;
+}
+
+static void set_connected(struct cluster *c, bool connected, bool ready)
+{
+	pthread_mutex_lock(&c->mu);
+	c->connected = connected;
+	c->ready = ready;
+	pthread_mutex_unlock(&c->mu);
+	fs_set_role(c->fs, FS_ROLE_REPLICA, connected ? c->replica_of : "");
+}
+
+static int on_end(void *ctx, struct ltfs_err *err)
+{
+	struct recv *r = ctx;
+	struct cluster *c = r->c;
+	struct ltx_header h;
+	int64_t t;
+	int rc;
+
+	switch (r->type) {
+	case FRAME_LTX:
+		rc = fs_apply_ltx(c->fs, r->name, r->fd, r->stage, &h, err);
+		close(r->fd);
+		r->fd = -1;
+		if (rc < 0)
+			return rc;
+		r->applied++;
+		if (r->ready)
+			fs_set_primary_time(c->fs, h.timestamp);
+		return 0;
+	case FRAME_READY:
+	case FRAME_HEARTBEAT:
+		t = (int64_t)ltx_get_be64(r->clock);
+		if (r->type == FRAME_READY && !r->ready) {
+			r->ready = true;
+			set_connected(c, true, true);
+			ltfs_info(c->log, "replica", "caught up with %s (%llu files applied)",
+				  c->replica_of, (unsigned long long)r->applied);
+		}
+		if (r->ready)
+			fs_set_primary_time(c->fs, t);
+		return 0;
+	case FRAME_DROP:
+		return fs_db_forget(c->fs, r->name, err);
+	case FRAME_END:
+		r->ended = true;
+		return 0;
+	}
+	return 0;
+}
+
+static const struct frame_handlers handlers = {
+	.begin = on_begin,
+	.payload = on_payload,
+	.end = on_end,
+};
+
+/* ---- curl callbacks ------------------------------------------------------- */
+
+static size_t on_data(char *p, size_t size, size_t nmemb, void *ctx)
+{
+	struct recv *r = ctx;
+	size_t n = size * nmemb;
+	int rc;
+
+	if (r->status == 0) {
+		curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &r->status);
+		if (r->status == 200) {
+			set_connected(r->c, true, false);
+			ltfs_info(r->c->log, "replica", "streaming from %s", r->c->replica_of);
+		}
+	}
+	if (r->status != 200) {
+		ltfs_buf_append(&r->error, p, n < ERROR_BODY_MAX ? n : ERROR_BODY_MAX);
+		return n;
+	}
+	rc = frame_parser_feed(&r->fp, (const uint8_t *)p, n, &handlers, r, &r->err);
+	r->last_rx = cl_mono_ms(); /* after the apply: it may take a while */
+	return rc < 0 ? CURL_WRITEFUNC_ERROR : n;
+}
+
+static int on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow,
+		       curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct recv *r = ctx;
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	if (stopping(r->c))
+		return 1;
+	if (cl_mono_ms() - r->last_rx > STREAM_IDLE_MS) {
+		ltfs_err_set(&r->err, -ETIMEDOUT, "nothing from the primary for %d ms",
+			     STREAM_IDLE_MS);
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- one connection ------------------------------------------------------- */
+
+struct body {
+	json_t *dbs;
+};
+
+static void add_position(void *ctx, const struct fs_db_info *info)
+{
+	struct body *b = ctx;
+	char txid[17], sum[17];
+	uint64_t t = info->broken ? 0 : info->txid; /* broken: ask for a snapshot */
+
+	if (t == 0 && !info->exists)
+		return;
+	snprintf(txid, sizeof(txid), "%016llx", (unsigned long long)t);
+	snprintf(sum, sizeof(sum), "%016llx", (unsigned long long)(t ? info->checksum : 0));
+	json_array_append_new(b->dbs, json_pack("{s:s, s:s, s:s}", "name", info->name,
+						"txid", txid, "checksum", sum));
+}
+
+static char *request_body(struct cluster *c)
+{
+	struct body b = { .dbs = json_array() };
+	char node[17], *s = NULL;
+	json_t *o;
+
+	if (!b.dbs)
+		return NULL;
+	fs_db_foreach(c->fs, add_position, &b);
+	snprintf(node, sizeof(node), "%016llx", (unsigned long long)fs_node_id(c->fs));
+	o = json_pack("{s:s, s:o}", "node", node, "dbs", b.dbs);
+	if (o)
+		s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return s;
+}
+
+static void add_auth(struct curl_slist **h, const char *token)
+{
+	char auth[TOKEN_MAX + 32];
+
+	if (!token || !token[0])
+		return;
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+	*h = curl_slist_append(*h, auth);
+}
+
+/* Open a stream and follow it until it ends; 0 if it ended cleanly. */
+static int stream_once(struct cluster *c, bool *was_ready, struct ltfs_err *err)
+{
+	struct recv r = { .c = c, .fd = -1 };
+	struct curl_slist *hdrs = NULL;
+	char url[URL_MAX + 16], node[64], curl_err[CURL_ERROR_SIZE] = "";
+	char *body = request_body(c);
+	CURLcode cc;
+	int rc = 0;
+
+	*was_ready = false;
+	if (!body)
+		return ltfs_err_set(err, -ENOMEM, NULL);
+	r.curl = curl_easy_init();
+	if (!r.curl) {
+		free(body);
+		return ltfs_err_set(err, -ENOMEM, "curl_easy_init failed");
+	}
+	frame_parser_init(&r.fp);
+	ltfs_buf_init(&r.error, ERROR_BODY_MAX);
+	snprintf(url, sizeof(url), "%s/v1/stream", c->replica_of);
+	snprintf(node, sizeof(node), "Ltfs-Node: %016llx", (unsigned long long)fs_node_id(c->fs));
+	hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+	hdrs = curl_slist_append(hdrs, node);
+	add_auth(&hdrs, c->token);
+	r.last_rx = cl_mono_ms();
+	curl_easy_setopt(r.curl, CURLOPT_URL, url);
+	curl_easy_setopt(r.curl, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(r.curl, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(r.curl, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(r.curl, CURLOPT_WRITEDATA, &r);
+	curl_easy_setopt(r.curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(r.curl, CURLOPT_XFERINFODATA, &r);
+	curl_easy_setopt(r.curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(r.curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(r.curl, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
+	curl_easy_setopt(r.curl, CURLOPT_ERRORBUFFER, curl_err);
+	curl_easy_setopt(r.curl, CURLOPT_TCP_NODELAY, 1L);
+	cc = curl_easy_perform(r.curl);
+	if (r.status == 0)
+		curl_easy_getinfo(r.curl, CURLINFO_RESPONSE_CODE, &r.status);
+	if (r.err.code < 0) {
+		*err = r.err;
+		rc = r.err.code;
+	} else if (r.status != 0 && r.status != 200) {
+		rc = ltfs_err_set(err, r.status == 401 ? -EACCES : -EPROTO, "%s answered %ld: %.*s",
+				  url, r.status, (int)r.error.len, r.error.data ? (char *)r.error.data : "");
+	} else if (cc != CURLE_OK) {
+		rc = ltfs_err_set(err, -EIO, "%s: %s", url, curl_err[0] ? curl_err : curl_easy_strerror(cc));
+	} else if (!r.ended) {
+		rc = ltfs_err_set(err, -EPIPE, "%s: stream ended without an END frame%s", url,
+				  frame_parser_idle(&r.fp) ? "" : " (in the middle of a frame)");
+	}
+	if (r.fd >= 0) {
+		close(r.fd);
+		fs_stage_discard(c->fs, r.stage);
+	}
+	*was_ready = r.ready;
+	ltfs_buf_release(&r.error);
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(r.curl);
+	free(body);
+	return rc;
+}
+
+static void *client_main(void *arg)
+{
+	struct cluster *c = arg;
+	int64_t backoff = BACKOFF_MIN_MS;
+
+	while (!stopping(c)) {
+		struct ltfs_err err = { 0 };
+		bool was_ready;
+		int rc = stream_once(c, &was_ready, &err);
+
+		set_connected(c, false, false);
+		if (stopping(c))
+			break;
+		if (was_ready)
+			backoff = BACKOFF_MIN_MS;
+		pthread_mutex_lock(&c->mu);
+		c->reconnects++;
+		snprintf(c->last_error, sizeof(c->last_error), "%s",
+			 rc < 0 ? err.msg : "primary stopped");
+		pthread_mutex_unlock(&c->mu);
+		if (rc < 0)
+			ltfs_warn(c->log, "replica", "stream: %s; reconnecting in %lld ms", err.msg,
+				  (long long)backoff);
+		else
+			ltfs_info(c->log, "replica", "the primary closed the stream; reconnecting in %lld ms",
+				  (long long)backoff);
+		pthread_mutex_lock(&c->mu);
+		if (!c->stopping) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += backoff / 1000;
+			ts.tv_nsec += (backoff % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+		}
+		pthread_mutex_unlock(&c->mu);
+		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+	}
+	return NULL;
+}
+
+int cl_client_start(struct cluster *c, struct ltfs_err *err)
+{
+	fs_set_role(c->fs, FS_ROLE_REPLICA, "");
+	if (pthread_create(&c->client, NULL, client_main, c) != 0)
+		return ltfs_err_set(err, -EAGAIN, "cannot start the replica thread");
+	c->client_started = true;
+	return 0;
+}
+
+void cl_client_stop(struct cluster *c)
+{
+	if (c->client_started) {
+		pthread_join(c->client, NULL);
+		c->client_started = false;
+	}
+}
+
+/* ---- a plain GET, for commands ---------------------------------------------- */
+
+static size_t on_get_data(char *p, size_t size, size_t nmemb, void *ctx)
+{
+	struct ltfs_buf *b = ctx;
+
+	return ltfs_buf_append(b, p, size * nmemb) < 0 ? CURL_WRITEFUNC_ERROR : size * nmemb;
+}
+
+int cluster_http_get(const char *url, const char *token, struct ltfs_buf *out,
+		     long *status, struct ltfs_err *err)
+{
+	CURL *curl = curl_easy_init();
+	struct curl_slist *hdrs = NULL;
+	char curl_err[CURL_ERROR_SIZE] = "";
+	CURLcode cc;
+
+	*status = 0;
+	if (!curl)
+		return ltfs_err_set(err, -ENOMEM, "curl_easy_init failed");
+	add_auth(&hdrs, token);
+	curl_easy_setopt(curl, CURLOPT_URL, url);
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_get_data);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, out);
+	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT, 30L);
+	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_err);
+	cc = curl_easy_perform(curl);
+	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(curl);
+	if (cc != CURLE_OK)
+		return ltfs_err_set(err, -EIO, "%s: %s", url,
+				    curl_err[0] ? curl_err : curl_easy_strerror(cc));
+	return 0;
+}

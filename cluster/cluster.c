@@ -1,0 +1,97 @@
+/*
+ * cluster.c - start and stop a node's cluster side, and the commit hook
+ * that wakes the replication streams.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "cluster/cluster_int.h"
+
+/* Every commit (fs calls this with the database locked: only a counter). */
+static void on_commit(void *ctx, const struct fs_commit_info *info)
+{
+	struct cluster *c = ctx;
+
+	(void)info;
+	pthread_mutex_lock(&c->mu);
+	c->gen++;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
+static int copy_setting(char *dst, size_t n, const char *src, const char *key,
+			struct ltfs_err *err)
+{
+	if ((size_t)snprintf(dst, n, "%s", src ? src : "") >= n)
+		return ltfs_err_set(err, LTFS_E_CONFIG, "%s is longer than %zu bytes", key, n - 1);
+	return 0;
+}
+
+int cluster_start(struct cluster **out, const struct cluster_config *cfg,
+		  struct ltfs_err *err)
+{
+	struct cluster *c = calloc(1, sizeof(*c));
+	int rc;
+
+	*out = NULL;
+	if (!c)
+		return ltfs_err_set(err, -ENOMEM, NULL);
+	c->fs = cfg->fs;
+	c->log = cfg->log;
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->cv, NULL);
+	rc = copy_setting(c->addr, sizeof(c->addr),
+			  cfg->http_addr ? cfg->http_addr : CLUSTER_DEFAULT_ADDR, "http.addr", err);
+	if (rc == 0)
+		rc = copy_setting(c->token, sizeof(c->token), cfg->token, "http.token", err);
+	if (rc == 0)
+		rc = copy_setting(c->replica_of, sizeof(c->replica_of), cfg->replica_of,
+				  "replica-of", err);
+	if (rc == 0 && c->replica_of[0] && strncmp(c->replica_of, "http://", 7) != 0 &&
+	    strncmp(c->replica_of, "https://", 8) != 0)
+		rc = ltfs_err_set(err, LTFS_E_CONFIG,
+				  "replica-of '%s': want the primary's URL, http://HOST:PORT",
+				  c->replica_of);
+	if (rc == 0) {
+		size_t n = strlen(c->replica_of);
+
+		while (n && c->replica_of[n - 1] == '/')
+			c->replica_of[--n] = '\0';
+	}
+	if (rc == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+		rc = ltfs_err_set(err, -ENOMEM, "curl_global_init failed");
+	if (rc == 0) {
+		fs_set_commit_hook(c->fs, on_commit, c);
+		if (!c->replica_of[0])
+			fs_set_role(c->fs, FS_ROLE_PRIMARY, NULL);
+		rc = cl_http_start(c, err);
+	}
+	if (rc == 0 && c->replica_of[0])
+		rc = cl_client_start(c, err);
+	if (rc < 0) {
+		cluster_stop(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+void cluster_stop(struct cluster *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->mu);
+	c->stopping = true;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+	cl_client_stop(c);
+	cl_http_stop(c);
+	fs_set_commit_hook(c->fs, NULL, NULL);
+	pthread_cond_destroy(&c->cv);
+	pthread_mutex_destroy(&c->mu);
+	free(c);
+}

@@ -1,0 +1,67 @@
+/*
+ * cluster_int.h - internals shared by the files of cluster/.
+ *
+ * Threads: libmicrohttpd runs one thread per connection (a replication
+ * stream blocks in its content callback until there is something to
+ * send); a replica runs one client thread. c->mu guards the fields marked
+ * below; the fs commit hook only bumps c->gen under it, so it never waits
+ * on anything slow.
+ */
+#ifndef LTFS_CLUSTER_INT_H
+#define LTFS_CLUSTER_INT_H
+
+#include <pthread.h>
+
+#include "cluster/cluster.h"
+
+#define HEARTBEAT_MS 1000      /* idle streams send the primary's clock */
+#define STREAM_IDLE_MS 5000    /* a replica gives up on a silent stream */
+#define STREAM_BODY_MAX (1u << 20)
+#define TOKEN_MAX 1024
+#define URL_MAX 1024
+
+struct MHD_Daemon;
+
+struct cluster {
+	struct fs *fs;
+	struct ltfs_log *log;
+	char addr[256];           /* listen address as configured */
+	char token[TOKEN_MAX];    /* "" = none */
+	char replica_of[URL_MAX]; /* "" = this node is the primary */
+	struct MHD_Daemon *mhd;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;        /* a commit, or stop */
+	uint64_t gen;             /* mu: bumped by every commit */
+	bool stopping;            /* mu */
+	unsigned streams;         /* mu: open replication streams */
+	uint64_t streams_total;   /* mu */
+
+	/* replica client */
+	pthread_t client;
+	bool client_started;
+	bool connected, ready;    /* mu */
+	uint64_t reconnects;      /* mu */
+	char last_error[256];     /* mu */
+};
+
+int64_t cl_now_ms(void);      /* wall clock, ms since the epoch */
+int64_t cl_mono_ms(void);     /* monotonic, ms */
+
+/* http.c */
+int cl_http_start(struct cluster *c, struct ltfs_err *err);
+void cl_http_stop(struct cluster *c);
+
+/* stream.c: the primary's side of one replication stream */
+struct cl_stream;
+int cl_stream_open(struct cluster *c, const char *body, size_t len,
+		   const char *peer, struct cl_stream **out, struct ltfs_err *err);
+/* libmicrohttpd content reader and its free callback. */
+ssize_t cl_stream_read(void *cls, uint64_t pos, char *buf, size_t max);
+void cl_stream_free(void *cls);
+
+/* client.c: the replica's side */
+int cl_client_start(struct cluster *c, struct ltfs_err *err);
+void cl_client_stop(struct cluster *c);
+
+#endif /* LTFS_CLUSTER_INT_H */

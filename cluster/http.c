@@ -1,0 +1,611 @@
+/*
+ * http.c - the node's HTTP server (libmicrohttpd, one thread per
+ * connection) and its endpoints; docs/protocol.md describes them.
+ *
+ *   POST /v1/stream            replication stream (primary only)
+ *   GET  /v1/info              node, role, databases (JSON)
+ *   GET  /v1/db/NAME/ltx       local history as one compacted LTX file
+ *   GET  /metrics              Prometheus text
+ *   GET  /healthz              200 when serving, 503 while catching up
+ *
+ * Every endpoint but /healthz requires the bearer token when one is set.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "cluster/cluster_int.h"
+
+#define CONN_MEMORY (256u * 1024)  /* per connection: headers and buffers */
+#define STREAM_BLOCK (128u * 1024) /* bytes per content-reader call */
+#define MAX_CONNECTIONS 256
+#define IDLE_TIMEOUT_S 60
+
+/* One request: its body as it arrives. */
+struct req {
+	struct ltfs_buf body;
+	bool too_big;
+};
+
+bool cluster_token_equal(const char *given, const char *want)
+{
+	size_t gl = strlen(given), wl = strlen(want);
+	unsigned char diff = gl != wl;
+
+	/* time depends on the presented length only, not on where they differ */
+	for (size_t i = 0; i < gl; i++)
+		diff |= (unsigned char)(given[i] ^ want[wl ? i % wl : 0]);
+	return diff == 0 && wl > 0;
+}
+
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status,
+			     const char *type, const char *body, size_t len)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body,
+								 MHD_RESPMEM_MUST_COPY);
+	enum MHD_Result ret;
+
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, "Content-Type", type);
+	ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status,
+				  const char *text)
+{
+	return reply(conn, status, "text/plain; charset=utf-8", text, strlen(text));
+}
+
+static enum MHD_Result reply_error(struct MHD_Connection *conn, unsigned status,
+				   const char *msg)
+{
+	json_t *o = json_pack("{s:s}", "error", msg);
+	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	enum MHD_Result ret;
+
+	json_decref(o);
+	if (!s)
+		return reply_text(conn, status, msg);
+	ret = reply(conn, status, "application/json", s, strlen(s));
+	free(s);
+	return ret;
+}
+
+static void peer_name(struct MHD_Connection *conn, char *out, size_t n)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	if (ci && ci->client_addr)
+		getnameinfo(ci->client_addr, ci->client_addr->sa_family == AF_INET6
+						     ? sizeof(struct sockaddr_in6)
+						     : sizeof(struct sockaddr_in),
+			    host, sizeof(host), NULL, 0, NI_NUMERICHOST);
+	snprintf(out, n, "%s", host);
+}
+
+static bool authorized(struct cluster *c, struct MHD_Connection *conn)
+{
+	const char *h;
+
+	if (!c->token[0])
+		return true;
+	h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+	return h && strncmp(h, "Bearer ", 7) == 0 && cluster_token_equal(h + 7, c->token);
+}
+
+/* ---- /v1/info and /healthz ------------------------------------------------ */
+
+static void hex16(uint64_t v, char out[17])
+{
+	snprintf(out, 17, "%016llx", (unsigned long long)v);
+}
+
+static void add_db_json(void *ctx, const struct fs_db_info *info)
+{
+	json_t *arr = ctx, *o;
+	char txid[17], sum[17], ts[40] = "";
+
+	hex16(info->txid, txid);
+	hex16(info->checksum, sum);
+	if (info->timestamp)
+		ltx_format_timestamp(info->timestamp, ts, sizeof(ts));
+	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:b, s:b, s:I, s:I}",
+		      "name", info->name, "txid", txid, "checksum", sum,
+		      "pages", (json_int_t)info->pages, "page_size", (json_int_t)info->page_size,
+		      "timestamp", ts, "exists", info->exists, "broken", info->broken,
+		      "commits", (json_int_t)info->commits,
+		      "ltx_bytes", (json_int_t)info->ltx_bytes);
+	if (o)
+		json_array_append_new(arr, o);
+}
+
+static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn)
+{
+	json_t *dbs = json_array(), *o;
+	char node[17], *s;
+	bool primary = fs_is_primary(c->fs), connected, ready;
+	unsigned streams;
+	enum MHD_Result ret;
+
+	pthread_mutex_lock(&c->mu);
+	connected = c->connected;
+	ready = c->ready;
+	streams = c->streams;
+	pthread_mutex_unlock(&c->mu);
+	hex16(fs_node_id(c->fs), node);
+	if (dbs)
+		fs_db_foreach(c->fs, add_db_json, dbs);
+	o = json_pack("{s:s, s:s, s:s?, s:b, s:b, s:I, s:I, s:o}", "node", node,
+		      "role", primary ? "primary" : "replica",
+		      "primary", primary ? NULL : c->replica_of,
+		      "connected", primary || connected, "ready", primary || ready,
+		      "lag_ms", (json_int_t)fs_lag_ms(c->fs), "streams", (json_int_t)streams,
+		      "databases", dbs);
+	s = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+	json_decref(o);
+	if (!s)
+		return reply_error(conn, 500, "out of memory");
+	ret = reply(conn, 200, "application/json", s, strlen(s));
+	free(s);
+	return ret;
+}
+
+static enum MHD_Result serve_health(struct cluster *c, struct MHD_Connection *conn)
+{
+	bool ready;
+
+	if (fs_is_primary(c->fs))
+		return reply_text(conn, 200, "ok: primary\n");
+	pthread_mutex_lock(&c->mu);
+	ready = c->ready;
+	pthread_mutex_unlock(&c->mu);
+	return ready ? reply_text(conn, 200, "ok: replica in sync\n")
+		     : reply_text(conn, 503, "not ready: replica not caught up with the primary\n");
+}
+
+/* ---- /metrics ------------------------------------------------------------- */
+
+struct metrics {
+	struct ltfs_buf *b;
+	int rc;
+};
+
+/* A label value with \, " and newline escaped. */
+static void label(struct ltfs_buf *b, const char *s, int *rc)
+{
+	for (; *s && *rc == 0; s++) {
+		if (*s == '\\' || *s == '"')
+			*rc = ltfs_buf_printf(b, "\\%c", *s);
+		else if (*s == '\n')
+			*rc = ltfs_buf_printf(b, "\\n");
+		else
+			*rc = ltfs_buf_append(b, s, 1);
+	}
+}
+
+static void metric_db(void *ctx, const struct fs_db_info *info)
+{
+	static const char *const names[] = {
+		"ltfs_db_txid", "ltfs_db_pages", "ltfs_db_commits_total", "ltfs_db_ltx_bytes_total",
+	};
+	struct metrics *m = ctx;
+	uint64_t v[] = { info->txid, info->pages, info->commits, info->ltx_bytes };
+
+	for (size_t i = 0; i < 4 && m->rc == 0; i++) {
+		m->rc = ltfs_buf_printf(m->b, "%s{db=\"", names[i]);
+		label(m->b, info->name, &m->rc);
+		if (m->rc == 0)
+			m->rc = ltfs_buf_printf(m->b, "\"} %llu\n", (unsigned long long)v[i]);
+	}
+}
+
+static enum MHD_Result serve_metrics(struct cluster *c, struct MHD_Connection *conn)
+{
+	struct ltfs_buf b;
+	struct metrics m = { .b = &b };
+	bool primary = fs_is_primary(c->fs);
+	unsigned streams;
+	uint64_t total, reconnects;
+	bool connected, ready;
+	enum MHD_Result ret;
+
+	ltfs_buf_init(&b, 64u << 20);
+	pthread_mutex_lock(&c->mu);
+	streams = c->streams;
+	total = c->streams_total;
+	reconnects = c->reconnects;
+	connected = c->connected;
+	ready = c->ready;
+	pthread_mutex_unlock(&c->mu);
+	m.rc = ltfs_buf_printf(&b,
+		"# HELP ltfs_db_txid Newest transaction of the database.\n"
+		"# TYPE ltfs_db_txid gauge\n"
+		"# HELP ltfs_db_pages Pages in the database.\n"
+		"# TYPE ltfs_db_pages gauge\n"
+		"# HELP ltfs_db_commits_total LTX files recorded or applied since start.\n"
+		"# TYPE ltfs_db_commits_total counter\n"
+		"# HELP ltfs_db_ltx_bytes_total Bytes of those LTX files.\n"
+		"# TYPE ltfs_db_ltx_bytes_total counter\n");
+	if (m.rc == 0)
+		fs_db_foreach(c->fs, metric_db, &m);
+	if (m.rc == 0)
+		m.rc = ltfs_buf_printf(&b,
+			"# HELP ltfs_primary 1 if this node is the primary.\n"
+			"# TYPE ltfs_primary gauge\n"
+			"ltfs_primary %d\n"
+			"# HELP ltfs_replica_lag_seconds Time since the replica last heard the primary was ahead of it by nothing.\n"
+			"# TYPE ltfs_replica_lag_seconds gauge\n"
+			"ltfs_replica_lag_seconds %.3f\n"
+			"# HELP ltfs_replica_connected 1 while the replica's stream is open.\n"
+			"# TYPE ltfs_replica_connected gauge\n"
+			"ltfs_replica_connected %d\n"
+			"# HELP ltfs_replica_ready 1 once the replica caught up on this stream.\n"
+			"# TYPE ltfs_replica_ready gauge\n"
+			"ltfs_replica_ready %d\n"
+			"# HELP ltfs_replica_reconnects_total Streams the replica had to open again.\n"
+			"# TYPE ltfs_replica_reconnects_total counter\n"
+			"ltfs_replica_reconnects_total %llu\n"
+			"# HELP ltfs_streams Open replication streams (primary).\n"
+			"# TYPE ltfs_streams gauge\n"
+			"ltfs_streams %u\n"
+			"# HELP ltfs_streams_total Replication streams opened (primary).\n"
+			"# TYPE ltfs_streams_total counter\n"
+			"ltfs_streams_total %llu\n",
+			primary, (double)fs_lag_ms(c->fs) / 1000.0, !primary && connected,
+			!primary && ready, (unsigned long long)reconnects, streams,
+			(unsigned long long)total);
+	if (m.rc < 0) {
+		ltfs_buf_release(&b);
+		return reply_error(conn, 500, ltfs_strerror(m.rc));
+	}
+	ret = reply(conn, 200, "text/plain; version=0.0.4", (const char *)b.data, b.len);
+	ltfs_buf_release(&b);
+	return ret;
+}
+
+/* ---- /v1/db/NAME/ltx ------------------------------------------------------ */
+
+static int parse_txid_arg(struct MHD_Connection *conn, const char *key,
+			  uint64_t *out)
+{
+	const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, key);
+	char *end;
+
+	if (!v)
+		return 0;
+	errno = 0;
+	*out = strtoull(v, &end, 10);
+	return errno || end == v || *end || *out == 0 ? -1 : 0;
+}
+
+/*
+ * The files of the history from `from` (a file boundary, default 1) up to
+ * the first boundary at or after `to` (default: the head), compacted into
+ * one file in the staging dir, unlinked and served from its descriptor.
+ */
+static enum MHD_Result serve_ltx(struct cluster *c, struct MHD_Connection *conn,
+				 const char *name)
+{
+	struct ltx_decoder **decs = NULL;
+	int *fds = NULL, out = -1, rc;
+	size_t n = 0, cap = 0;
+	uint64_t from = 1, to = UINT64_MAX, next;
+	struct ltfs_err err = { 0 };
+	struct ltx_header oh;
+	struct ltx_trailer ot;
+	char stage[64], msg[LTFS_ERR_MSG_MAX + 64];
+	unsigned status = 500;
+	enum MHD_Result ret;
+
+	if (fs_db_name_check(name, &err) < 0)
+		return reply_error(conn, 400, err.msg);
+	if (parse_txid_arg(conn, "from", &from) < 0 || parse_txid_arg(conn, "to", &to) < 0 ||
+	    to < from)
+		return reply_error(conn, 400, "from and to must be TXIDs (decimal, >= 1), from <= to");
+	for (next = from; next <= to;) {
+		struct ltx_header h;
+		struct ltx_decoder_opts opts = { .version = LTX_VERSION_AUTO };
+		int fd;
+
+		rc = fs_history_open(c->fs, name, next, &fd, &h, &err);
+		if (rc == -ENOENT && n > 0 && to == UINT64_MAX)
+			break; /* the head */
+		if (rc < 0) {
+			status = rc == -ENOENT ? 404 : 500;
+			snprintf(msg, sizeof(msg), "'%s': no history file starts at txid %llu%s%s",
+				 name, (unsigned long long)next, err.code ? ": " : "",
+				 err.code ? err.msg : "");
+			goto fail;
+		}
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			struct ltx_decoder **d = realloc(decs, ncap * sizeof(*d));
+			int *f = d ? realloc(fds, ncap * sizeof(*f)) : NULL;
+
+			if (d)
+				decs = d;
+			if (!d || !f) {
+				close(fd);
+				snprintf(msg, sizeof(msg), "out of memory");
+				goto fail;
+			}
+			fds = f;
+			cap = ncap;
+		}
+		fds[n] = fd;
+		decs[n] = NULL;
+		n++;
+		rc = ltx_detect_version_fd(fd, &opts.version, &err);
+		if (rc == 0 && lseek(fd, 0, SEEK_SET) < 0)
+			rc = ltfs_err_set(&err, -errno, "seek: %s", strerror(errno));
+		if (rc == 0)
+			rc = ltx_decoder_open(&decs[n - 1], ltx_read_fd, &fds[n - 1], &opts, &err);
+		if (rc < 0) {
+			snprintf(msg, sizeof(msg), "'%s': %s", name, err.msg);
+			goto fail;
+		}
+		next = h.max_txid + 1;
+		if (h.max_txid >= to)
+			break;
+	}
+	out = fs_stage_create(c->fs, stage, &err);
+	if (out < 0) {
+		snprintf(msg, sizeof(msg), "%s", err.msg);
+		goto fail;
+	}
+	fs_stage_discard(c->fs, stage); /* served from the descriptor */
+	rc = ltx_compact(decs, n, NULL, ltx_write_fd, &out, &oh, &ot, &err);
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "'%s': compact: %s", name, err.msg);
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++) {
+		ltx_decoder_free(decs[i]);
+		close(fds[i]);
+	}
+	free(decs);
+	free(fds);
+	{
+		off_t size = lseek(out, 0, SEEK_END);
+		struct MHD_Response *r = size > 0 ? MHD_create_response_from_fd((uint64_t)size, out) : NULL;
+		char fname[LTX_FILENAME_SIZE], disp[LTX_FILENAME_SIZE + 32];
+
+		if (!r) {
+			close(out);
+			return reply_error(conn, 500, "cannot build the response");
+		}
+		ltx_format_filename(oh.min_txid, oh.max_txid, fname);
+		snprintf(disp, sizeof(disp), "attachment; filename=\"%s\"", fname);
+		MHD_add_response_header(r, "Content-Type", "application/octet-stream");
+		MHD_add_response_header(r, "Content-Disposition", disp);
+		ret = MHD_queue_response(conn, 200, r);
+		MHD_destroy_response(r);
+		return ret;
+	}
+fail:
+	for (size_t i = 0; i < n; i++) {
+		ltx_decoder_free(decs[i]);
+		close(fds[i]);
+	}
+	free(decs);
+	free(fds);
+	if (out >= 0)
+		close(out);
+	return reply_error(conn, status, msg);
+}
+
+/* ---- /v1/stream ----------------------------------------------------------- */
+
+static enum MHD_Result serve_stream(struct cluster *c, struct MHD_Connection *conn,
+				    struct req *r, const char *peer)
+{
+	struct ltfs_err err = { 0 };
+	struct cl_stream *s;
+	struct MHD_Response *resp;
+	const char *node = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Ltfs-Node");
+	char who[96];
+	enum MHD_Result ret;
+
+	if (!fs_is_primary(c->fs))
+		return reply_error(conn, 503, "this node is not the primary");
+	if (r->too_big)
+		return reply_error(conn, 413, "request body over 1 MiB");
+	snprintf(who, sizeof(who), "%.16s@%s", node ? node : "?", peer);
+	if (cl_stream_open(c, (const char *)r->body.data, r->body.len, who, &s, &err) < 0) {
+		ltfs_warn(c->log, "http", "stream from %s refused: %s", who, err.msg);
+		return reply_error(conn, err.code == -ENOMEM ? 500 : 400, err.msg);
+	}
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK,
+						 cl_stream_read, s, cl_stream_free);
+	if (!resp) {
+		cl_stream_free(s);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/x-ltfs-stream");
+	ret = MHD_queue_response(conn, 200, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* ---- dispatch ------------------------------------------------------------- */
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
+			      const char *method, const char *version,
+			      const char *upload_data, size_t *upload_size, void **con_cls)
+{
+	struct cluster *c = cls;
+	struct req *r = *con_cls;
+	bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+	char peer[INET6_ADDRSTRLEN + 2];
+
+	(void)version;
+	if (!r) {
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			return MHD_NO;
+		ltfs_buf_init(&r->body, STREAM_BODY_MAX);
+		*con_cls = r;
+		return MHD_YES;
+	}
+	if (*upload_size) {
+		if (!r->too_big && ltfs_buf_append(&r->body, upload_data, *upload_size) < 0)
+			r->too_big = true;
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	peer_name(conn, peer, sizeof(peer));
+	if (strcmp(url, "/healthz") == 0)
+		return get ? serve_health(c, conn) : reply_error(conn, 405, "use GET");
+	if (!authorized(c, conn)) {
+		ltfs_warn(c->log, "http", "401 for %s %s from %s: missing or wrong bearer token",
+			  method, url, peer);
+		return reply_error(conn, 401, "unauthorized");
+	}
+	if (strcmp(url, "/v1/stream") == 0)
+		return strcmp(method, "POST") == 0 ? serve_stream(c, conn, r, peer)
+						   : reply_error(conn, 405, "use POST");
+	if (!get)
+		return reply_error(conn, 405, "use GET");
+	if (strcmp(url, "/v1/info") == 0)
+		return serve_info(c, conn);
+	if (strcmp(url, "/metrics") == 0)
+		return serve_metrics(c, conn);
+	if (strncmp(url, "/v1/db/", 7) == 0) {
+		size_t len = strlen(url);
+
+		if (len > 11 && strcmp(url + len - 4, "/ltx") == 0) {
+			char name[FRAME_NAME_MAX + 1];
+
+			snprintf(name, sizeof(name), "%.*s", (int)(len - 11), url + 7);
+			return serve_ltx(c, conn, name);
+		}
+	}
+	return reply_error(conn, 404, "no such endpoint");
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+		      enum MHD_RequestTerminationCode toe)
+{
+	struct req *r = *con_cls;
+
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	if (r) {
+		ltfs_buf_release(&r->body);
+		free(r);
+		*con_cls = NULL;
+	}
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	struct cluster *c = cls;
+	char msg[512];
+	size_t n;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	ltfs_warn(c->log, "http", "%s", msg);
+}
+
+/* Parse HOST:PORT, [V6]:PORT or :PORT (all interfaces). */
+static int parse_addr(const char *addr, struct sockaddr_storage *ss,
+		      bool *loopback, struct ltfs_err *err)
+{
+	char host[256];
+	const char *colon = strrchr(addr, ':'), *port;
+	struct addrinfo hints = { .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
+				  .ai_socktype = SOCK_STREAM };
+	struct addrinfo *ai = NULL;
+	char *end;
+	long p;
+	int rc;
+
+	if (!colon)
+		return ltfs_err_set(err, LTFS_E_CONFIG,
+				    "http.addr '%s': want HOST:PORT, [IPV6]:PORT or :PORT", addr);
+	port = colon + 1;
+	p = strtol(port, &end, 10);
+	if (!*port || *end || p < 0 || p > 65535)
+		return ltfs_err_set(err, LTFS_E_CONFIG, "http.addr '%s': port '%s' is not 0..65535",
+				    addr, port);
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
+	if (rc != 0 || !ai)
+		return ltfs_err_set(err, LTFS_E_CONFIG,
+				    "http.addr '%s': '%s' is not a numeric IP address", addr, host);
+	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+	freeaddrinfo(ai);
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+
+		*loopback = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	} else {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+
+		*loopback = memcmp(&in6->sin6_addr, &in6addr_loopback, sizeof(in6addr_loopback)) == 0;
+	}
+	return 0;
+}
+
+int cl_http_start(struct cluster *c, struct ltfs_err *err)
+{
+	struct sockaddr_storage ss;
+	bool loopback = false;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+			 MHD_USE_ERROR_LOG;
+	int rc = parse_addr(c->addr, &ss, &loopback, err);
+
+	if (rc < 0)
+		return rc;
+	if (!loopback && !c->token[0])
+		return ltfs_err_set(err, LTFS_E_CONFIG,
+				    "http.addr '%s' is not a loopback address: set http.token (or LTFS_TOKEN) so that only nodes with the token can replicate",
+				    c->addr);
+	if (ss.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	c->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, c,
+				  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, c,
+				  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+				  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
+				  MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
+				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S,
+				  MHD_OPTION_NOTIFY_COMPLETED, completed, c,
+				  MHD_OPTION_END);
+	if (!c->mhd)
+		return ltfs_err_set(err, -EADDRINUSE,
+				    "http: cannot listen on '%s' (address in use, or not this host's?)",
+				    c->addr);
+	ltfs_info(c->log, "http", "listening on %s%s", c->addr,
+		  c->token[0] ? " (bearer token required)" : "");
+	return 0;
+}
+
+void cl_http_stop(struct cluster *c)
+{
+	if (c->mhd) {
+		MHD_stop_daemon(c->mhd);
+		c->mhd = NULL;
+	}
+}

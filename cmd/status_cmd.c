@@ -1,0 +1,157 @@
+/*
+ * status_cmd.c - "ltfs status": ask a node's /v1/info and print it as a
+ * table (or the JSON as it came).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cluster/cluster.h"
+#include "cmd/cmd.h"
+
+static const char status_usage[] =
+	"usage: ltfs status [--url URL] [--json]\n"
+	"\n"
+	"Shows a node's role, its primary, and for each database the position\n"
+	"(TXID, checksum), size and age, from the node's HTTP API.\n"
+	"\n"
+	"  --url URL   the node (default http://127.0.0.1:20202)\n"
+	"  --json      print the node's /v1/info answer as it is\n"
+	"\n"
+	"The bearer token, when the node has one, is read from LTFS_TOKEN.\n"
+	"Exit status: 0 answered, 1 node unreachable or refusing, 2 usage.\n";
+
+static const char *str(json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+
+	return s ? s : "";
+}
+
+static void human_size(double bytes, char *out, size_t n)
+{
+	static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	int i = 0;
+
+	while (bytes >= 1024 && i < 4) {
+		bytes /= 1024;
+		i++;
+	}
+	snprintf(out, n, i ? "%.1f %s" : "%.0f %s", bytes, unit[i]);
+}
+
+static void print_table(json_t *info)
+{
+	json_t *dbs = json_object_get(info, "databases"), *d;
+	bool primary = strcmp(str(info, "role"), "primary") == 0;
+	long long lag = (long long)json_integer_value(json_object_get(info, "lag_ms"));
+	size_t i;
+
+	printf("node    %s\n", str(info, "node"));
+	if (primary) {
+		printf("role    primary (%lld replication streams)\n",
+		       (long long)json_integer_value(json_object_get(info, "streams")));
+	} else {
+		printf("role    replica of %s, %s\n", str(info, "primary"),
+		       json_is_true(json_object_get(info, "ready")) ? "in sync"
+		       : json_is_true(json_object_get(info, "connected")) ? "catching up"
+									 : "not connected");
+		if (lag >= 2147483647LL)
+			printf("lag     unknown (not caught up yet)\n");
+		else
+			printf("lag     %lld ms\n", lag);
+	}
+	printf("\n%-32s %10s  %-16s  %10s  %s\n", "DATABASE", "TXID", "CHECKSUM", "SIZE",
+	       "LAST COMMIT");
+	json_array_foreach(dbs, i, d) {
+		char size[32];
+		unsigned long long txid = strtoull(str(d, "txid"), NULL, 16);
+		double bytes = (double)json_integer_value(json_object_get(d, "pages")) *
+			       (double)json_integer_value(json_object_get(d, "page_size"));
+
+		human_size(bytes, size, sizeof(size));
+		printf("%-32s %10llu  %-16s  %10s  %s%s\n", str(d, "name"), txid,
+		       str(d, "checksum"),
+		       json_is_true(json_object_get(d, "exists")) ? size : "deleted",
+		       str(d, "timestamp"),
+		       json_is_true(json_object_get(d, "broken")) ? "  NOT SERVED (failed verification)" : "");
+	}
+	if (json_array_size(dbs) == 0)
+		printf("(no databases)\n");
+}
+
+int cmd_status(struct cmd_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "url", required_argument, NULL, 'u' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *base = "http://127.0.0.1:20202";
+	char url[2048];
+	struct ltfs_buf body;
+	struct ltfs_err err = { 0 };
+	json_error_t jerr;
+	json_t *info;
+	bool as_json = false;
+	long status;
+	int c, rc;
+
+	(void)ctx;
+	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'u':
+			base = optarg;
+			break;
+		case 'j':
+			as_json = true;
+			break;
+		case 'h':
+			fputs(status_usage, stdout);
+			return EXIT_OK;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc)
+		return cmd_usage_error("status", "unexpected argument '%s' (see --help)", argv[optind]);
+	{
+		size_t n = strlen(base);
+
+		while (n && base[n - 1] == '/')
+			n--;
+		snprintf(url, sizeof(url), "%.*s/v1/info", (int)n, base);
+	}
+	ltfs_buf_init(&body, 64u << 20);
+	rc = cluster_http_get(url, getenv("LTFS_TOKEN"), &body, &status, &err);
+	if (rc < 0) {
+		ltfs_buf_release(&body);
+		return cmd_fail("status", "%s", err.msg);
+	}
+	if (status != 200) {
+		int r = cmd_fail("status", "%s answered %ld%s: %.*s", url, status,
+				 status == 401 ? " (set LTFS_TOKEN to the node's token)" : "",
+				 (int)body.len, body.data ? (const char *)body.data : "");
+
+		ltfs_buf_release(&body);
+		return r;
+	}
+	if (as_json) {
+		fwrite(body.data, 1, body.len, stdout);
+		if (body.len && body.data[body.len - 1] != '\n')
+			putchar('\n');
+		ltfs_buf_release(&body);
+		return EXIT_OK;
+	}
+	info = json_loadb((const char *)body.data, body.len, 0, &jerr);
+	ltfs_buf_release(&body);
+	if (!info)
+		return cmd_fail("status", "%s: answer is not JSON: %s", url, jerr.text);
+	print_table(info);
+	json_decref(info);
+	return EXIT_OK;
+}
