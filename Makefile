@@ -3,7 +3,8 @@
 #   make            build build/ltfs (installs missing Debian packages when root)
 #   make test       build and run every test; ends with "N passed, N failed"
 #   make asan       the same tests under AddressSanitizer + UBSan (build-asan/)
-#   make fuzz       libFuzzer on the LTX decoder for FUZZ_TIME seconds
+#   make fuzz       libFuzzer on the LTX decoder and the stream frame parser,
+#                   FUZZ_TIME seconds in all
 #   make bench      benchmarks next to their baselines (reports, never fails)
 #   make run        build and mount ./mnt with the embedded default config
 #   make install    install build/ltfs into $(PREFIX)/bin
@@ -103,10 +104,15 @@ $(BUILD)/bench-%: $(BUILD)/obj/tests/bench/%.o $(BUILD)/libltfs.a
 	@[ "$(V)" = 1 ] || echo "  LINK    $@"
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
+# A stand-in primary for replica tests (libc only).
+$(BUILD)/fake-primary: $(BUILD)/obj/tests/tools/fake_primary.o
+	@[ "$(V)" = 1 ] || echo "  LINK    $@"
+	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^
+
 test-unit: $(BUILD)/test-unit
 	$(BUILD)/test-unit
 
-test: $(BUILD)/ltfs $(BUILD)/ltfs-faults $(BUILD)/test-unit
+test: $(BUILD)/ltfs $(BUILD)/ltfs-faults $(BUILD)/test-unit $(BUILD)/fake-primary
 	@tests/run $(BUILD)
 
 # Sanitizers: -O1 keeps stacks readable; recover off so any report fails.
@@ -114,15 +120,22 @@ asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-g -O1" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
 
+# The fuzzers share FUZZ_TIME (each at least 1 s: 0 would mean no limit).
+FUZZ_FRAME_TIME = $(shell t=$$(( $(FUZZ_TIME) / 2 )); echo $$(( t > 0 ? t : 1 )))
+FUZZ_LTX_TIME = $(shell t=$$(( $(FUZZ_TIME) - $(FUZZ_FRAME_TIME) )); echo $$(( t > 0 ? t : 1 )))
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -I. -Ibuild-fuzz/gen \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 fuzz: deps
 	@$(MAKE) --no-print-directory BUILD=build-fuzz build-fuzz/gen/crc64_table.h
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz-ltx-dec tests/fuzz/fuzz_ltx_dec.c \
 		$(LTX_SRC) $$(pkg-config --libs liblz4)
-	@mkdir -p build-fuzz/corpus
-	build-fuzz/fuzz-ltx-dec -max_total_time=$(FUZZ_TIME) -rss_limit_mb=1024 \
+	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz-frame tests/fuzz/fuzz_frame.c \
+		cluster/frame.c $(LTX_SRC) $$(pkg-config --libs liblz4)
+	@mkdir -p build-fuzz/corpus build-fuzz/corpus-frame
+	build-fuzz/fuzz-ltx-dec -max_total_time=$(FUZZ_LTX_TIME) -rss_limit_mb=1024 \
 		-timeout=10 build-fuzz/corpus tests/fuzz/corpus/ltx-dec
+	build-fuzz/fuzz-frame -max_total_time=$(FUZZ_FRAME_TIME) -rss_limit_mb=1024 \
+		-timeout=10 build-fuzz/corpus-frame tests/fuzz/corpus/frame
 
 bench: $(BUILD)/ltfs $(patsubst tests/bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
 	@tests/bench/run $(BUILD)

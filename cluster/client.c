@@ -333,12 +333,15 @@ static void *client_main(void *arg)
 	while (!stopping(c)) {
 		struct ltfs_err err = { 0 };
 		bool was_ready;
+		int64_t t0 = cl_mono_ms();
 		int rc = stream_once(c, &was_ready, &err);
 
 		set_connected(c, false, false);
 		if (stopping(c))
 			break;
-		if (was_ready)
+		/* a stream that caught up and then lasted resets the backoff; one
+		 * that fails right after its catch-up must not spin */
+		if (was_ready && cl_mono_ms() - t0 > 10 * BACKOFF_MAX_MS)
 			backoff = BACKOFF_MIN_MS;
 		pthread_mutex_lock(&c->mu);
 		c->reconnects++;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 
@@ -68,7 +69,7 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 		fs_set_commit_hook(c->fs, on_commit, c);
 		if (!c->replica_of[0])
 			fs_set_role(c->fs, FS_ROLE_PRIMARY, NULL);
-		rc = cl_http_start(c, err);
+		rc = strcmp(c->addr, "off") == 0 ? 0 : cl_http_start(c, err);
 	}
 	if (rc == 0 && c->replica_of[0])
 		rc = cl_client_start(c, err);
@@ -87,6 +88,18 @@ void cluster_stop(struct cluster *c)
 	pthread_mutex_lock(&c->mu);
 	c->stopping = true;
 	pthread_cond_broadcast(&c->cv);
+	/* let the streams send END before the server closes their sockets */
+	for (int i = 0; i < 100 && c->streams > 0; i++) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 10 * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+	}
 	pthread_mutex_unlock(&c->mu);
 	cl_client_stop(c);
 	cl_http_stop(c);

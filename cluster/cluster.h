@@ -21,7 +21,8 @@ struct cluster;
 struct cluster_config {
 	struct fs *fs;          /* required; borrowed */
 	struct ltfs_log *log;   /* required; borrowed */
-	const char *http_addr;  /* listen address; NULL = CLUSTER_DEFAULT_ADDR */
+	const char *http_addr;  /* listen address; NULL = CLUSTER_DEFAULT_ADDR,
+				 * "off" = no server */
 	const char *token;      /* shared bearer token; NULL or "" = none */
 	const char *replica_of; /* the primary's URL; NULL or "" = primary */
 };

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -104,7 +105,7 @@ static bool authorized(struct cluster *c, struct MHD_Connection *conn)
 	if (!c->token[0])
 		return true;
 	h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
-	return h && strncmp(h, "Bearer ", 7) == 0 && cluster_token_equal(h + 7, c->token);
+	return h && strncasecmp(h, "Bearer ", 7) == 0 && cluster_token_equal(h + 7, c->token);
 }
 
 /* ---- /v1/info and /healthz ------------------------------------------------ */

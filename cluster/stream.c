@@ -110,10 +110,13 @@ static int parse_request(struct cl_stream *s, const char *body, size_t len,
 			 struct ltfs_err *err)
 {
 	json_error_t jerr;
-	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr), *dbs, *d;
+	json_t *root, *dbs, *d;
 	size_t i;
 	int rc = 0;
 
+	if (len == 0)
+		return ltfs_err_set(err, LTFS_E_CORRUPT, "request body is empty: want the replica's positions as JSON");
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
 		return ltfs_err_set(err, LTFS_E_CORRUPT, "request body: %s at line %d column %d",
 				    jerr.text, jerr.line, jerr.column);
@@ -144,7 +147,8 @@ static int parse_request(struct cl_stream *s, const char *body, size_t len,
 			goto out;
 		}
 	}
-	qsort(s->dbs, s->n, sizeof(*s->dbs), cmp_rdb);
+	if (s->n > 1)
+		qsort(s->dbs, s->n, sizeof(*s->dbs), cmp_rdb);
 	for (i = 1; i < s->n; i++) {
 		if (strcmp(s->dbs[i - 1].name, s->dbs[i].name) == 0) {
 			rc = ltfs_err_set(err, LTFS_E_CORRUPT, "request body: database '%s' twice",
@@ -193,6 +197,7 @@ void cl_stream_free(void *cls)
 	if (s->counted) {
 		pthread_mutex_lock(&s->c->mu);
 		s->c->streams--;
+		pthread_cond_broadcast(&s->c->cv);
 		pthread_mutex_unlock(&s->c->mu);
 		ltfs_info(s->c->log, "stream", "replica %s disconnected after %llu files, %llu bytes",
 			  s->peer, (unsigned long long)s->files, (unsigned long long)s->bytes);
@@ -265,7 +270,8 @@ static int next_for_db(struct cl_stream *s, const struct fs_db_info *info)
 			return 0;
 		if (add_rdb(s, info->name, 0, 0) < 0)
 			return -ENOMEM;
-		qsort(s->dbs, s->n, sizeof(*s->dbs), cmp_rdb);
+		if (s->n > 1)
+			qsort(s->dbs, s->n, sizeof(*s->dbs), cmp_rdb);
 		r = find_rdb(s, info->name);
 	}
 	if (r->skip || info->hist_txid == 0)

@@ -541,7 +541,7 @@ static int cmd_encode_db(int argc, char **argv)
 	uint8_t *page = NULL;
 	int c, fd = -1, rc;
 
-	while ((c = getopt_long(argc, argv, "+o:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'o':
 			output = optarg;

@@ -29,7 +29,8 @@ static const char mount_usage[] =
 	"  --history-keep N  newest LTX files kept as they are (default 1000); older\n"
 	"                    ones are folded into one snapshot when that pays\n"
 	"  --http ADDR       HTTP server address (default 127.0.0.1:20202): the\n"
-	"                    replication stream, /v1/info, /metrics, /healthz.\n"
+	"                    replication stream, /v1/info, /metrics, /healthz;\n"
+	"                    'off' for none (a primary then has no replicas).\n"
 	"                    A non-loopback address needs a token (http.token in\n"
 	"                    the config, or LTFS_TOKEN in the environment)\n"
 	"  --replica-of URL  run as a read-only replica of the primary at URL\n"
@@ -134,12 +135,15 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	ccfg.replica_of = replica_of ? replica_of : conf.replica_of;
 
 	rc = fs_open(&fs, &cfg, &err);
+	if (rc == 0 && ccfg.replica_of && ccfg.replica_of[0])
+		fs_set_role(fs, FS_ROLE_REPLICA, NULL); /* before any request */
+	if (rc == 0)
+		rc = fs_mount(fs, &err);
 	if (rc == 0) {
+		/* requests wait in the kernel until fs_run() */
 		ccfg.fs = fs;
 		rc = cluster_start(&cl, &ccfg, &err);
 	}
-	if (rc == 0)
-		rc = fs_mount(fs, &err);
 	if (rc == 0)
 		rc = fs_run(fs, &err);
 	cluster_stop(cl);

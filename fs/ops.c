@@ -484,9 +484,15 @@ static int open_node(struct fs *fs, struct fs_node *n, int flags,
 				   n->db->name, n->db->broken_msg);
 			return -EIO;
 		}
+		/* The kernel may still hold the name of a companion file that a
+		 * dropped and recreated database lost: it opens without O_CREAT.
+		 * Opening it for writing makes it again, empty, as SQLite
+		 * would have. */
 		pthread_mutex_lock(&n->db->mu);
 		rc = n->kind == FS_DB ? (n->db->db_fd < 0 ? -ENOENT : 0)
-				      : fs_db_open_aux(n->db, n->kind, false);
+				      : fs_db_open_aux(n->db, n->kind,
+						       (flags & O_ACCMODE) != O_RDONLY &&
+						       fs->role == FS_ROLE_PRIMARY);
 		if (rc == 0) {
 			fd = dup(fs_db_aux_fd(n->db, n->kind));
 			rc = fd < 0 ? -errno : 0;

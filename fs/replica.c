@@ -599,7 +599,8 @@ static void invalidate(struct fs *fs, const struct plan *p,
 			    (off_t)((p->h.commit < p->old_pages ? p->h.commit : p->old_pages) * ps), 0);
 }
 
-/* Find or make the database a file names (fs->lock held). */
+/* Make the database a verified file names, and the directories above it
+ * (fs->lock held). */
 static int apply_target(struct fs *fs, const char *name, struct fs_db **out,
 			struct ltfs_err *err)
 {
@@ -614,9 +615,14 @@ static int apply_target(struct fs *fs, const char *name, struct fs_db **out,
 	}
 	if (fstatat(fs->tree_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		return ltfs_err_set(err, LTFS_E_STATE,
-				    "'%s': a file that is not a replicated database is in the way; remove it from '%s/tree'",
-				    name, fs->data_dir);
-	/* parent directories in the tree */
+				    "a file that is not a replicated database is in the way; remove it from '%s/tree'",
+				    fs->data_dir);
+	for (const char *s = strchr(name, '/'); s; s = strchr(s + 1, '/')) {
+		snprintf(dir, sizeof(dir), "%.*s", (int)(s - name), name);
+		if (fs_db_find(fs, dir, false) ||
+		    (fstatat(fs->tree_fd, dir, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)))
+			return ltfs_err_set(err, LTFS_E_STATE, "'%s' is a file, not a directory", dir);
+	}
 	for (const char *s = strchr(name, '/'); s; s = strchr(s + 1, '/')) {
 		snprintf(dir, sizeof(dir), "%.*s", (int)(s - name), name);
 		if (mkdirat(fs->tree_fd, dir, 0755) < 0 && errno != EEXIST)
@@ -664,16 +670,23 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 	rc = fs_db_name_check(name, err);
 	if (rc < 0)
 		goto out;
-	pthread_mutex_lock(&fs->lock);
-	rc = apply_target(fs, name, &db, err);
-	pthread_mutex_unlock(&fs->lock);
-	if (rc < 0)
-		goto out;
+	db = lookup(fs, name);
+	if (db) {
+		pthread_mutex_lock(&db->mu);
+		rc = plan_apply(db, fd, &p, err);
+		p.wal_mode = file_in_wal_mode(db);
+		pthread_mutex_unlock(&db->mu);
+	} else {
+		/* verified against an empty database before anything is made */
+		struct fs_db empty = { .checksum = LTX_CHECKSUM_FLAG, .db_fd = -1 };
 
-	pthread_mutex_lock(&db->mu);
-	rc = plan_apply(db, fd, &p, err);
-	p.wal_mode = file_in_wal_mode(db);
-	pthread_mutex_unlock(&db->mu);
+		rc = plan_apply(&empty, fd, &p, err);
+		if (rc == 0) {
+			pthread_mutex_lock(&fs->lock);
+			rc = apply_target(fs, name, &db, err);
+			pthread_mutex_unlock(&fs->lock);
+		}
+	}
 	if (rc < 0)
 		goto out;
 
@@ -732,8 +745,12 @@ out:
 	if (!moved)
 		fs_stage_discard(fs, stage_name);
 	free(p.pgnos);
-	if (rc < 0)
+	if (rc < 0 && p.h.max_txid) {
+		ltx_format_filename(p.h.min_txid, p.h.max_txid, file);
+		ltfs_err_prefix(err, "'%s': %s", name, file);
+	} else if (rc < 0) {
 		ltfs_err_prefix(err, "'%s'", name);
+	}
 	return rc;
 }
 

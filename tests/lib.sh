@@ -27,32 +27,25 @@ _cleanup() {
 	rm -rf "$_base"
 }
 
-# ltfs_mount MNT [ARGS...]: start the daemon (data dir $T/data unless ARGS
-# say otherwise), wait until the mount answers. Log in $T/ltfs.log.
-ltfs_mount() {
-	_mnt=$1
-	shift
-	mkdir -p "$_mnt" 2>/dev/null || true # may be a stale mount
-	"$LTFS" mount --data "$T/data" "$@" "$_mnt" >>"$T/ltfs.log" 2>&1 &
-	echo $! >"$T/ltfs.pid"
+# _wait_mounted MNT PIDFILE LOG: until the mount answers (statfs reaches
+# the daemon; a stale mount left by a kill answers ENOTCONN and stat may
+# come from the kernel cache), or the daemon died.
+_wait_mounted() {
 	_i=0
-	# mounted and answering: statfs reaches the daemon (a stale mount left
-	# by a kill answers ENOTCONN; stat may come from the kernel cache)
-	while ! { grep -q " $_mnt fuse" /proc/mounts && stat -f "$_mnt" >/dev/null 2>&1; }; do
+	while ! { grep -q " $1 fuse" /proc/mounts && stat -f "$1" >/dev/null 2>&1; }; do
 		_i=$((_i + 1))
-		if [ $_i -gt 200 ] || ! kill -0 "$(cat "$T/ltfs.pid")" 2>/dev/null; then
-			echo "    mount of $_mnt did not come up:" >&2
-			sed 's/^/    | /' "$T/ltfs.log" | tail -20 >&2
+		if [ $_i -gt 200 ] || ! kill -0 "$(cat "$2")" 2>/dev/null; then
+			echo "    mount of $1 did not come up:" >&2
+			sed 's/^/    | /' "$3" | tail -20 >&2
 			return 1
 		fi
 		sleep 0.05
 	done
 }
 
-# ltfs_umount MNT: unmount and wait for the daemon to exit cleanly.
-ltfs_umount() {
-	umount "$1" || return 1
-	_pid=$(cat "$T/ltfs.pid")
+# _wait_exit PIDFILE LOG: the daemon exited, and left no sanitizer report.
+_wait_exit() {
+	_pid=$(cat "$1")
 	_i=0
 	while kill -0 "$_pid" 2>/dev/null; do
 		_i=$((_i + 1))
@@ -61,11 +54,29 @@ ltfs_umount() {
 	done
 	wait "$_pid" 2>/dev/null || true
 	# a sanitizer build reports into the daemon's log
-	if grep -qE 'runtime error|AddressSanitizer|LeakSanitizer' "$T/ltfs.log"; then
+	if grep -qE 'runtime error|AddressSanitizer|LeakSanitizer' "$2"; then
 		echo "    sanitizer report in the daemon log:" >&2
-		grep -A20 -E 'runtime error|AddressSanitizer|LeakSanitizer' "$T/ltfs.log" | head -40 | sed 's/^/    | /' >&2
+		grep -A20 -E 'runtime error|AddressSanitizer|LeakSanitizer' "$2" | head -40 | sed 's/^/    | /' >&2
 		return 1
 	fi
+}
+
+# ltfs_mount MNT [ARGS...]: start the daemon (data dir $T/data unless ARGS
+# say otherwise), wait until the mount answers. Log in $T/ltfs.log.
+ltfs_mount() {
+	_mnt=$1
+	shift
+	mkdir -p "$_mnt" 2>/dev/null || true # may be a stale mount
+	"$LTFS" mount --data "$T/data" --http "127.0.0.1:$((PORT_BASE + 19))" "$@" "$_mnt" \
+		>>"$T/ltfs.log" 2>&1 &
+	echo $! >"$T/ltfs.pid"
+	_wait_mounted "$_mnt" "$T/ltfs.pid" "$T/ltfs.log"
+}
+
+# ltfs_umount MNT: unmount and wait for the daemon to exit cleanly.
+ltfs_umount() {
+	umount "$1" || return 1
+	_wait_exit "$T/ltfs.pid" "$T/ltfs.log"
 }
 
 # ltfs_kill MNT: kill -9 the daemon and detach its dead mount.
@@ -73,6 +84,69 @@ ltfs_kill() {
 	kill -9 "$(cat "$T/ltfs.pid")" 2>/dev/null || true
 	wait "$(cat "$T/ltfs.pid")" 2>/dev/null || true
 	umount -l "$1" 2>/dev/null || true
+}
+
+# Nodes of a cluster on loopback: node N has mount $T/mN, data dir $T/dN,
+# HTTP port PORT_BASE+N and log $T/nN.log.
+: "${PORT_BASE:=$((21000 + ($$ % 400) * 20))}"
+node_url() { echo "http://127.0.0.1:$((PORT_BASE + $1))"; }
+
+# node_start N [ARGS...]: start node N (a primary unless ARGS say
+# --replica-of) and wait until its mount answers.
+node_start() {
+	_n=$1
+	shift
+	mkdir -p "$T/m$_n" 2>/dev/null || true
+	"$LTFS" mount --data "$T/d$_n" --http "127.0.0.1:$((PORT_BASE + _n))" "$@" "$T/m$_n" \
+		>>"$T/n$_n.log" 2>&1 &
+	echo $! >"$T/ltfs.pid.$_n"
+	_wait_mounted "$T/m$_n" "$T/ltfs.pid.$_n" "$T/n$_n.log"
+}
+
+# node_replica N PRIMARY [ARGS...]: start node N as a replica of node PRIMARY.
+node_replica() {
+	_n=$1
+	_p=$2
+	shift 2
+	node_start "$_n" --replica-of "$(node_url "$_p")" "$@"
+}
+
+node_stop() {
+	umount "$T/m$1" || return 1
+	_wait_exit "$T/ltfs.pid.$1" "$T/n$1.log"
+}
+
+node_kill() {
+	kill -9 "$(cat "$T/ltfs.pid.$1")" 2>/dev/null || true
+	wait "$(cat "$T/ltfs.pid.$1")" 2>/dev/null || true
+	umount -l "$T/m$1" 2>/dev/null || true
+}
+
+# pos N DB: the position of DB on node N ("" if it has none).
+pos() { cat "$T/m$1/$2-pos" 2>/dev/null || true; }
+
+# wait_sync DB N M...: until DB has the same position on every node given
+# (at most 20 s).
+wait_sync() {
+	_db=$1
+	shift
+	_i=0
+	while :; do
+		_want=$(pos "$1" "$_db")
+		_same=1
+		for _n in "$@"; do
+			[ "$(pos "$_n" "$_db")" = "$_want" ] || _same=0
+		done
+		[ $_same = 1 ] && [ -n "$_want" ] && return 0
+		_i=$((_i + 1))
+		if [ $_i -gt 400 ]; then
+			echo "    '$_db' not in sync:" >&2
+			for _n in "$@"; do echo "    node $_n: $(pos "$_n" "$_db")" >&2; done
+			for _n in "$@"; do tail -5 "$T/n$_n.log" | sed "s/^/    n$_n | /" >&2; done
+			return 1
+		fi
+		sleep 0.05
+	done
 }
 
 # esc NAME: a database's directory name under DATA/dbs.
@@ -130,12 +204,22 @@ contains() {
 	fi
 }
 
+# run_case NAME: run case_NAME (only the cases listed in $CASES, if set).
 run_case() {
+	case " ${CASES:-$1} " in *" $1 "*) ;; *) return 0 ;; esac
 	T="$_base/$1"
 	mkdir -p "$T"
 	# Not inside `if`: the shell ignores set -e in a tested command.
 	(set -e; "case_$1")
-	if [ $? -eq 0 ]; then
+	_rc=$?
+	# what a failed case left running must not disturb the next one
+	for _m in $(awk -v b="$T/" 'index($2, b) == 1 { print $2 }' /proc/mounts); do
+		umount -l "$_m" 2>/dev/null
+	done
+	for _p in $(cat "$T"/ltfs.pid* 2>/dev/null); do
+		kill -9 "$_p" 2>/dev/null
+	done
+	if [ $_rc -eq 0 ]; then
 		echo "ok   $1"
 		_passed=$((_passed + 1))
 	else

@@ -26,12 +26,15 @@ case_config_file() {
 	mount-dir: \${TEST_MNT}
 	data-dir: \${TEST_DATA:-$T/cdata}
 	threads: 4
+	http:
+	  addr: 127.0.0.1:\${TEST_PORT}
 	log:
 	  level: debug
 	  format: json
 	EOT
 	TEST_MNT=$T/cm
-	export TEST_MNT
+	TEST_PORT=$((PORT_BASE + 18))
+	export TEST_MNT TEST_PORT
 	mkdir -p "$T/cm"
 	"$LTFS" mount --config "$T/ok.yml" >"$T/ltfs.log" 2>&1 &
 	echo $! >"$T/ltfs.pid"
@@ -42,6 +45,7 @@ case_config_file() {
 	ltfs_umount "$T/cm"
 	check "json log" contains "$T/ltfs.log" '"level":"info","subsys":"fs"'
 	check "debug level" contains "$T/ltfs.log" '"level":"debug"'
+	check "http addr from the config" contains "$T/ltfs.log" "listening on 127.0.0.1:$TEST_PORT"
 
 	printf 'mount-dir: /x\nlog:\n  level: info\n  colour: red\n' >"$T/bad.yml"
 	expect_exit 2 "$LTFS" mount --config "$T/bad.yml"
