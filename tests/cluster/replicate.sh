@@ -233,4 +233,49 @@ case_three_nodes() {
 }
 run_case three_nodes
 
+# The endpoints and `ltfs status`, on a primary and a replica.
+case_http_endpoints() {
+	MODE=wal
+	PAGE=4096
+	node_replica 2 1 # before its primary: not ready
+	check "replica not ready" [ "$(curl -s -o /dev/null -w '%{http_code}' "$(node_url 2)/healthz")" = 503 ]
+	setup
+	wait_sync app.db 1 2
+	check "primary healthy" [ "$(curl -s -o /dev/null -w '%{http_code}' "$(node_url 1)/healthz")" = 200 ]
+	check "replica ready" [ "$(curl -s -o /dev/null -w '%{http_code}' "$(node_url 2)/healthz")" = 200 ]
+
+	curl -sf "$(node_url 1)/metrics" >"$T/metrics"
+	_txid=$((0x$(pos 1 app.db | cut -d/ -f1)))
+	contains "$T/metrics" "ltfs_db_txid{db=\"app.db\"} $_txid"
+	contains "$T/metrics" "ltfs_primary 1"
+	contains "$T/metrics" "ltfs_streams 1"
+	curl -sf "$(node_url 2)/metrics" >"$T/metrics2"
+	contains "$T/metrics2" "ltfs_replica_connected 1"
+	contains "$T/metrics2" "ltfs_db_txid{db=\"app.db\"} $_txid"
+
+	expect_exit 0 "$LTFS" status --url "$(node_url 2)"
+	contains "$T/out" "role    replica of $(node_url 1), in sync"
+	contains "$T/out" "app.db"
+	expect_exit 0 "$LTFS" status --url "$(node_url 1)" --json
+	contains "$T/out" '"role": "primary"'
+	contains "$T/out" "\"txid\": \"$(pos 1 app.db | cut -d/ -f1)\""
+	expect_exit 1 "$LTFS" status --url "http://127.0.0.1:1"
+	contains "$T/err" "127.0.0.1:1"
+
+	# the history as one file rebuilds the database
+	r 1 "PRAGMA wal_checkpoint(TRUNCATE)" >/dev/null
+	curl -sf -o "$T/all.ltx" "$(node_url 1)/v1/db/app.db/ltx"
+	expect_exit 0 "$LTFS" ltx verify "$T/all.ltx"
+	rm -f "$T/rebuilt.db"
+	expect_exit 0 "$LTFS" ltx apply "$T/rebuilt.db" "$T/all.ltx"
+	check "rebuilt rows" [ "$(sql "$T/rebuilt.db" 'SELECT group_concat(v) FROM t')" = "a,b,c" ]
+	check "not a file boundary" [ "$(curl -s -o /dev/null -w '%{http_code}' "$(node_url 1)/v1/db/app.db/ltx?from=99")" = 404 ]
+	check "bad from" [ "$(curl -s -o /dev/null -w '%{http_code}' "$(node_url 1)/v1/db/app.db/ltx?from=x")" = 400 ]
+	check "unknown endpoint" [ "$(curl -s -o /dev/null -w '%{http_code}' "$(node_url 1)/v2/nothing")" = 404 ]
+	check "stream refused by a replica" [ "$(curl -s -o /dev/null -w '%{http_code}' -d '{"dbs":[]}' "$(node_url 2)/v1/stream")" = 503 ]
+	node_stop 2
+	node_stop 1
+}
+run_case http_endpoints
+
 finish
