@@ -44,6 +44,20 @@ int64_t cl_mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void cl_wait(struct cluster *c, int64_t ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+}
+
 /* One connection's receiving state. */
 struct recv {
 	struct cluster *c;
@@ -355,18 +369,8 @@ static void *client_main(void *arg)
 			ltfs_info(c->log, "replica", "the primary closed the stream; reconnecting in %lld ms",
 				  (long long)backoff);
 		pthread_mutex_lock(&c->mu);
-		if (!c->stopping) {
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += backoff / 1000;
-			ts.tv_nsec += (backoff % 1000) * 1000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&c->cv, &c->mu, &ts);
-		}
+		if (!c->stopping)
+			cl_wait(c, backoff);
 		pthread_mutex_unlock(&c->mu);
 		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 	}

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <curl/curl.h>
 
@@ -89,17 +88,8 @@ void cluster_stop(struct cluster *c)
 	c->stopping = true;
 	pthread_cond_broadcast(&c->cv);
 	/* let the streams send END before the server closes their sockets */
-	for (int i = 0; i < 100 && c->streams > 0; i++) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 10 * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&c->cv, &c->mu, &ts);
-	}
+	for (int i = 0; i < 100 && c->streams > 0; i++)
+		cl_wait(c, 10);
 	pthread_mutex_unlock(&c->mu);
 	cl_client_stop(c);
 	cl_http_stop(c);

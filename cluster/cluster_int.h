@@ -47,6 +47,8 @@ struct cluster {
 
 int64_t cl_now_ms(void);      /* wall clock, ms since the epoch */
 int64_t cl_mono_ms(void);     /* monotonic, ms */
+/* Wait on c->cv (c->mu held) for at most ms milliseconds. */
+void cl_wait(struct cluster *c, int64_t ms);
 
 /* http.c */
 int cl_http_start(struct cluster *c, struct ltfs_err *err);

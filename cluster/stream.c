@@ -464,19 +464,8 @@ ssize_t cl_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 		}
 		/* nothing to send: sleep until a commit, a stop or the heartbeat */
 		pthread_mutex_lock(&c->mu);
-		if (c->gen == gen && !c->stopping) {
-			struct timespec ts;
-			int64_t wait = HEARTBEAT_MS - (cl_mono_ms() - s->last_frame);
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += wait / 1000;
-			ts.tv_nsec += (wait % 1000) * 1000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&c->cv, &c->mu, &ts);
-		}
+		if (c->gen == gen && !c->stopping)
+			cl_wait(c, HEARTBEAT_MS - (cl_mono_ms() - s->last_frame));
 		pthread_mutex_unlock(&c->mu);
 	}
 }
