@@ -162,11 +162,12 @@ scenario_mismatch() {
 }
 
 # A long read transaction on a replica delays the apply, never tears it;
-# the primary keeps committing meanwhile.
+# the primary and the other replicas do not wait for it.
 scenario_reader() {
 	setup
 	node_replica 2 1
-	wait_sync app.db 1 2
+	node_replica 3 1
+	wait_sync app.db 1 2 3
 	{
 		echo "BEGIN; SELECT count(*) FROM t;"
 		sleep 1.5
@@ -180,10 +181,13 @@ scenario_reader() {
 	w 1 "INSERT INTO t(v) VALUES ('e')"
 	_t1=$(date +%s%N)
 	check "primary commits do not wait for the replica" [ $(((_t1 - _t0) / 1000000)) -lt 1000 ]
+	wait_sync app.db 1 3
+	check "the held replica is behind meanwhile" [ "$(pos 2 app.db)" != "$(pos 1 app.db)" ]
 	wait $_reader
 	check "stable inside the transaction, new rows after" [ "$(tr '\n' ' ' <"$T/reads")" = "3 3 5 " ]
 	wait_sync app.db 1 2
 	integrity_ok 2
+	node_stop 3
 	node_stop 2
 	node_stop 1
 }
