@@ -115,28 +115,36 @@ static void hex16(uint64_t v, char out[17])
 	snprintf(out, 17, "%016llx", (unsigned long long)v);
 }
 
+struct db_json {
+	json_t *arr;
+	int64_t lag;
+};
+
+/* Replication is per node: a database's lag is the node's. */
 static void add_db_json(void *ctx, const struct fs_db_info *info)
 {
-	json_t *arr = ctx, *o;
+	struct db_json *dj = ctx;
+	json_t *o;
 	char txid[17], sum[17], ts[40] = "";
 
 	hex16(info->txid, txid);
 	hex16(info->checksum, sum);
 	if (info->timestamp)
 		ltx_format_timestamp(info->timestamp, ts, sizeof(ts));
-	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:b, s:b, s:I, s:I}",
+	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:b, s:b, s:I, s:I, s:I}",
 		      "name", info->name, "txid", txid, "checksum", sum,
 		      "pages", (json_int_t)info->pages, "page_size", (json_int_t)info->page_size,
 		      "timestamp", ts, "exists", info->exists, "broken", info->broken,
 		      "commits", (json_int_t)info->commits,
-		      "ltx_bytes", (json_int_t)info->ltx_bytes);
+		      "ltx_bytes", (json_int_t)info->ltx_bytes, "lag_ms", (json_int_t)dj->lag);
 	if (o)
-		json_array_append_new(arr, o);
+		json_array_append_new(dj->arr, o);
 }
 
 static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn)
 {
-	json_t *dbs = json_array(), *o;
+	struct db_json dj = { .arr = json_array(), .lag = fs_lag_ms(c->fs) };
+	json_t *o;
 	char node[17], *s;
 	bool primary = fs_is_primary(c->fs), connected, ready;
 	unsigned streams;
@@ -148,14 +156,14 @@ static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn
 	streams = c->streams;
 	pthread_mutex_unlock(&c->mu);
 	hex16(fs_node_id(c->fs), node);
-	if (dbs)
-		fs_db_foreach(c->fs, add_db_json, dbs);
+	if (dj.arr)
+		fs_db_foreach(c->fs, add_db_json, &dj);
 	o = json_pack("{s:s, s:s, s:s?, s:b, s:b, s:I, s:I, s:o}", "node", node,
 		      "role", primary ? "primary" : "replica",
 		      "primary", primary ? NULL : c->replica_of,
 		      "connected", primary || connected, "ready", primary || ready,
-		      "lag_ms", (json_int_t)fs_lag_ms(c->fs), "streams", (json_int_t)streams,
-		      "databases", dbs);
+		      "lag_ms", (json_int_t)dj.lag, "streams", (json_int_t)streams,
+		      "databases", dj.arr);
 	s = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
 	json_decref(o);
 	if (!s)

@@ -204,7 +204,7 @@ done
 # Three nodes, writers on the primary, readers on both replicas, all at
 # once; every node ends with the same checksum and a sound database.
 case_three_nodes() {
-	for MODE in wal delete; do
+	for MODE in wal delete truncate persist; do
 		rm -rf "$T"/d* "$T/reads"*
 		PAGE=4096
 		setup
