@@ -263,6 +263,7 @@ static int next_for_db(struct cl_stream *s, const struct fs_db_info *info)
 	struct ltfs_err err = { 0 };
 	struct ltx_header h;
 	const char *why;
+	bool missing = false; /* no file after the replica's position */
 	int fd, rc;
 
 	if (!r) {
@@ -289,12 +290,21 @@ static int next_for_db(struct cl_stream *s, const struct fs_db_info *info)
 			return start_file(s, r, fd, &h) < 0 ? -EIO : 1;
 		if (rc == 0)
 			close(fd);
+		missing = rc != 0 && r->txid > 0;
 		why = r->txid == 0 ? "new" : rc == 0 ? "diverged: checksum does not continue"
 						      : "behind the history";
 	}
-	ltfs_info(s->c->log, "stream", "replica %s: '%s' at txid %llu is %s: sending a snapshot",
-		  s->peer, r->name, (unsigned long long)r->txid, why);
 	rc = fs_history_open(s->c->fs, r->name, 1, &fd, &h, &err);
+	if (rc == 0 && missing && h.max_txid <= r->txid) {
+		/* The file after the replica's position must exist when the
+		 * base snapshot does not reach past it: it is being folded
+		 * right now. Never take a replica back in time; try again. */
+		close(fd);
+		return 0;
+	}
+	if (rc == 0)
+		ltfs_info(s->c->log, "stream", "replica %s: '%s' at txid %llu is %s: sending a snapshot",
+			  s->peer, r->name, (unsigned long long)r->txid, why);
 	if (rc < 0) {
 		ltfs_error(s->c->log, "stream", "replica %s: '%s': no snapshot in the history (%s); not replicated on this stream",
 			   s->peer, r->name, err.code ? err.msg : ltfs_strerror(rc));

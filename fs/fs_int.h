@@ -188,8 +188,9 @@ void fs_escape_name(const char *path, char *out, size_t n);
 int fs_unescape_name(const char *esc, char *out, size_t n);
 /* "-journal" etc.: the kind for a suffix, and the base name length. */
 enum fs_kind fs_suffix_kind(const char *name, size_t *base_len);
-/* A directory stream over an open directory fd (which stays open), from
- * its first entry; NULL with errno set. Close with closedir(). */
+/* A directory stream of its own over an open directory fd (which stays
+ * open), safe beside other listings; NULL with errno set. Close with
+ * closedir(). */
 DIR *fs_opendir_at(int dirfd);
 
 /* lock.c */

@@ -247,7 +247,9 @@ enum fs_kind fs_suffix_kind(const char *name, size_t *base_len)
 
 DIR *fs_opendir_at(int dirfd)
 {
-	int fd = dup(dirfd);
+	/* A new open file description, not a dup: a dup would share the
+	 * read position with every other listing of the same directory. */
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d;
 
 	if (fd < 0)
@@ -258,9 +260,6 @@ DIR *fs_opendir_at(int dirfd)
 
 		close(fd);
 		errno = e;
-		return NULL;
 	}
-	/* a dup shares the file position: start from the first entry */
-	rewinddir(d);
 	return d;
 }
