@@ -25,6 +25,16 @@ setup() {
 # checksum_of N: the database's checksum as the -pos file states it.
 checksum_of() { pos "$1" app.db | cut -d/ -f2; }
 
+# wait_file FILE: until FILE has content (at most 10 s).
+wait_file() {
+	_i=0
+	while [ ! -s "$1" ]; do
+		_i=$((_i + 1))
+		check "$1 written" [ $_i -lt 200 ]
+		sleep 0.05
+	done
+}
+
 integrity_ok() { [ "$(r "$1" 'PRAGMA integrity_check')" = ok ]; }
 
 # Write on the primary, see it on a replica, including on a connection that
@@ -37,13 +47,18 @@ scenario_simple() {
 	check "page size replicated" [ "$(r 2 'PRAGMA page_size')" = "$PAGE" ]
 	check "journal mode" [ "$(r 2 'PRAGMA journal_mode')" = "$([ "$MODE" = wal ] && echo wal || echo delete)" ]
 	# an open connection on the replica sees the next write
-	{ echo "SELECT count(*) FROM t;"; sleep 1; echo "SELECT count(*) FROM t;"; } |
-		sql "$T/m2/app.db" >"$T/reads" &
+	{
+		echo ".output $T/first"
+		echo "SELECT count(*) FROM t;"
+		echo ".output $T/reads"
+		sleep 1.5
+		echo "SELECT count(*) FROM t;"
+	} | sql "$T/m2/app.db" &
 	_reader=$!
-	sleep 0.3
+	wait_file "$T/first"
 	w 1 "INSERT INTO t(v) VALUES ('d')"
 	wait $_reader
-	check "open connection sees the new row" [ "$(tr '\n' ' ' <"$T/reads")" = "3 4 " ]
+	check "open connection sees the new row" [ "$(cat "$T/first" "$T/reads" | tr '\n' ' ')" = "3 4 " ]
 	wait_sync app.db 1 2
 	check ".primary names the primary" [ "$(cat "$T/m2/.primary")" = "$(node_url 1)" ]
 	check ".primary absent on the primary" [ ! -e "$T/m1/.primary" ]
@@ -169,13 +184,15 @@ scenario_reader() {
 	node_replica 3 1
 	wait_sync app.db 1 2 3
 	{
+		echo ".output $T/first"
 		echo "BEGIN; SELECT count(*) FROM t;"
-		sleep 1.5
+		echo ".output $T/reads"
+		sleep 2
 		echo "SELECT count(*) FROM t; COMMIT;"
 		echo "SELECT count(*) FROM t;"
-	} | sql "$T/m2/app.db" >"$T/reads" &
+	} | sql "$T/m2/app.db" &
 	_reader=$!
-	sleep 0.3
+	wait_file "$T/first"
 	_t0=$(date +%s%N)
 	w 1 "INSERT INTO t(v) VALUES ('d')"
 	w 1 "INSERT INTO t(v) VALUES ('e')"
@@ -184,7 +201,7 @@ scenario_reader() {
 	wait_sync app.db 1 3
 	check "the held replica is behind meanwhile" [ "$(pos 2 app.db)" != "$(pos 1 app.db)" ]
 	wait $_reader
-	check "stable inside the transaction, new rows after" [ "$(tr '\n' ' ' <"$T/reads")" = "3 3 5 " ]
+	check "stable inside the transaction, new rows after" [ "$(cat "$T/first" "$T/reads" | tr '\n' ' ')" = "3 3 5 " ]
 	wait_sync app.db 1 2
 	integrity_ok 2
 	node_stop 3
