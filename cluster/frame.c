@@ -89,6 +89,20 @@ static int check_header(struct frame_parser *fp, struct ltfs_err *err)
 	return 0;
 }
 
+/* Copy input into dst until it holds `want` bytes: true once it does. */
+static bool gather(struct frame_parser *fp, uint8_t *dst, size_t *have, size_t want,
+		   const uint8_t **p, size_t *n)
+{
+	size_t take = want - *have < *n ? want - *have : *n;
+
+	memcpy(dst + *have, *p, take);
+	*have += take;
+	fp->offset += take;
+	*p += take;
+	*n -= take;
+	return *have == want;
+}
+
 int frame_parser_feed(struct frame_parser *fp, const uint8_t *p, size_t n,
 		      const struct frame_handlers *h, void *ctx,
 		      struct ltfs_err *err)
@@ -100,14 +114,7 @@ int frame_parser_feed(struct frame_parser *fp, const uint8_t *p, size_t n,
 		if (!fp->in_frame) {
 			if (n == 0)
 				return 0;
-			take = FRAME_HEADER_SIZE - fp->hdr_have;
-			take = take < n ? take : n;
-			memcpy(fp->hdr + fp->hdr_have, p, take);
-			fp->hdr_have += take;
-			fp->offset += take;
-			p += take;
-			n -= take;
-			if (fp->hdr_have < FRAME_HEADER_SIZE)
+			if (!gather(fp, fp->hdr, &fp->hdr_have, FRAME_HEADER_SIZE, &p, &n))
 				return 0;
 			rc = check_header(fp, err);
 			if (rc < 0)
@@ -117,17 +124,8 @@ int frame_parser_feed(struct frame_parser *fp, const uint8_t *p, size_t n,
 			fp->name_have = 0;
 			fp->payload_have = 0;
 		}
-		if (fp->name_have < fp->name_len) {
-			take = fp->name_len - fp->name_have;
-			take = take < n ? take : n;
-			memcpy(fp->name + fp->name_have, p, take);
-			fp->name_have += take;
-			fp->offset += take;
-			p += take;
-			n -= take;
-			if (fp->name_have < fp->name_len)
-				return 0;
-		}
+		if (!gather(fp, (uint8_t *)fp->name, &fp->name_have, fp->name_len, &p, &n))
+			return 0;
 		if (!fp->started) {
 			fp->name[fp->name_len] = '\0';
 			if (memchr(fp->name, '\0', fp->name_len))
