@@ -228,6 +228,8 @@ case_drop() {
 	replica
 	logged "'app.db': removed (the primary has no such database)"
 	fake_done
+	# the second connection brings app.db back, then drops it again
+	wait_for "the second drop" sh -c "[ \$(grep -c \"'app.db': removed\" '$T/ltfs.log') -ge 2 ]"
 	check "gone from the mount" [ ! -e "$T/m/app.db" ]
 	check "no position" [ ! -e "$T/m/app.db-pos" ]
 	check "database file gone" [ ! -e "$T/data/dbs/app.db/database" ]
