@@ -128,8 +128,28 @@ scenario_snapshot_cut() {
 	node_stop 1
 }
 
+# A replica's database that fails verification at start-up (a page the
+# newest file does not hold is damaged) is not served, is reported to the
+# primary as TXID 0, and comes back whole from the primary's history.
+scenario_broken_replica() {
+	setup
+	w 1 "INSERT INTO t(v) VALUES (randomblob(30000))"
+	w 1 "INSERT INTO t(v) VALUES (randomblob(10))"
+	wait_sync app.db 1 2
+	node_stop 2
+	# page 4: an overflow page of the big row, not in the newest file
+	_ps=$(r 1 'PRAGMA page_size')
+	printf 'XXXXXXXX' | dd of="$T/d2/dbs/app.db/database" bs=1 seek=$((_ps * 3 + 100)) conv=notrunc 2>/dev/null
+	node_replica 2 1
+	wait_sync app.db 1 2
+	contains "$T/n2.log" "NOT SERVED"
+	converged 2
+	node_stop 2
+	node_stop 1
+}
+
 for MODE in wal delete; do
-	for s in kill_replica kill_primary restart_primary snapshot_cut; do
+	for s in kill_replica kill_primary restart_primary snapshot_cut broken_replica; do
 		eval "case_${s}_$MODE() { scenario_$s; }"
 		run_case "${s}_$MODE"
 	done
