@@ -147,6 +147,7 @@ static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn
 	json_t *o;
 	char node[17], *s;
 	bool primary = fs_is_primary(c->fs), connected, ready;
+	char last_error[sizeof(c->last_error)];
 	unsigned streams;
 	enum MHD_Result ret;
 
@@ -154,13 +155,15 @@ static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn
 	connected = c->connected;
 	ready = c->ready;
 	streams = c->streams;
+	memcpy(last_error, c->last_error, sizeof(last_error));
 	pthread_mutex_unlock(&c->mu);
 	hex16(fs_node_id(c->fs), node);
 	if (dj.arr)
 		fs_db_foreach(c->fs, add_db_json, &dj);
-	o = json_pack("{s:s, s:s, s:s?, s:b, s:b, s:I, s:I, s:o}", "node", node,
+	o = json_pack("{s:s, s:s, s:s?, s:s?, s:b, s:b, s:I, s:I, s:o}", "node", node,
 		      "role", primary ? "primary" : "replica",
 		      "primary", primary ? NULL : c->replica_of,
+		      "last_error", last_error[0] ? last_error : NULL,
 		      "connected", primary || connected, "ready", primary || ready,
 		      "lag_ms", (json_int_t)dj.lag, "streams", (json_int_t)streams,
 		      "databases", dj.arr);

@@ -59,6 +59,8 @@ static void print_table(json_t *info)
 		       json_is_true(json_object_get(info, "ready")) ? "in sync"
 		       : json_is_true(json_object_get(info, "connected")) ? "catching up"
 									 : "not connected");
+		if (json_string_value(json_object_get(info, "last_error")))
+			printf("error   %s (last stream)\n", str(info, "last_error"));
 		if (lag >= 2147483647LL)
 			printf("lag     unknown (not caught up yet)\n");
 		else

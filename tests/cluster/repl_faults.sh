@@ -94,6 +94,10 @@ scenario_restart_primary() {
 	w 1 "INSERT INTO t(v) VALUES (randomblob(10))"
 	converged 2
 	contains "$T/n2.log" "the primary closed the stream"
+	curl -sf "$(node_url 2)/v1/info" >"$T/info"
+	# why the last stream ended: the stop, or the refused reconnects after it
+	contains "$T/info" "\"last_error\": \""
+	contains "$T/info" '"connected": true'
 	node_stop 2
 	node_stop 1
 }
