@@ -330,7 +330,6 @@ static enum MHD_Result serve_ltx(struct cluster *c, struct MHD_Connection *conn,
 		return reply_error(conn, 400, "from and to must be TXIDs (decimal, >= 1), from <= to");
 	for (next = from; next <= to;) {
 		struct ltx_header h;
-		struct ltx_decoder_opts opts = { .version = LTX_VERSION_AUTO };
 		int fd;
 
 		rc = fs_history_open(c->fs, name, next, &fd, &h, &err);
@@ -361,11 +360,7 @@ static enum MHD_Result serve_ltx(struct cluster *c, struct MHD_Connection *conn,
 		fds[n] = fd;
 		decs[n] = NULL;
 		n++;
-		rc = ltx_detect_version_fd(fd, &opts.version, &err);
-		if (rc == 0 && lseek(fd, 0, SEEK_SET) < 0)
-			rc = ltfs_err_set(&err, -errno, "seek: %s", strerror(errno));
-		if (rc == 0)
-			rc = ltx_decoder_open(&decs[n - 1], ltx_read_fd, &fds[n - 1], &opts, &err);
+		rc = ltx_decoder_open_fd(&decs[n - 1], &fds[n - 1], &err);
 		if (rc < 0) {
 			snprintf(msg, sizeof(msg), "'%s': %s", name, err.msg);
 			goto fail;

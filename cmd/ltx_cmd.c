@@ -98,18 +98,13 @@ static const char compact_usage[] =
 static int open_ltx(const char *path, struct ltx_decoder **dec, int *fd,
 		    struct ltfs_err *err)
 {
-	struct ltx_decoder_opts opts = { .version = LTX_VERSION_AUTO };
 	int rc;
 
 	*dec = NULL;
 	*fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (*fd < 0)
 		return ltfs_err_set(err, -errno, "%s", strerror(errno));
-	rc = ltx_detect_version_fd(*fd, &opts.version, err);
-	if (rc == 0 && lseek(*fd, 0, SEEK_SET) < 0)
-		rc = ltfs_err_set(err, -errno, "seek: %s", strerror(errno));
-	if (rc == 0)
-		rc = ltx_decoder_open(dec, ltx_read_fd, fd, &opts, err);
+	rc = ltx_decoder_open_fd(dec, fd, err);
 	if (rc < 0) {
 		close(*fd);
 		*fd = -1;

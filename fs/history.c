@@ -157,14 +157,11 @@ int fs_history_fold(struct fs_db *db, uint32_t keep, struct ltfs_err *err)
 	for (size_t i = 0; i < count; i++)
 		fds[i] = -1;
 	for (size_t i = 0; i < count && rc == 0; i++) {
-		struct ltx_decoder_opts opts = { .version = LTX_VERSION_AUTO };
-
 		fds[i] = openat(db->ltxfd, v[i].name, O_RDONLY | O_CLOEXEC);
 		if (fds[i] < 0)
 			rc = ltfs_err_set(err, -errno, "'%s': %s", v[i].name, strerror(errno));
-		else if ((rc = ltx_detect_version_fd(fds[i], &opts.version, err)) == 0 &&
-			 (rc = lseek(fds[i], 0, SEEK_SET) < 0 ? -errno : 0) == 0)
-			rc = ltx_decoder_open(&decs[i], ltx_read_fd, &fds[i], &opts, err);
+		else
+			rc = ltx_decoder_open_fd(&decs[i], &fds[i], err);
 	}
 	if (rc < 0)
 		goto out;

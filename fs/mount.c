@@ -440,21 +440,16 @@ void fs_set_role(struct fs *fs, enum fs_role role, const char *primary_url)
 int fs_db_position(struct fs *fs, const char *name, uint64_t *txid,
 		   uint64_t *checksum)
 {
-	int rc = -ENOENT;
+	struct fs_db *db;
 
 	pthread_mutex_lock(&fs->lock);
-	for (size_t i = 0; i < fs->ndbs; i++) {
-		struct fs_db *db = fs->dbs[i];
-
-		if (strcmp(db->name, name) != 0)
-			continue;
+	db = fs_db_find(fs, name, false);
+	if (db) {
 		pthread_mutex_lock(&db->mu);
 		*txid = db->txid;
 		*checksum = db->checksum;
 		pthread_mutex_unlock(&db->mu);
-		rc = 0;
-		break;
 	}
 	pthread_mutex_unlock(&fs->lock);
-	return rc;
+	return db ? 0 : -ENOENT;
 }

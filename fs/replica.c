@@ -228,18 +228,6 @@ struct plan {
 	bool wal_mode;      /* the database is in WAL mode before the apply */
 };
 
-static int open_decoder(int *fd, struct ltx_decoder **dec, struct ltfs_err *err)
-{
-	struct ltx_decoder_opts opts = { .version = LTX_VERSION_AUTO };
-	int rc = ltx_detect_version_fd(*fd, &opts.version, err);
-
-	if (rc < 0)
-		return rc;
-	if (lseek(*fd, 0, SEEK_SET) < 0)
-		return ltfs_err_set(err, -errno, "seek: %s", strerror(errno));
-	return ltx_decoder_open(dec, ltx_read_fd, fd, &opts, err);
-}
-
 static int add_pgno(struct plan *p, uint32_t pgno)
 {
 	if (p->npgnos == p->cap) {
@@ -300,7 +288,7 @@ static int plan_apply(struct fs_db *db, int fd, struct plan *p,
 	const uint8_t *page;
 	uint32_t pgno, old;
 	uint64_t sum;
-	int rc = open_decoder(&fd, &dec, err);
+	int rc = ltx_decoder_open_fd(&dec, &fd, err);
 
 	if (rc < 0)
 		return rc;
@@ -365,7 +353,7 @@ static int write_pages(struct fs_db *db, int fd, const struct plan *p,
 		return ltfs_err_set(err, rc, NULL);
 	for (uint32_t i = ltx_header_is_snapshot(h) ? 0 : db->commit; i < h->commit; i++)
 		db->page_cksums[i] = 0; /* pages new to the database */
-	rc = open_decoder(&fd, &dec, err);
+	rc = ltx_decoder_open_fd(&dec, &fd, err);
 	while (rc == 0 && (rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1) {
 		ltx_decoder_frame_info(dec, &fi);
 		rc = ltx_pwrite_full(db->db_fd, page, h->page_size,
@@ -733,7 +721,7 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 	if (p.h.commit > 0 && (p.wal_mode || file_in_wal_mode(db)))
 		rc = reset_wal_index(fs, db, &an, err);
 	invalidate(fs, &p, &an);
-	if (fstatat(db->ltxfd, file, &st, 0) == 0)
+	if (fstat(fd, &st) == 0) /* the staged file, now in the history */
 		fs_db_published(db, &p.h, p.sum, file, (uint64_t)st.st_size);
 	if (out)
 		*out = p.h;

@@ -15,20 +15,6 @@ static int read_page(int fd, uint32_t pgno, uint32_t page_size, uint8_t *buf)
 	return ltx_pread_full(fd, buf, page_size, (uint64_t)(pgno - 1) * page_size);
 }
 
-/* The decoder keeps `ltx_fd` (a pointer): it must outlive the decoder. */
-static int open_decoder(int *ltx_fd, struct ltx_decoder **dec,
-			struct ltfs_err *err)
-{
-	struct ltx_decoder_opts opts = { .version = LTX_VERSION_AUTO };
-	int rc = ltx_detect_version_fd(*ltx_fd, &opts.version, err);
-
-	if (rc < 0)
-		return rc;
-	if (lseek(*ltx_fd, 0, SEEK_SET) < 0)
-		return ltfs_err_set(err, -errno, "seek: %s", strerror(errno));
-	return ltx_decoder_open(dec, ltx_read_fd, ltx_fd, &opts, err);
-}
-
 /*
  * Pass 1: verify the file and compute the checksum the database will have.
  * For every page it holds, the old page (if the database has it) leaves
@@ -46,7 +32,7 @@ static int plan(int db_fd, int *ltx_fd, uint32_t db_pages, uint64_t cur,
 	uint64_t sum;
 	int rc;
 
-	rc = open_decoder(ltx_fd, &dec, err);
+	rc = ltx_decoder_open_fd(&dec, ltx_fd, err);
 	if (rc < 0)
 		return rc;
 	dh = ltx_decoder_header(dec);
@@ -186,7 +172,7 @@ int ltx_apply_fd(int db_fd, int ltx_fd, uint64_t *db_checksum,
 				  strerror(errno));
 		goto out;
 	}
-	rc = open_decoder(&ltx_fd, &dec, err);
+	rc = ltx_decoder_open_fd(&dec, &ltx_fd, err);
 	if (rc < 0)
 		goto out;
 	while ((rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1) {

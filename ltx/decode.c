@@ -750,19 +750,25 @@ int ltx_detect_version_fd(int fd, enum ltx_version *out, struct ltfs_err *err)
 	return 0;
 }
 
+int ltx_decoder_open_fd(struct ltx_decoder **out, int *fd, struct ltfs_err *err)
+{
+	struct ltx_decoder_opts opts = { .version = LTX_VERSION_AUTO };
+	int rc = ltx_detect_version_fd(*fd, &opts.version, err);
+
+	*out = NULL;
+	if (rc < 0)
+		return rc;
+	if (lseek(*fd, 0, SEEK_SET) < 0)
+		return ltfs_err_set(err, -errno, "seek: %s", strerror(errno));
+	return ltx_decoder_open(out, ltx_read_fd, fd, &opts, err);
+}
+
 int ltx_verify_fd(int fd, struct ltx_header *h, struct ltx_trailer *t,
 		  struct ltfs_err *err)
 {
-	struct ltx_decoder_opts opts = { .version = LTX_VERSION_AUTO };
 	struct ltx_decoder *dec;
-	int rc;
+	int rc = ltx_decoder_open_fd(&dec, &fd, err);
 
-	rc = ltx_detect_version_fd(fd, &opts.version, err);
-	if (rc < 0)
-		return rc;
-	if (lseek(fd, 0, SEEK_SET) < 0)
-		return ltfs_err_set(err, -errno, "seek: %s", strerror(errno));
-	rc = ltx_decoder_open(&dec, ltx_read_fd, &fd, &opts, err);
 	if (rc < 0)
 		return rc;
 	rc = ltx_decoder_finish(dec, t, err);

@@ -394,6 +394,9 @@ int ltx_detect_version_fd(int fd, enum ltx_version *out, struct ltfs_err *err);
 
 int ltx_decoder_open(struct ltx_decoder **out, ltx_read_fn read, void *ctx,
 		     const struct ltx_decoder_opts *opts, struct ltfs_err *err);
+/* A decoder over a whole file from its first byte, the format detected
+ * from its tail. It reads through `fd` (a pointer): *fd must outlive it. */
+int ltx_decoder_open_fd(struct ltx_decoder **out, int *fd, struct ltfs_err *err);
 const struct ltx_header *ltx_decoder_header(const struct ltx_decoder *dec);
 enum ltx_version ltx_decoder_version(const struct ltx_decoder *dec);
 
