@@ -72,6 +72,8 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 	}
 	if (rc == 0 && c->replica_of[0])
 		rc = cl_client_start(c, err);
+	if (rc == 0 && cfg->s3)
+		rc = cl_backup_start(c, cfg->s3, cfg->backup_interval_ms, err);
 	if (rc < 0) {
 		cluster_stop(c);
 		return rc;
@@ -91,6 +93,7 @@ void cluster_stop(struct cluster *c)
 	for (int i = 0; i < 100 && c->streams > 0; i++)
 		cl_wait(c, 10);
 	pthread_mutex_unlock(&c->mu);
+	cl_backup_stop(c);
 	cl_client_stop(c);
 	cl_http_stop(c);
 	fs_set_commit_hook(c->fs, NULL, NULL);

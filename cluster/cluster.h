@@ -25,6 +25,9 @@ struct cluster_config {
 				 * "off" = no server */
 	const char *token;      /* shared bearer token; NULL or "" = none */
 	const char *replica_of; /* the primary's URL; NULL or "" = primary */
+	struct s3 *s3;          /* the bucket to ship to; NULL = none; borrowed */
+	unsigned backup_interval_ms; /* gather commits this long per upload;
+				      * 0 = upload each commit at once */
 };
 
 /*
@@ -94,5 +97,147 @@ int cluster_http_get(const char *url, const char *token, struct ltfs_buf *out,
 
 /* Constant-time comparison of a presented token with the configured one. */
 bool cluster_token_equal(const char *given, const char *want);
+
+
+/* ---- S3 client (cluster/s3.c) --------------------------------------------
+ *
+ * Requests are signed by libcurl (CURLOPT_AWS_SIGV4); every request carries
+ * x-amz-content-sha256 with the body's real digest. Keys are full object
+ * keys (s3_key() joins the prefix). Server errors are retried with jittered
+ * backoff (5xx, 429, network errors) within the configured attempts; the
+ * message of a final failure names the method, endpoint, key and the S3
+ * error code, never a credential. Codes: -ENOENT (404), LTFS_E_CONFLICT
+ * (412: a conditional write lost), -EACCES (403), -EIO otherwise.
+ */
+
+#define S3_KEY_MAX 1024
+#define S3_ETAG_MAX 128
+
+struct s3_config {
+	const char *url;           /* s3://BUCKET[/PREFIX]; required */
+	const char *endpoint;      /* http(s)://HOST[:PORT]; NULL = the
+				    * AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL
+				    * variable, else AWS for the region */
+	const char *region;        /* NULL = AWS_REGION, AWS_DEFAULT_REGION,
+				    * else us-east-1 */
+	const char *access_key;    /* NULL = AWS_ACCESS_KEY_ID */
+	const char *secret_key;    /* NULL = AWS_SECRET_ACCESS_KEY */
+	const char *session_token; /* NULL = AWS_SESSION_TOKEN (may be unset) */
+	int path_style;            /* 1 path-style, 0 virtual-hosted, -1 auto:
+				    * path-style for a custom endpoint */
+	unsigned timeout_ms;       /* one request; 0 = 30000 */
+	unsigned attempts;         /* tries per request; 0 = 5 */
+};
+
+struct s3;      /* settings, shared by threads, immutable once open */
+struct s3_conn; /* one connection, used by one thread at a time */
+
+struct s3_object {
+	char key[S3_KEY_MAX];
+	uint64_t size;
+	char etag[S3_ETAG_MAX]; /* without quotes */
+	int64_t mtime_ms;       /* LastModified */
+	int64_t meta_ms;        /* x-amz-meta-litestream-timestamp (HEAD only);
+				 * 0 = absent */
+};
+
+struct s3_put_opts {
+	bool if_none_match;     /* create only (If-None-Match: *) */
+	const char *if_match;   /* replace only this ETag (quotes stripped) */
+	int64_t timestamp_ms;   /* > 0: x-amz-meta-litestream-timestamp */
+	const char *content_type; /* NULL = application/octet-stream */
+};
+
+int s3_open(struct s3 **out, const struct s3_config *cfg, struct ltfs_err *err);
+void s3_free(struct s3 *s3);
+const char *s3_bucket(const struct s3 *s3);
+const char *s3_prefix(const struct s3 *s3); /* "" or "a/b" (no slashes at ends) */
+const char *s3_endpoint(const struct s3 *s3);
+/* "PREFIX/REST" (or REST when the prefix is empty) into out[S3_KEY_MAX]. */
+int s3_key(const struct s3 *s3, char *out, const char *fmt, ...) LTFS_PRINTF(3, 4);
+
+int s3_conn_open(struct s3 *s3, struct s3_conn **out, struct ltfs_err *err);
+void s3_conn_free(struct s3_conn *c);
+
+int s3_put(struct s3_conn *c, const char *key, const void *data, size_t len,
+	   const struct s3_put_opts *opts, char etag[S3_ETAG_MAX],
+	   struct ltfs_err *err);
+/* The same from bytes [0, len) of a file (objects up to 5 GiB). */
+int s3_put_fd(struct s3_conn *c, const char *key, int fd, uint64_t len,
+	      const struct s3_put_opts *opts, char etag[S3_ETAG_MAX],
+	      struct ltfs_err *err);
+/* Bytes [off, off + len) of an object (len 0 = to the end) into out, which
+ * bounds the size. etag may be NULL. */
+int s3_get(struct s3_conn *c, const char *key, uint64_t off, uint64_t len,
+	   struct ltfs_buf *out, char etag[S3_ETAG_MAX], struct ltfs_err *err);
+/* A whole object into fd from offset 0 (resumed with a range after a
+ * broken transfer); *size = bytes written. */
+int s3_get_fd(struct s3_conn *c, const char *key, int fd, uint64_t *size,
+	      struct ltfs_err *err);
+int s3_head(struct s3_conn *c, const char *key, struct s3_object *out,
+	    struct ltfs_err *err);
+/* Every object under prefix, in key order, page by page; fn returning
+ * non-zero stops the listing and is returned. */
+int s3_list(struct s3_conn *c, const char *prefix,
+	    int (*fn)(void *ctx, const struct s3_object *o), void *ctx,
+	    struct ltfs_err *err);
+/* Delete one object (a missing one is not an error). */
+int s3_delete(struct s3_conn *c, const char *key, struct ltfs_err *err);
+
+/* Requests made and retried by this connection (for metrics). */
+void s3_conn_counts(const struct s3_conn *c, uint64_t *requests, uint64_t *retries);
+/* HTTP status and S3 error code ("" if none) of the last request. */
+long s3_conn_status(const struct s3_conn *c, const char **code);
+
+/* ---- restore (cluster/restore.c) ---------------------------------------- */
+
+struct cluster_restore_opts {
+	struct s3 *s3;          /* required; borrowed */
+	const char *db;         /* database name under the prefix */
+	const char *out;        /* output file */
+	uint64_t txid;          /* 0 = newest */
+	int64_t before_ms;      /* > 0: the newest state committed before this */
+	bool force;             /* replace out (and remove its -wal, -shm, -journal) */
+	bool dry_run;           /* plan only */
+	unsigned parallel;      /* downloads at once; 0 = 8 */
+	struct ltfs_log *log;   /* may be NULL */
+	void (*progress)(void *ctx, uint64_t bytes, uint64_t total, size_t files,
+			 size_t nfiles);
+	void *progress_ctx;
+};
+
+struct cluster_restore_result {
+	uint64_t txid, checksum;
+	uint32_t page_size, pages;
+	int64_t timestamp_ms;   /* of the last transaction restored */
+	size_t files;           /* in the plan */
+	uint64_t bytes;         /* downloaded */
+	double secs;
+};
+
+/* Restore o->db into o->out (written as OUT.tmp, verified, synced, renamed). */
+int cluster_restore(const struct cluster_restore_opts *o, struct cluster_restore_result *res,
+		    struct ltfs_err *err);
+
+/* An LTX object's key, PREFIX/NAME/LLLL/MIN-MAX.ltx (LLLL the level in
+ * four hex digits, MIN and MAX 16): 0 with its parts, -1 for any other key. */
+int s3_ltx_key_parse(const char *prefix, const char *key, char *name, size_t n,
+		     unsigned *level, uint64_t *min, uint64_t *max);
+
+/* RFC 3339 time ("2026-11-21T10:14:24.123Z", any fraction, Z or +hh:mm)
+ * to ms since the epoch; 0 if it does not parse. */
+int64_t s3_parse_time(const char *s);
+
+/* SHA-256, streaming or of one buffer; digests as lowercase hex. */
+struct s3_sha256 {
+	uint32_t h[8];
+	uint8_t buf[64];
+	size_t n;
+	uint64_t total;
+};
+void s3_sha256_init(struct s3_sha256 *s);
+void s3_sha256_update(struct s3_sha256 *s, const void *data, size_t len);
+void s3_sha256_final(struct s3_sha256 *s, char out[65]);
+void s3_sha256_hex(const void *data, size_t len, char out[65]);
 
 #endif /* LTFS_CLUSTER_H */

@@ -43,6 +43,8 @@ struct cluster {
 	bool connected, ready;    /* mu */
 	uint64_t reconnects;      /* mu */
 	char last_error[256];     /* mu */
+
+	struct cl_backup *backup; /* NULL without a bucket */
 };
 
 int64_t cl_now_ms(void);      /* wall clock, ms since the epoch */
@@ -65,5 +67,22 @@ void cl_stream_free(void *cls);
 /* client.c: the replica's side */
 int cl_client_start(struct cluster *c, struct ltfs_err *err);
 void cl_client_stop(struct cluster *c);
+
+/* backup.c: the primary ships its history to the bucket */
+int cl_backup_start(struct cluster *c, struct s3 *s3, unsigned interval_ms,
+		    struct ltfs_err *err);
+void cl_backup_stop(struct cluster *c);   /* after c->stopping is set */
+
+struct cl_backup_stats {
+	char url[S3_KEY_MAX + 80];
+	uint64_t uploads, upload_bytes, failures;
+	int64_t last_ok_ms;       /* wall clock; 0 = none yet */
+	uint64_t backlog;         /* TXIDs waiting in local histories */
+	char last_error[LTFS_ERR_MSG_MAX];
+};
+/* With c->mu held: -ENOENT when the node has no bucket. */
+int cl_backup_stats(struct cluster *c, struct cl_backup_stats *out);
+/* With c->mu held: the bucket's newest TXID of a database (0 = none). */
+uint64_t cl_backup_remote_txid(struct cluster *c, const char *name, bool *stuck);
 
 #endif /* LTFS_CLUSTER_INT_H */

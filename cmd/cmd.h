@@ -35,6 +35,13 @@ struct cmd_config {
 	char *http_addr;      /* http.addr */
 	char *http_token;     /* http.token */
 	char *replica_of;     /* the primary's URL; none = this node is it */
+	char *s3_url;         /* s3.url: s3://BUCKET/PREFIX */
+	char *s3_endpoint;    /* s3.endpoint */
+	char *s3_region;      /* s3.region */
+	char *s3_access_key;  /* s3.access-key-id */
+	char *s3_secret_key;  /* s3.secret-access-key */
+	int s3_path_style;    /* s3.path-style: -1 auto */
+	int upload_interval_ms; /* s3.upload-interval: -1 = default */
 	enum ltfs_log_level log_level;
 	enum ltfs_log_format log_format;
 };
@@ -47,6 +54,16 @@ void cmd_config_release(struct cmd_config *c);
 int cmd_ltx(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_status(struct cmd_ctx *ctx, int argc, char **argv);
+int cmd_restore(struct cmd_ctx *ctx, int argc, char **argv);
+
+/* The bucket at url (s3://BUCKET/PREFIX) with the config's s3.* settings
+ * (the AWS_* variables fill what the config leaves out). */
+struct s3;
+int cmd_s3_open(const struct cmd_config *c, const char *url, struct s3 **out,
+		struct ltfs_err *err);
+
+/* Defaults of a config not yet loaded (flags not given). */
+void cmd_config_init(struct cmd_config *c, const struct cmd_ctx *ctx);
 
 /* Print "ltfs CMD: MESSAGE" to stderr and return EXIT_USAGE. */
 int cmd_usage_error(const char *cmd, const char *fmt, ...) LTFS_PRINTF(2, 3);
@@ -54,6 +71,9 @@ int cmd_usage_error(const char *cmd, const char *fmt, ...) LTFS_PRINTF(2, 3);
 int cmd_fail(const char *cmd, const char *fmt, ...) LTFS_PRINTF(2, 3);
 /* A decimal number in lo..hi into *out: 0, or -1 for anything else. */
 int cmd_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out);
+/* A duration ("500ms", "1s", "2.5m", "1h", or "0") up to hi_ms, in ms:
+ * 0, or -1 for anything else (a bare non-zero number has no unit). */
+int cmd_parse_duration_ms(const char *s, unsigned hi_ms, unsigned *out);
 /* True if argv holds -h or --help before any "--". */
 bool cmd_wants_help(int argc, char **argv);
 

@@ -370,6 +370,56 @@ static int apply_http(const struct cfg_node *map, struct cmd_config *c,
 	return 0;
 }
 
+static int apply_s3(const struct cfg_node *map, struct cmd_config *c,
+		    struct ltfs_err *err)
+{
+	for (const struct cfg_node *n = map->child; n; n = n->next) {
+		unsigned ms;
+		bool b;
+		int rc;
+
+		if (strcmp(n->key, "url") == 0) {
+			rc = want_str(n, &c->s3_url, err);
+			if (rc == 0 && strncmp(c->s3_url, "s3://", 5) != 0)
+				rc = ltfs_err_set(err, LTFS_E_CONFIG,
+						  "line %d: 'url' must look like s3://BUCKET/PREFIX", n->line);
+		} else if (strcmp(n->key, "endpoint") == 0) {
+			rc = want_str(n, &c->s3_endpoint, err);
+		} else if (strcmp(n->key, "region") == 0) {
+			rc = want_str(n, &c->s3_region, err);
+		} else if (strcmp(n->key, "access-key-id") == 0) {
+			rc = want_str(n, &c->s3_access_key, err);
+		} else if (strcmp(n->key, "secret-access-key") == 0) {
+			rc = want_str(n, &c->s3_secret_key, err);
+		} else if (strcmp(n->key, "path-style") == 0) {
+			rc = want_bool(n, &b, err);
+			c->s3_path_style = b;
+		} else if (strcmp(n->key, "upload-interval") == 0) {
+			rc = n->kind == CFG_SCALAR && cmd_parse_duration_ms(n->value, 3600000, &ms) == 0
+				     ? 0
+				     : ltfs_err_set(err, LTFS_E_CONFIG,
+						    "line %d: 'upload-interval' must be a duration up to 1h "
+						    "(e.g. 1s, 250ms, 0)",
+						    n->line);
+			c->upload_interval_ms = (int)ms;
+		} else {
+			rc = unknown(n, "'s3'", err);
+		}
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+void cmd_config_init(struct cmd_config *c, const struct cmd_ctx *ctx)
+{
+	memset(c, 0, sizeof(*c));
+	c->log_level = ctx->log.level;
+	c->log_format = ctx->log.format;
+	c->s3_path_style = -1;
+	c->upload_interval_ms = -1;
+}
+
 int cmd_config_load(const char *path, struct cmd_config *c, struct ltfs_err *err)
 {
 	struct cfg_node *root;
@@ -399,6 +449,11 @@ int cmd_config_load(const char *path, struct cmd_config *c, struct ltfs_err *err
 						: ltfs_err_set(err, LTFS_E_CONFIG,
 							       "line %d: 'http' must be a mapping (addr, token)",
 							       n->line);
+		else if (strcmp(n->key, "s3") == 0)
+			rc = n->kind == CFG_MAP ? apply_s3(n, c, err)
+						: ltfs_err_set(err, LTFS_E_CONFIG,
+							       "line %d: 's3' must be a mapping (url, endpoint, ...)",
+							       n->line);
 		else if (strcmp(n->key, "log") == 0)
 			rc = n->kind == CFG_MAP ? apply_log(n, c, err)
 						: ltfs_err_set(err, LTFS_E_CONFIG,
@@ -420,5 +475,12 @@ void cmd_config_release(struct cmd_config *c)
 	free(c->http_addr);
 	free(c->http_token);
 	free(c->replica_of);
+	free(c->s3_url);
+	free(c->s3_endpoint);
+	free(c->s3_region);
+	free(c->s3_access_key);
+	if (c->s3_secret_key)
+		explicit_bzero(c->s3_secret_key, strlen(c->s3_secret_key));
+	free(c->s3_secret_key);
 	memset(c, 0, sizeof(*c));
 }

@@ -24,6 +24,8 @@ static const char usage_text[] =
 	"commands:\n"
 	"  mount MOUNTDIR     mount the filesystem and record every commit\n"
 	"  status             role, primary and database positions of a node\n"
+	"  restore URL|NAME   bring a database back from the bucket, at any TXID\n"
+	"                     or moment\n"
 	"  ltx SUBCOMMAND     inspect, verify, apply and compact LTX files\n"
 	"  version            print the version\n"
 	"  help [COMMAND]     this text, or a command's help\n"
@@ -75,6 +77,37 @@ int cmd_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
 	return 0;
 }
 
+int cmd_parse_duration_ms(const char *s, unsigned hi_ms, unsigned *out)
+{
+	static const struct { const char *unit; unsigned ms; } units[] = {
+		{ "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
+	};
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || s[0] == '-' || s[0] == '+' || v < 0)
+		return -1;
+	if (*end == '\0') {
+		if (v != 0)
+			return -1; /* a bare number is ambiguous; only 0 needs no unit */
+		*out = 0;
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(end, units[i].unit) == 0) {
+			double ms = v * units[i].ms;
+
+			if (ms > hi_ms || ms != (double)(unsigned)ms)
+				return -1;
+			*out = (unsigned)ms;
+			return 0;
+		}
+	}
+	return -1;
+}
+
 bool cmd_wants_help(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
@@ -92,6 +125,7 @@ static const struct {
 } commands[] = {
 	{ "mount", cmd_mount },
 	{ "status", cmd_status },
+	{ "restore", cmd_restore },
 	{ "ltx", cmd_ltx },
 };
 

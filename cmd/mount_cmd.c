@@ -36,6 +36,13 @@ static const char mount_usage[] =
 	"  --replica-of URL  run as a read-only replica of the primary at URL\n"
 	"                    (e.g. http://10.0.0.1:20202); without it, this node\n"
 	"                    is the primary\n"
+	"  --s3 URL          back up every database to s3://BUCKET/PREFIX (the\n"
+	"                    primary uploads; see s3.* in the config for the\n"
+	"                    endpoint and credentials, else AWS_ENDPOINT_URL_S3,\n"
+	"                    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION)\n"
+	"  --upload-interval DURATION\n"
+	"                    gather commits this long into one upload (default\n"
+	"                    1s; 0 uploads each commit as it lands)\n"
 	"\n"
 	"Data dir layout: DATA/dbs/NAME/database (the SQLite file), .../ltx/ (the\n"
 	"LTX history, inspect with 'ltfs ltx dump'), DATA/tree (other files).\n";
@@ -51,21 +58,27 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		{ "history-keep", required_argument, NULL, 'k' },
 		{ "http", required_argument, NULL, 'H' },
 		{ "replica-of", required_argument, NULL, 'R' },
+		{ "s3", required_argument, NULL, 'S' },
+		{ "upload-interval", required_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct cmd_config conf = { .log_level = ctx->log.level, .log_format = ctx->log.format };
+	struct cmd_config conf;
 	struct fs_config cfg = { 0 };
 	char data[4096];
 	struct ltfs_err err = { 0 };
 	struct fs *fs = NULL;
 	const char *data_dir = NULL, *config = NULL, *http = NULL, *replica_of = NULL;
+	const char *s3_url = NULL;
+	struct s3 *s3 = NULL;
+	int upload_ms = -1;
 	struct cluster_config ccfg = { 0 };
 	struct cluster *cl = NULL;
 	bool debug = false, allow_other = false;
-	unsigned threads = 0, keep = 0;
+	unsigned threads = 0, keep = 0, ms;
 	int c, rc;
 
+	cmd_config_init(&conf, ctx);
 	while ((c = getopt_long(argc, argv, "+c:dh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -93,6 +106,14 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 			break;
 		case 'R':
 			replica_of = optarg;
+			break;
+		case 'S':
+			s3_url = optarg;
+			break;
+		case 'U':
+			if (cmd_parse_duration_ms(optarg, 3600000, &ms) < 0)
+				return cmd_usage_error("mount", "--upload-interval: '%s' is not a duration up to 1h (e.g. 1s, 250ms, 0)", optarg);
+			upload_ms = (int)ms;
 			break;
 		case 'h':
 			fputs(mount_usage, stdout);
@@ -134,6 +155,18 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	ccfg.token = conf.http_token ? conf.http_token : getenv("LTFS_TOKEN");
 	ccfg.replica_of = replica_of ? replica_of : conf.replica_of;
 
+	if (!s3_url)
+		s3_url = conf.s3_url;
+	if (upload_ms < 0)
+		upload_ms = conf.upload_interval_ms >= 0 ? conf.upload_interval_ms : 1000;
+	if (s3_url && cmd_s3_open(&conf, s3_url, &s3, &err) < 0) {
+		cmd_config_release(&conf);
+		return cmd_usage_error("mount", "%s", err.msg);
+	}
+	ccfg.s3 = s3;
+	ccfg.backup_interval_ms = (unsigned)upload_ms;
+	cfg.hold_unshipped = s3 != NULL;
+
 	rc = fs_open(&fs, &cfg, &err);
 	if (rc == 0 && ccfg.replica_of && ccfg.replica_of[0])
 		fs_set_role(fs, FS_ROLE_REPLICA, NULL); /* before any request */
@@ -148,6 +181,7 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		rc = fs_run(fs, &err);
 	cluster_stop(cl);
 	fs_close(fs);
+	s3_free(s3);
 	if (rc < 0) {
 		ltfs_error(&ctx->log, "mount", "%s", err.msg);
 		cmd_config_release(&conf);

@@ -42,6 +42,8 @@ struct fs_config {
 	bool allow_other;       /* let other users see the mount */
 	unsigned max_threads;   /* FUSE worker threads; 0 = default (16) */
 	uint32_t history_keep;  /* newest LTX files never folded; 0 = 1000 */
+	bool hold_unshipped;    /* a backup ships the history: never fold a
+				 * file past the TXID fs_set_shipped() gave */
 };
 
 /* Called after each commit's LTX file is in the local history. */
@@ -123,6 +125,10 @@ int fs_db_name_check(const char *db, struct ltfs_err *err);
  * 0 = not caught up yet. Lag in ms, INT32_MAX before the first catch-up. */
 void fs_set_primary_time(struct fs *fs, int64_t ms);
 int64_t fs_lag_ms(struct fs *fs);
+
+/* The history of db up to txid is safe elsewhere (the bucket): with
+ * hold_unshipped, folding may now take it. */
+void fs_set_shipped(struct fs *fs, const char *db, uint64_t txid);
 
 /* Node id (random, kept in DATA/node). */
 uint64_t fs_node_id(struct fs *fs);

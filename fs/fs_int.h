@@ -135,6 +135,7 @@ struct fs_db {
 	uint64_t n_commits;      /* files recorded or applied since start; hist_mu */
 	uint64_t ltx_bytes;      /* their bytes; hist_mu */
 	uint32_t fold_at;        /* next nltx worth a folding check; writer only */
+	uint64_t shipped_txid;   /* hist_mu: history up to here is in the bucket */
 
 	bool shm_resetting;      /* replica apply rewrites the WAL index: drop
 				  * the page cache's stale write-backs */
@@ -251,7 +252,9 @@ int fs_db_defer_sync(struct fs_db *db, int fd);
 
 /* history.c */
 int fs_history_drop_covered(struct fs_db *db);
-int fs_history_fold(struct fs_db *db, uint32_t keep, struct ltfs_err *err);
+/* Files ending after `limit` are never folded (not yet shipped). */
+int fs_history_fold(struct fs_db *db, uint32_t keep, uint64_t limit,
+		    struct ltfs_err *err);
 /* Remove every history file but `keep` (after a snapshot). */
 int fs_history_remove_except(struct fs_db *db, const char *keep);
 /* Name of the file that starts at min_txid and reaches furthest. */

@@ -111,7 +111,8 @@ int fs_history_drop_covered(struct fs_db *db)
 }
 
 /* Decide whether folding pays and how many files to fold: 0 = not now. */
-static size_t fold_count(const struct hfile *v, size_t n, uint32_t keep)
+static size_t fold_count(const struct hfile *v, size_t n, uint32_t keep,
+			 uint64_t limit)
 {
 	uint64_t bytes = 0;
 	size_t count;
@@ -119,6 +120,8 @@ static size_t fold_count(const struct hfile *v, size_t n, uint32_t keep)
 	if (n <= (size_t)keep + 1 || v[0].min != 1)
 		return 0;
 	count = n - keep;
+	while (count > 0 && v[count - 1].max > limit)
+		count--; /* not shipped yet: a restore may need each of them */
 	for (size_t i = 1; i < count; i++) {
 		if (v[i].min != v[i - 1].max + 1)
 			return 0; /* not a chain: leave it for an operator */
@@ -130,7 +133,8 @@ static size_t fold_count(const struct hfile *v, size_t n, uint32_t keep)
 }
 
 /* 1 if files were folded, 0 if it did not pay, < 0 on error. */
-int fs_history_fold(struct fs_db *db, uint32_t keep, struct ltfs_err *err)
+int fs_history_fold(struct fs_db *db, uint32_t keep, uint64_t limit,
+		    struct ltfs_err *err)
 {
 	struct ltx_decoder **decs = NULL;
 	struct ltx_header oh;
@@ -143,7 +147,7 @@ int fs_history_fold(struct fs_db *db, uint32_t keep, struct ltfs_err *err)
 	rc = list_history(db, &v, &n);
 	if (rc < 0)
 		return ltfs_err_set(err, rc, "'%s/ltx': %s", db->dir, strerror(-rc));
-	count = fold_count(v, n, keep);
+	count = fold_count(v, n, keep, limit);
 	if (count < 2) {
 		free(v);
 		return 0; /* not now */

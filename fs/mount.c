@@ -453,3 +453,18 @@ int fs_db_position(struct fs *fs, const char *name, uint64_t *txid,
 	pthread_mutex_unlock(&fs->lock);
 	return db ? 0 : -ENOENT;
 }
+
+void fs_set_shipped(struct fs *fs, const char *name, uint64_t txid)
+{
+	struct fs_db *db;
+
+	pthread_mutex_lock(&fs->lock);
+	db = fs_db_find(fs, name, false);
+	if (db) {
+		pthread_mutex_lock(&db->hist_mu);
+		if (txid > db->shipped_txid)
+			db->shipped_txid = txid;
+		pthread_mutex_unlock(&db->hist_mu);
+	}
+	pthread_mutex_unlock(&fs->lock);
+}

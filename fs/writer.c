@@ -184,6 +184,7 @@ static void fold_histories(struct fs *fs)
 		struct ltfs_err err = { 0 };
 		struct fs_db *db;
 		uint32_t nltx;
+		uint64_t limit;
 		int rc;
 
 		pthread_mutex_lock(&fs->lock);
@@ -193,10 +194,11 @@ static void fold_histories(struct fs *fs)
 			break;
 		pthread_mutex_lock(&db->hist_mu);
 		nltx = db->nltx;
+		limit = fs->cfg.hold_unshipped ? db->shipped_txid : UINT64_MAX;
 		pthread_mutex_unlock(&db->hist_mu);
 		if (nltx <= 2 * keep || nltx < db->fold_at)
 			continue;
-		rc = fs_history_fold(db, keep, &err);
+		rc = fs_history_fold(db, keep, limit, &err);
 		if (rc < 0)
 			ltfs_warn(fs->log, "history", "%s", err.msg);
 		/* not worth it (or failed): look again after `keep` more */

@@ -43,7 +43,8 @@
 	X(LTFS_E_USAGE, -10007, "invalid argument")                           \
 	X(LTFS_E_STATE, -10008, "operation not valid in this state")          \
 	X(LTFS_E_NOT_PRIMARY, -10009, "node is not the primary")              \
-	X(LTFS_E_CONFIG, -10010, "invalid configuration")
+	X(LTFS_E_CONFIG, -10010, "invalid configuration")                     \
+	X(LTFS_E_CONFLICT, -10011, "conditional write lost (precondition failed)")
 
 enum ltfs_error {
 #define LTFS_ERROR_ENUM(name, code, text) name = code,

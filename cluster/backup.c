@@ -1,0 +1,591 @@
+/*
+ * backup.c - the primary ships its LTX history to the bucket.
+ *
+ * Layout (docs/datadir.md, "Bucket"): PREFIX/NAME/LLLL/MIN-MAX.ltx, LLLL
+ * the level in four hex digits: 0000 for what the primary uploads, 0009
+ * for snapshots. Level-0 objects are created with If-None-Match: *, so a
+ * TXID range is written once.
+ *
+ * One thread does it all, off the commit path: commits only bump c->gen.
+ * Each round (every `interval` ms after a commit, or at once with 0) takes
+ * the files of each database's local history past what the bucket holds,
+ * merges a run of them into one LTX file when there are several, and
+ * uploads it. The bucket is listed once, at start; after that the thread
+ * keeps the bucket's head per database in memory. While the bucket cannot
+ * be reached the backlog stays in the local history (fs_set_shipped()
+ * tells folding what it may take) and the round is retried with backoff.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cluster/cluster_int.h"
+
+#define BATCH_FILES 256
+#define BATCH_BYTES (64u << 20)   /* merged in memory up to this */
+#define RETRY_MIN_MS 500
+#define RETRY_MAX_MS 30000
+
+struct bdb {
+	char *name;
+	uint64_t remote_txid;     /* newest TXID in the bucket */
+	int64_t remote_ms;        /* its timestamp */
+	bool stuck;               /* bucket and history disagree: needs an operator */
+};
+
+struct cl_backup {
+	struct cluster *c;
+	struct s3 *s3;
+	struct s3_conn *conn;
+	unsigned interval_ms;
+	pthread_t thread;
+	bool started;
+	bool listed;              /* the bucket was listed (backup thread) */
+
+	/* c->mu */
+	struct bdb *dbs;
+	size_t ndbs;
+	uint64_t uploads, upload_bytes, failures;
+	int64_t last_ok_ms;
+	char last_error[LTFS_ERR_MSG_MAX];
+	uint64_t backlog;         /* TXIDs in local histories not yet shipped */
+};
+
+/* ---- per-database state (c->mu held) ------------------------------------- */
+
+static struct bdb *bdb_find(struct cl_backup *b, const char *name, bool create)
+{
+	struct bdb *v;
+
+	for (size_t i = 0; i < b->ndbs; i++)
+		if (strcmp(b->dbs[i].name, name) == 0)
+			return &b->dbs[i];
+	if (!create)
+		return NULL;
+	v = realloc(b->dbs, (b->ndbs + 1) * sizeof(*v));
+	if (!v)
+		return NULL;
+	b->dbs = v;
+	memset(&v[b->ndbs], 0, sizeof(*v));
+	v[b->ndbs].name = strdup(name);
+	if (!v[b->ndbs].name)
+		return NULL;
+	return &v[b->ndbs++];
+}
+
+/* ---- the bucket at start ----------------------------------------------- */
+
+int s3_ltx_key_parse(const char *prefix, const char *key, char *name, size_t n,
+			unsigned *level, uint64_t *min, uint64_t *max)
+{
+	size_t pl = strlen(prefix), kl;
+	const char *rest = key, *file, *lvl;
+	unsigned long long a, z;
+	char tail;
+
+	if (pl) {
+		if (strncmp(key, prefix, pl) != 0 || key[pl] != '/')
+			return -1;
+		rest = key + pl + 1;
+	}
+	kl = strlen(rest);
+	/* NAME/LLLL/%016x-%016x.ltx */
+	if (kl < 1 + 1 + 4 + 1 + 37 + 4)
+		return -1;
+	file = rest + kl - 37;
+	lvl = file - 5;
+	if (lvl[-1] != '/' || lvl[4] != '/' ||
+	    sscanf(file, "%16llx-%16llx.lt%c", &a, &z, &tail) != 3 || tail != 'x' ||
+	    strcmp(file + 33, ".ltx") != 0 || sscanf(lvl, "%4x", level) != 1)
+		return -1;
+	for (int i = 0; i < 4; i++)
+		if (!strchr("0123456789abcdef", lvl[i]))
+			return -1;
+	if ((size_t)(lvl - 1 - rest) >= n || a == 0 || z < a)
+		return -1;
+	memcpy(name, rest, (size_t)(lvl - 1 - rest));
+	name[lvl - 1 - rest] = '\0';
+	*min = a;
+	*max = z;
+	return 0;
+}
+
+static int on_listed(void *ctx, const struct s3_object *o)
+{
+	struct cl_backup *b = ctx;
+	char name[FRAME_NAME_MAX + 1];
+	unsigned level;
+	uint64_t min, max;
+	struct bdb *d;
+
+	if (s3_ltx_key_parse(s3_prefix(b->s3), o->key, name, sizeof(name), &level, &min,
+				&max) < 0)
+		return 0; /* not ours: the lease, an operator's notes */
+	d = bdb_find(b, name, true);
+	if (!d)
+		return -ENOMEM;
+	if (max > d->remote_txid) {
+		d->remote_txid = max;
+		d->remote_ms = o->mtime_ms;
+	}
+	return 0;
+}
+
+/* List what the bucket holds; a refusal here (no bucket, bad key) is a
+ * configuration error worth failing the start for. */
+static int list_bucket(struct cl_backup *b, struct ltfs_err *err)
+{
+	char prefix[S3_KEY_MAX];
+	int rc;
+
+	snprintf(prefix, sizeof(prefix), "%s%s", s3_prefix(b->s3), s3_prefix(b->s3)[0] ? "/" : "");
+	pthread_mutex_lock(&b->c->mu);
+	rc = s3_list(b->conn, prefix, on_listed, b, err);
+	pthread_mutex_unlock(&b->c->mu);
+	return rc;
+}
+
+/* ---- one upload ---------------------------------------------------------- */
+
+struct run {
+	int fds[BATCH_FILES];
+	struct ltx_header hdrs[BATCH_FILES];
+	uint64_t sizes[BATCH_FILES];
+	size_t n;
+	uint64_t bytes;
+};
+
+static void run_close(struct run *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		close(r->fds[i]);
+	r->n = 0;
+	r->bytes = 0;
+}
+
+/*
+ * Files of the local history from `from` on, as long as they form one run
+ * that can be merged: same page size, no deletion inside (a deletion goes
+ * alone), bounded in count and bytes.
+ */
+static int gather(struct cl_backup *b, const char *name, uint64_t from, uint64_t head,
+		  struct run *r, struct ltfs_err *err)
+{
+	while (r->n < BATCH_FILES && from <= head) {
+		struct ltx_header h;
+		struct stat st;
+		int fd, rc;
+
+		rc = fs_history_open(b->c->fs, name, from, &fd, &h, err);
+		if (rc == -ENOENT)
+			break;
+		if (rc < 0)
+			return rc;
+		if (fstat(fd, &st) < 0) {
+			rc = -errno;
+			close(fd);
+			return ltfs_err_set(err, rc, "'%s': history file at TXID %llu: %s", name,
+					    (unsigned long long)from, strerror(-rc));
+		}
+		if (r->n > 0 && (h.commit == 0 || r->hdrs[0].commit == 0 ||
+				 h.page_size != r->hdrs[0].page_size ||
+				 r->bytes + (uint64_t)st.st_size > BATCH_BYTES)) {
+			close(fd);
+			break;
+		}
+		r->fds[r->n] = fd;
+		r->hdrs[r->n] = h;
+		r->sizes[r->n] = (uint64_t)st.st_size;
+		r->bytes += (uint64_t)st.st_size;
+		r->n++;
+		from = h.max_txid + 1;
+	}
+	return 0;
+}
+
+/* Is the object at key byte for byte the file or buffer we meant to put? */
+static int same_object(struct cl_backup *b, const char *key, int fd, const struct ltfs_buf *mem,
+		       uint64_t size, struct ltfs_err *err)
+{
+	struct ltfs_buf got;
+	uint8_t chunk[65536];
+	int rc;
+
+	ltfs_buf_init(&got, size + 1);
+	rc = s3_get(b->conn, key, 0, 0, &got, NULL, err);
+	if (rc == LTFS_E_LIMIT)
+		rc = 0, got.len = size + 1; /* larger: not ours */
+	if (rc < 0) {
+		ltfs_buf_release(&got);
+		return rc;
+	}
+	rc = got.len == size;
+	for (uint64_t off = 0; rc == 1 && off < size; off += sizeof(chunk)) {
+		size_t n = size - off < sizeof(chunk) ? (size_t)(size - off) : sizeof(chunk);
+
+		if (mem) {
+			rc = memcmp(mem->data + off, got.data + off, n) == 0;
+		} else if (ltx_pread_full(fd, chunk, n, off) < 0) {
+			rc = ltfs_err_set(err, -EIO, "reading back a history file failed");
+		} else {
+			rc = memcmp(chunk, got.data + off, n) == 0;
+		}
+	}
+	ltfs_buf_release(&got);
+	return rc;
+}
+
+/* Merge a run of several files into one LTX file in memory. */
+static int merge(struct run *r, struct ltfs_buf *out, struct ltx_header *oh,
+		 struct ltfs_err *err)
+{
+	struct ltx_decoder *decs[BATCH_FILES] = { 0 };
+	struct ltx_trailer ot;
+	int rc = 0;
+
+	for (size_t i = 0; i < r->n && rc == 0; i++) {
+		if (lseek(r->fds[i], 0, SEEK_SET) < 0)
+			rc = ltfs_err_set(err, -errno, "seek: %s", strerror(errno));
+		else
+			rc = ltx_decoder_open_fd(&decs[i], &r->fds[i], err);
+	}
+	if (rc == 0)
+		rc = ltx_compact(decs, r->n, NULL, ltx_write_buf, out, oh, &ot, err);
+	for (size_t i = 0; i < r->n; i++)
+		ltx_decoder_free(decs[i]);
+	return rc;
+}
+
+/* Upload one run; on success the bucket's head for the database moves. */
+static int upload_run(struct cl_backup *b, const char *name, struct run *r, unsigned level,
+		      struct ltfs_err *err)
+{
+	struct ltfs_buf mem;
+	struct ltx_header h = r->hdrs[0];
+	char key[S3_KEY_MAX];
+	struct s3_put_opts o = { .if_none_match = true };
+	uint64_t size = r->sizes[0];
+	int rc = 0;
+
+	ltfs_buf_init(&mem, BATCH_BYTES + (16u << 20));
+	if (r->n > 1) {
+		rc = merge(r, &mem, &h, err);
+		size = mem.len;
+	}
+	h.min_txid = r->hdrs[0].min_txid;
+	h.max_txid = r->hdrs[r->n - 1].max_txid;
+	h.timestamp = r->hdrs[r->n - 1].timestamp;
+	if (rc == 0 && s3_key(b->s3, key, "%s/%04x/%016llx-%016llx.ltx", name, level,
+			      (unsigned long long)h.min_txid, (unsigned long long)h.max_txid) < 0)
+		rc = ltfs_err_set(err, LTFS_E_LIMIT, "'%s': object key too long", name);
+	o.timestamp_ms = h.timestamp;
+	if (rc == 0)
+		rc = r->n > 1 ? s3_put(b->conn, key, mem.data, mem.len, &o, NULL, err)
+			      : s3_put_fd(b->conn, key, r->fds[0], size, &o, NULL, err);
+	if (rc == LTFS_E_CONFLICT) {
+		/* Already there: ours, from an attempt whose answer was lost,
+		 * or another writer's, which must never be papered over. */
+		struct ltfs_err e2 = { 0 };
+		int same = same_object(b, key, r->fds[0], r->n > 1 ? &mem : NULL, size, &e2);
+
+		if (same == 1) {
+			rc = 0;
+		} else if (same == 0) {
+			rc = ltfs_err_set(err, LTFS_E_CONFLICT,
+					  "'%s': the bucket already holds %s with other content: another "
+					  "node writes to this prefix; uploads of this database stop",
+					  name, key);
+		}
+	}
+	if (rc == 0) {
+		struct bdb *d;
+
+		pthread_mutex_lock(&b->c->mu);
+		d = bdb_find(b, name, true);
+		if (d) {
+			d->remote_txid = h.max_txid;
+			d->remote_ms = h.timestamp;
+		}
+		b->uploads++;
+		b->upload_bytes += size;
+		b->last_ok_ms = cl_now_ms();
+		pthread_mutex_unlock(&b->c->mu);
+		fs_set_shipped(b->c->fs, name, h.max_txid);
+		ltfs_debug(b->c->log, "backup", "'%s': uploaded %s (%llu bytes)", name, key,
+			   (unsigned long long)size);
+	}
+	ltfs_buf_release(&mem);
+	return rc;
+}
+
+/* Ship everything of one database past the bucket's head. */
+static int ship_db(struct cl_backup *b, const char *name, uint64_t head, struct ltfs_err *err)
+{
+	for (;;) {
+		struct run r = { .n = 0 };
+		struct bdb *d;
+		uint64_t remote;
+		unsigned level = 0;
+		bool stuck, found;
+		int rc;
+
+		pthread_mutex_lock(&b->c->mu);
+		d = bdb_find(b, name, true);
+		found = d != NULL;
+		remote = found ? d->remote_txid : 0;
+		stuck = found && d->stuck;
+		pthread_mutex_unlock(&b->c->mu);
+		if (!found)
+			return ltfs_err_set(err, -ENOMEM, NULL);
+		if (stuck || remote >= head)
+			return 0;
+		rc = gather(b, name, remote + 1, head, &r, err);
+		if (rc == 0 && r.n == 0) {
+			/* nothing starts right after the bucket's head: the history
+			 * was folded (or restored) into a snapshot reaching past it */
+			struct ltx_header h;
+			int fd;
+
+			rc = fs_history_open(b->c->fs, name, 1, &fd, &h, err);
+			if (rc == 0 && h.max_txid > remote) {
+				struct stat st;
+
+				fstat(fd, &st);
+				r.fds[0] = fd;
+				r.hdrs[0] = h;
+				r.sizes[0] = (uint64_t)st.st_size;
+				r.n = 1;
+				level = 9;
+			} else {
+				if (rc == 0)
+					close(fd);
+				rc = ltfs_err_set(err, LTFS_E_TXID,
+						  "'%s': the local history has no file continuing the bucket's "
+						  "TXID %llu",
+						  name, (unsigned long long)remote);
+			}
+		}
+		if (rc == 0)
+			rc = upload_run(b, name, &r, level, err);
+		run_close(&r);
+		if (rc == LTFS_E_CONFLICT || rc == LTFS_E_TXID) {
+			pthread_mutex_lock(&b->c->mu);
+			d = bdb_find(b, name, false);
+			if (d)
+				d->stuck = true;
+			pthread_mutex_unlock(&b->c->mu);
+			ltfs_error(b->c->log, "backup", "%s", err->msg);
+		}
+		if (rc < 0)
+			return rc;
+	}
+}
+
+/* ---- the thread ---------------------------------------------------------- */
+
+struct round {
+	char **names;
+	uint64_t *heads;
+	size_t n, cap;
+	bool nomem;
+};
+
+static void collect(void *ctx, const struct fs_db_info *info)
+{
+	struct round *r = ctx;
+
+	if (r->nomem)
+		return;
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? 2 * r->cap : 16;
+		char **nv = realloc(r->names, cap * sizeof(*nv));
+		uint64_t *hv = nv ? realloc(r->heads, cap * sizeof(*hv)) : NULL;
+
+		if (nv)
+			r->names = nv;
+		if (!nv || !hv) {
+			r->nomem = true;
+			return;
+		}
+		r->heads = hv;
+		r->cap = cap;
+	}
+	r->names[r->n] = strdup(info->name);
+	if (!r->names[r->n]) {
+		r->nomem = true;
+		return;
+	}
+	r->heads[r->n++] = info->hist_txid;
+}
+
+/* One pass over every database: 0, or the first error. */
+static int ship_all(struct cl_backup *b, struct ltfs_err *err)
+{
+	struct round r = { 0 };
+	uint64_t backlog = 0;
+	int rc = 0;
+
+	fs_db_foreach(b->c->fs, collect, &r);
+	if (r.nomem)
+		rc = ltfs_err_set(err, -ENOMEM, NULL);
+	for (size_t i = 0; i < r.n && rc == 0; i++)
+		rc = ship_db(b, r.names[i], r.heads[i], err);
+	pthread_mutex_lock(&b->c->mu);
+	for (size_t i = 0; i < r.n; i++) {
+		struct bdb *d = bdb_find(b, r.names[i], false);
+		uint64_t remote = d ? d->remote_txid : 0;
+
+		backlog += r.heads[i] > remote ? r.heads[i] - remote : 0;
+	}
+	b->backlog = backlog;
+	pthread_mutex_unlock(&b->c->mu);
+	for (size_t i = 0; i < r.n; i++)
+		free(r.names[i]);
+	free(r.names);
+	free(r.heads);
+	return rc;
+}
+
+static void *backup_main(void *arg)
+{
+	struct cl_backup *b = arg;
+	struct cluster *c = b->c;
+	uint64_t seen = (uint64_t)-1; /* -1: ship what is left from before */
+	int64_t retry_ms = 0, next_at = 0;
+
+	pthread_mutex_lock(&c->mu);
+	for (;;) {
+		struct ltfs_err err = { 0 };
+		int64_t now = cl_mono_ms();
+		bool last = c->stopping;
+		int rc = 0;
+
+		/* stopping: one last round for what the window still held */
+		if (last && (seen == c->gen || retry_ms))
+			break;
+		if (!last && next_at && now < next_at) {
+			cl_wait(c, next_at - now);
+			continue;
+		}
+		if (!last && !next_at && seen == c->gen) {
+			cl_wait(c, 1000);
+			continue;
+		}
+		if (!last && !next_at && b->interval_ms && seen != (uint64_t)-1) {
+			next_at = now + b->interval_ms; /* let the batch fill */
+			continue;
+		}
+		seen = c->gen;
+		next_at = 0;
+		pthread_mutex_unlock(&c->mu);
+		if (!b->listed && (rc = list_bucket(b, &err)) == 0)
+			b->listed = true;
+		if (rc == 0 && fs_is_primary(c->fs))
+			rc = ship_all(b, &err);
+		pthread_mutex_lock(&c->mu);
+		if (rc < 0 && rc != LTFS_E_CONFLICT && rc != LTFS_E_TXID) {
+			b->failures++;
+			snprintf(b->last_error, sizeof(b->last_error), "%s", err.msg);
+			retry_ms = retry_ms ? retry_ms * 2 : RETRY_MIN_MS;
+			if (retry_ms > RETRY_MAX_MS)
+				retry_ms = RETRY_MAX_MS;
+			next_at = cl_mono_ms() + retry_ms; /* with or without commits */
+			ltfs_warn(c->log, "backup", "%s (retrying in %lld ms; %llu TXIDs wait locally)",
+				  err.msg, (long long)retry_ms, (unsigned long long)b->backlog);
+		} else {
+			if (retry_ms)
+				ltfs_info(c->log, "backup", "the bucket answers again");
+			retry_ms = 0;
+			if (rc == 0)
+				b->last_error[0] = '\0';
+		}
+		if (last)
+			break;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+int cl_backup_start(struct cluster *c, struct s3 *s3, unsigned interval_ms,
+		    struct ltfs_err *err)
+{
+	struct cl_backup *b = calloc(1, sizeof(*b));
+	int rc;
+
+	if (!b)
+		return ltfs_err_set(err, -ENOMEM, NULL);
+	b->c = c;
+	b->s3 = s3;
+	b->interval_ms = interval_ms;
+	rc = s3_conn_open(s3, &b->conn, err);
+	if (rc == 0) {
+		rc = list_bucket(b, err);
+		b->listed = rc == 0;
+		if (rc == -EIO) {
+			/* unreachable: serve anyway, keep the backlog, retry */
+			ltfs_error(c->log, "backup", "%s; commits are kept locally until it answers",
+				   err->msg);
+			snprintf(b->last_error, sizeof(b->last_error), "%s", err->msg);
+			rc = 0;
+		}
+	}
+	if (rc == 0 && pthread_create(&b->thread, NULL, backup_main, b) != 0)
+		rc = ltfs_err_set(err, -EAGAIN, "cannot start the backup thread");
+	if (rc < 0) {
+		s3_conn_free(b->conn);
+		free(b->dbs);
+		free(b);
+		return rc;
+	}
+	b->started = true;
+	c->backup = b;
+	ltfs_info(c->log, "backup", "shipping to s3://%s/%s at %s (every %u ms)", s3_bucket(s3),
+		  s3_prefix(s3), s3_endpoint(s3), interval_ms);
+	return 0;
+}
+
+void cl_backup_stop(struct cluster *c)
+{
+	struct cl_backup *b = c->backup;
+
+	if (!b)
+		return;
+	if (b->started)
+		pthread_join(b->thread, NULL); /* c->stopping is set */
+	s3_conn_free(b->conn);
+	for (size_t i = 0; i < b->ndbs; i++)
+		free(b->dbs[i].name);
+	free(b->dbs);
+	free(b);
+	c->backup = NULL;
+}
+
+int cl_backup_stats(struct cluster *c, struct cl_backup_stats *out)
+{
+	struct cl_backup *b = c->backup;
+
+	memset(out, 0, sizeof(*out));
+	if (!b)
+		return -ENOENT;
+	/* c->mu held by the caller */
+	out->uploads = b->uploads;
+	out->upload_bytes = b->upload_bytes;
+	out->failures = b->failures;
+	out->last_ok_ms = b->last_ok_ms;
+	out->backlog = b->backlog;
+	snprintf(out->last_error, sizeof(out->last_error), "%s", b->last_error);
+	snprintf(out->url, sizeof(out->url), "s3://%s%s%s", s3_bucket(b->s3),
+		 s3_prefix(b->s3)[0] ? "/" : "", s3_prefix(b->s3));
+	return 0;
+}
+
+uint64_t cl_backup_remote_txid(struct cluster *c, const char *name, bool *stuck)
+{
+	struct bdb *d = c->backup ? bdb_find(c->backup, name, false) : NULL;
+
+	*stuck = d && d->stuck;
+	return d ? d->remote_txid : 0;
+}

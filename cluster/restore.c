@@ -1,0 +1,438 @@
+/*
+ * restore.c - bring back a database from the bucket, at its newest state,
+ * at a TXID, or as it was at a moment.
+ *
+ * Plan: list PREFIX/NAME/, start from the newest snapshot (level 9) that
+ * the target allows, then repeatedly take, across all levels, the file
+ * that continues the chain (min <= reached + 1) and reaches furthest
+ * (ties: the smaller min, then the higher level). The fewest files, in
+ * TXID order.
+ *
+ * Execution: worker threads download the files of the plan in parallel,
+ * each into an unlinked temp file beside the output, while the calling
+ * thread applies them in order onto OUT.tmp with ltx_apply_fd(), which
+ * verifies each file whole and its pre- and post-apply checksums before it
+ * writes a page. The result is checked once more, synced and renamed into
+ * place: a bad object stops the restore with its key named, and never
+ * leaves a wrong database at OUT.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cluster/cluster_int.h"
+
+#define RESTORE_FILES_MAX 1000000
+#define RESTORE_PARALLEL_MAX 64
+
+struct rfile {
+	char key[S3_KEY_MAX];
+	unsigned level;
+	uint64_t min, max, size;
+	int64_t mtime_ms, ts_ms;  /* ts_ms: commit time (HEAD metadata), 0 = unknown */
+	/* download state: plan order, guarded by the job's mutex */
+	int fd;
+	int rc;
+	bool done;
+	char err[LTFS_ERR_MSG_MAX];
+};
+
+struct listing {
+	const char *prefix, *db;
+	struct rfile *v;
+	size_t n, cap;
+};
+
+static int on_object(void *ctx, const struct s3_object *o)
+{
+	struct listing *l = ctx;
+	char name[FRAME_NAME_MAX + 1];
+	struct rfile *f;
+	unsigned level;
+	uint64_t min, max;
+
+	if (s3_ltx_key_parse(l->prefix, o->key, name, sizeof(name), &level, &min, &max) < 0 ||
+	    strcmp(name, l->db) != 0 || (level > 9))
+		return 0;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 64;
+		struct rfile *v;
+
+		if (cap > RESTORE_FILES_MAX)
+			return LTFS_E_LIMIT;
+		v = realloc(l->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	f = &l->v[l->n++];
+	memset(f, 0, sizeof(*f));
+	snprintf(f->key, sizeof(f->key), "%s", o->key);
+	f->level = level;
+	f->min = min;
+	f->max = max;
+	f->size = o->size;
+	f->mtime_ms = o->mtime_ms;
+	f->fd = -1;
+	return 0;
+}
+
+/* Is the file allowed by the target? For a moment, its commit time must
+ * be before it: the upload time (LastModified) is never earlier than the
+ * commit, so only files uploaded after the moment need a HEAD. */
+static int allowed(struct s3_conn *c, struct rfile *f, uint64_t txid, int64_t before_ms,
+		   struct ltfs_err *err)
+{
+	if (txid && f->max > txid)
+		return 0;
+	if (!before_ms)
+		return 1;
+	if (f->mtime_ms && f->mtime_ms < before_ms)
+		return 1;
+	if (!f->ts_ms) {
+		struct s3_object o;
+		int rc = s3_head(c, f->key, &o, err);
+
+		if (rc < 0)
+			return rc;
+		f->ts_ms = o.meta_ms ? o.meta_ms : o.mtime_ms;
+	}
+	return f->ts_ms < before_ms;
+}
+
+/* Choose the files; plan[] gets indexes into l->v. */
+static int make_plan(struct s3_conn *c, struct listing *l, uint64_t txid, int64_t before_ms,
+		     size_t **plan_out, size_t *np, struct ltfs_err *err)
+{
+	size_t *plan = NULL, n = 0;
+	uint64_t reached = 0;
+	int rc = 0;
+
+	*plan_out = NULL;
+	*np = 0;
+	if (l->n == 0)
+		return ltfs_err_set(err, -ENOENT, "no LTX files for '%s' under s3://%s", l->db,
+				    l->prefix[0] ? l->prefix : "(bucket root)");
+	plan = malloc(l->n * sizeof(*plan));
+	if (!plan)
+		return ltfs_err_set(err, -ENOMEM, NULL);
+	/* the newest snapshot the target allows */
+	for (size_t i = 0; i < l->n; i++) {
+		struct rfile *f = &l->v[i];
+
+		if (f->level != 9 || f->min != 1 || f->max <= reached)
+			continue;
+		rc = allowed(c, f, txid, before_ms, err);
+		if (rc < 0)
+			goto fail;
+		if (rc == 1) {
+			plan[0] = i;
+			n = 1;
+			reached = f->max;
+		}
+	}
+	for (;;) {
+		size_t best = l->n;
+
+		for (size_t i = 0; i < l->n; i++) {
+			struct rfile *f = &l->v[i], *b = best < l->n ? &l->v[best] : NULL;
+
+			if (f->min > reached + 1 || f->max <= reached)
+				continue;
+			if (b && (f->max < b->max || (f->max == b->max && f->min > b->min) ||
+				  (f->max == b->max && f->min == b->min && f->level <= b->level)))
+				continue;
+			rc = allowed(c, f, txid, before_ms, err);
+			if (rc < 0)
+				goto fail;
+			if (rc == 1)
+				best = i;
+		}
+		if (best == l->n)
+			break;
+		plan[n++] = best;
+		reached = l->v[best].max;
+		if (txid && reached == txid)
+			break;
+	}
+	rc = 0;
+	if (n == 0 || l->v[plan[0]].min != 1) {
+		rc = ltfs_err_set(err, LTFS_E_TXID,
+				  "'%s': the bucket has no snapshot or chain from TXID 1%s", l->db,
+				  txid || before_ms ? " within the target" : "");
+	} else if (txid && reached != txid) {
+		rc = ltfs_err_set(err, LTFS_E_TXID,
+				  "'%s': TXID %llu is not in the bucket (its files reach TXID %llu "
+				  "without a gap)",
+				  l->db, (unsigned long long)txid, (unsigned long long)reached);
+	} else if (!txid && !before_ms) {
+		/* latest: a file beyond the chain means a hole in the bucket */
+		for (size_t i = 0; i < l->n && rc == 0; i++)
+			if (l->v[i].min > reached + 1)
+				rc = ltfs_err_set(err, LTFS_E_TXID,
+						  "'%s': the chain stops at TXID %llu but %s starts at %llu: "
+						  "the files between are missing (restore --txid %llu for "
+						  "the state before the gap)",
+						  l->db, (unsigned long long)reached, l->v[i].key,
+						  (unsigned long long)l->v[i].min,
+						  (unsigned long long)reached);
+	}
+	if (rc < 0)
+		goto fail;
+	*plan_out = plan;
+	*np = n;
+	return 0;
+fail:
+	free(plan);
+	return rc;
+}
+
+/* ---- parallel downloads -------------------------------------------------- */
+
+struct job {
+	struct s3 *s3;
+	const char *dir;          /* temp files go here */
+	struct rfile *files;
+	size_t *plan, n;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	size_t next;              /* next plan entry to fetch */
+	size_t window;            /* fetched but not yet applied, at most */
+	size_t applied;
+	bool stop;
+};
+
+static int fetch(struct job *j, struct s3_conn *c, struct rfile *f, struct ltfs_err *err)
+{
+	uint64_t got = 0;
+	int fd = open(j->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	int rc;
+
+	if (fd < 0)
+		return ltfs_err_set(err, -errno, "temp file in '%s': %s", j->dir, strerror(errno));
+	rc = s3_get_fd(c, f->key, fd, &got, err);
+	if (rc == 0 && got != f->size)
+		rc = ltfs_err_set(err, LTFS_E_TRUNCATED, "%s: %llu bytes downloaded, the listing said %llu",
+				  f->key, (unsigned long long)got, (unsigned long long)f->size);
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	f->fd = fd;
+	return 0;
+}
+
+static void *fetch_main(void *arg)
+{
+	struct job *j = arg;
+	struct s3_conn *c = NULL;
+	struct ltfs_err err = { 0 };
+	int crc = s3_conn_open(j->s3, &c, &err);
+
+	pthread_mutex_lock(&j->mu);
+	for (;;) {
+		struct rfile *f;
+		size_t i;
+		int rc;
+
+		while (!j->stop && j->next < j->n && j->next >= j->applied + j->window)
+			pthread_cond_wait(&j->cv, &j->mu);
+		if (j->stop || j->next >= j->n)
+			break;
+		i = j->next++;
+		f = &j->files[j->plan[i]];
+		pthread_mutex_unlock(&j->mu);
+		rc = crc < 0 ? crc : fetch(j, c, f, &err);
+		pthread_mutex_lock(&j->mu);
+		f->rc = rc;
+		if (rc < 0)
+			snprintf(f->err, sizeof(f->err), "%s", err.msg);
+		f->done = true;
+		pthread_cond_broadcast(&j->cv);
+	}
+	pthread_mutex_unlock(&j->mu);
+	s3_conn_free(c);
+	return NULL;
+}
+
+/* ---- the whole restore --------------------------------------------------- */
+
+static int check_target_free(const char *out, bool force, struct ltfs_err *err)
+{
+	static const char *const suffix[] = { "", "-wal", "-shm", "-journal" };
+	char path[4096];
+	struct stat st;
+
+	for (size_t i = 0; i < 4; i++) {
+		if ((size_t)snprintf(path, sizeof(path), "%s%s", out, suffix[i]) >= sizeof(path))
+			return ltfs_err_set(err, LTFS_E_USAGE, "output path too long");
+		if (lstat(path, &st) != 0)
+			continue;
+		if (!S_ISREG(st.st_mode))
+			return ltfs_err_set(err, LTFS_E_USAGE, "'%s' exists and is not a regular file",
+					    path);
+		if (!force)
+			return ltfs_err_set(err, LTFS_E_USAGE,
+					    "'%s' exists; restore does not overwrite without --force", path);
+		if (i > 0 && unlink(path) != 0) /* a stale WAL would corrupt the result */
+			return ltfs_err_set(err, -errno, "'%s': %s", path, strerror(errno));
+	}
+	return 0;
+}
+
+int cluster_restore(const struct cluster_restore_opts *o, struct cluster_restore_result *res,
+		    struct ltfs_err *err)
+{
+	struct listing l = { .prefix = s3_prefix(o->s3), .db = o->db };
+	struct job j = { .s3 = o->s3 };
+	pthread_t threads[RESTORE_PARALLEL_MAX];
+	size_t nthreads = 0, *plan = NULL, np = 0;
+	char prefix[S3_KEY_MAX], tmp[4096], dirbuf[4096];
+	struct s3_conn *c = NULL;
+	uint64_t cksum = LTX_CHECKSUM_FLAG, total = 0, done_bytes = 0;
+	struct ltx_header h = { 0 };
+	struct timespec t0, t1;
+	int out = -1, rc;
+
+	memset(res, 0, sizeof(*res));
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	pthread_mutex_init(&j.mu, NULL);
+	pthread_cond_init(&j.cv, NULL);
+	rc = fs_db_name_check(o->db, err);
+	if (rc == 0)
+		rc = check_target_free(o->out, o->force, err);
+	if (rc == 0 && s3_key(o->s3, prefix, "%s/", o->db) < 0)
+		rc = ltfs_err_set(err, LTFS_E_LIMIT, "database name too long");
+	if (rc == 0)
+		rc = s3_conn_open(o->s3, &c, err);
+	if (rc == 0)
+		rc = s3_list(c, prefix, on_object, &l, err);
+	if (rc == LTFS_E_LIMIT)
+		ltfs_err_set(err, rc, "'%s': more than %d files in the bucket", o->db, RESTORE_FILES_MAX);
+	if (rc == 0)
+		rc = make_plan(c, &l, o->txid, o->before_ms, &plan, &np, err);
+	if (rc < 0)
+		goto out;
+	for (size_t i = 0; i < np; i++)
+		total += l.v[plan[i]].size;
+	res->files = np;
+	res->bytes = total;
+	if (o->log)
+		ltfs_info(o->log, "restore", "'%s': %zu files, %llu bytes, TXID %llu..%llu", o->db, np,
+			  (unsigned long long)total, (unsigned long long)l.v[plan[0]].min,
+			  (unsigned long long)l.v[plan[np - 1]].max);
+	if (o->dry_run) {
+		res->txid = l.v[plan[np - 1]].max;
+		goto out;
+	}
+
+	snprintf(dirbuf, sizeof(dirbuf), "%s", o->out);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", o->out);
+	j.dir = dirname(dirbuf);
+	unlink(tmp);
+	out = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (out < 0) {
+		rc = ltfs_err_set(err, -errno, "'%s': %s", tmp, strerror(errno));
+		goto out;
+	}
+	j.files = l.v;
+	j.plan = plan;
+	j.n = np;
+	j.window = 2 * (o->parallel ? o->parallel : 8);
+	for (; nthreads < (o->parallel ? o->parallel : 8) && nthreads < RESTORE_PARALLEL_MAX &&
+	       nthreads < np;
+	     nthreads++)
+		if (pthread_create(&threads[nthreads], NULL, fetch_main, &j) != 0)
+			break;
+	if (nthreads == 0) {
+		rc = ltfs_err_set(err, -EAGAIN, "cannot start download threads");
+		goto out;
+	}
+	for (size_t i = 0; i < np && rc == 0; i++) {
+		struct rfile *f = &l.v[plan[i]];
+
+		pthread_mutex_lock(&j.mu);
+		while (!f->done)
+			pthread_cond_wait(&j.cv, &j.mu);
+		pthread_mutex_unlock(&j.mu);
+		if (f->rc < 0) {
+			rc = ltfs_err_set(err, f->rc, "%s", f->err);
+			break;
+		}
+		rc = ltx_apply_fd(out, f->fd, &cksum, &h, err);
+		if (rc < 0)
+			ltfs_err_prefix(err, "%s", f->key);
+		close(f->fd);
+		f->fd = -1;
+		pthread_mutex_lock(&j.mu);
+		j.applied = i + 1;
+		pthread_cond_broadcast(&j.cv);
+		pthread_mutex_unlock(&j.mu);
+		done_bytes += f->size;
+		if (rc == 0 && o->progress)
+			o->progress(o->progress_ctx, done_bytes, total, i + 1, np);
+	}
+	if (rc == 0 && h.commit == 0)
+		rc = ltfs_err_set(err, -ENOENT,
+				  "'%s' was deleted at TXID %llu; restore an earlier --txid or --timestamp",
+				  o->db, (unsigned long long)h.max_txid);
+	if (rc == 0) {
+		/* the file as written must hold the checksum the chain promised */
+		uint64_t again;
+
+		rc = ltx_db_checksum_fd(out, h.page_size, h.commit, &again, err);
+		if (rc == 0 && ltx_header_has_checksums(&h) && again != cksum)
+			rc = ltfs_err_set(err, LTFS_E_CHECKSUM,
+					  "'%s': the restored file's checksum %016llx is not the chain's %016llx",
+					  tmp, (unsigned long long)again, (unsigned long long)cksum);
+		cksum = again;
+	}
+	if (rc == 0 && fsync(out) != 0)
+		rc = ltfs_err_set(err, -errno, "fsync '%s': %s", tmp, strerror(errno));
+	if (rc == 0 && (o->force ? rename(tmp, o->out) : renameat2(AT_FDCWD, tmp, AT_FDCWD, o->out,
+								     RENAME_NOREPLACE)) != 0)
+		rc = ltfs_err_set(err, -errno, "'%s': %s", o->out, strerror(errno));
+	if (rc == 0) {
+		int dfd = open(j.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		if (dfd >= 0) {
+			fsync(dfd);
+			close(dfd);
+		}
+		res->txid = h.max_txid;
+		res->checksum = cksum;
+		res->page_size = h.page_size;
+		res->pages = h.commit;
+		res->timestamp_ms = h.timestamp;
+	}
+out:
+	pthread_mutex_lock(&j.mu);
+	j.stop = true;
+	pthread_cond_broadcast(&j.cv);
+	pthread_mutex_unlock(&j.mu);
+	for (size_t i = 0; i < nthreads; i++)
+		pthread_join(threads[i], NULL);
+	for (size_t i = 0; i < l.n; i++)
+		if (l.v[i].fd >= 0)
+			close(l.v[i].fd);
+	if (out >= 0) {
+		close(out);
+		if (rc < 0)
+			unlink(tmp);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	res->secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	s3_conn_free(c);
+	free(plan);
+	free(l.v);
+	pthread_cond_destroy(&j.cv);
+	pthread_mutex_destroy(&j.mu);
+	return rc;
+}
