@@ -169,7 +169,9 @@ static void run_close(struct run *r)
 /*
  * Files of the local history from `from` on, as long as they form one run
  * that can be merged: same page size, no deletion inside (a deletion goes
- * alone), bounded in count and bytes.
+ * alone), bounded in count and bytes, and committed within one upload
+ * interval of the first, so that a backlog drained after an outage keeps
+ * the time granularity of a point-in-time restore.
  */
 static int gather(struct cl_backup *b, const char *name, uint64_t from, uint64_t head,
 		  struct run *r, struct ltfs_err *err)
@@ -192,6 +194,7 @@ static int gather(struct cl_backup *b, const char *name, uint64_t from, uint64_t
 		}
 		if (r->n > 0 && (h.commit == 0 || r->hdrs[0].commit == 0 ||
 				 h.page_size != r->hdrs[0].page_size ||
+				 h.timestamp - r->hdrs[0].timestamp >= (int64_t)b->interval_ms ||
 				 r->bytes + (uint64_t)st.st_size > BATCH_BYTES)) {
 			close(fd);
 			break;

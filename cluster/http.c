@@ -116,6 +116,7 @@ static void hex16(uint64_t v, char out[17])
 }
 
 struct db_json {
+	struct cluster *c;
 	json_t *arr;
 	int64_t lag;
 };
@@ -137,14 +138,39 @@ static void add_db_json(void *ctx, const struct fs_db_info *info)
 		      "timestamp", ts, "exists", info->exists, "broken", info->broken,
 		      "commits", (json_int_t)info->commits,
 		      "ltx_bytes", (json_int_t)info->ltx_bytes, "lag_ms", (json_int_t)dj->lag);
+	if (o && dj->c->backup) {
+		bool stuck;
+		uint64_t remote = cl_backup_remote_txid(dj->c, info->name, &stuck);
+
+		hex16(remote, txid);
+		json_object_set_new(o, "backup_txid", json_string(txid));
+		json_object_set_new(o, "backup_stuck", json_boolean(stuck));
+	}
 	if (o)
 		json_array_append_new(dj->arr, o);
 }
 
+/* The "backup" object of /v1/info (c->mu held); NULL without a bucket. */
+static json_t *backup_json(struct cluster *c)
+{
+	struct cl_backup_stats st;
+	char ts[40] = "";
+
+	if (cl_backup_stats(c, &st) < 0)
+		return NULL;
+	if (st.last_ok_ms)
+		ltx_format_timestamp(st.last_ok_ms, ts, sizeof(ts));
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:s?, s:s?}", "url", st.url,
+			 "uploads", (json_int_t)st.uploads, "upload_bytes", (json_int_t)st.upload_bytes,
+			 "failures", (json_int_t)st.failures, "backlog_txids", (json_int_t)st.backlog,
+			 "last_upload", ts[0] ? ts : NULL,
+			 "last_error", st.last_error[0] ? st.last_error : NULL);
+}
+
 static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn)
 {
-	struct db_json dj = { .arr = json_array(), .lag = fs_lag_ms(c->fs) };
-	json_t *o;
+	struct db_json dj = { .c = c, .arr = json_array(), .lag = fs_lag_ms(c->fs) };
+	json_t *o, *backup;
 	char node[17], *s;
 	bool primary = fs_is_primary(c->fs), connected, ready;
 	char last_error[sizeof(c->last_error)];
@@ -156,10 +182,11 @@ static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn
 	ready = c->ready;
 	streams = c->streams;
 	memcpy(last_error, c->last_error, sizeof(last_error));
-	pthread_mutex_unlock(&c->mu);
-	hex16(fs_node_id(c->fs), node);
+	backup = backup_json(c);
 	if (dj.arr)
 		fs_db_foreach(c->fs, add_db_json, &dj);
+	pthread_mutex_unlock(&c->mu);
+	hex16(fs_node_id(c->fs), node);
 	o = json_pack("{s:s, s:s, s:s?, s:s?, s:b, s:b, s:I, s:I, s:o}", "node", node,
 		      "role", primary ? "primary" : "replica",
 		      "primary", primary ? NULL : c->replica_of,
@@ -167,6 +194,10 @@ static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn
 		      "connected", primary || connected, "ready", primary || ready,
 		      "lag_ms", (json_int_t)dj.lag, "streams", (json_int_t)streams,
 		      "databases", dj.arr);
+	if (o && backup)
+		json_object_set_new(o, "backup", backup);
+	else
+		json_decref(backup);
 	s = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
 	json_decref(o);
 	if (!s)
@@ -232,7 +263,8 @@ static enum MHD_Result serve_metrics(struct cluster *c, struct MHD_Connection *c
 	bool primary = fs_is_primary(c->fs);
 	unsigned streams;
 	uint64_t total, reconnects;
-	bool connected, ready;
+	bool connected, ready, have_backup;
+	struct cl_backup_stats st;
 	enum MHD_Result ret;
 
 	ltfs_buf_init(&b, 64u << 20);
@@ -242,6 +274,7 @@ static enum MHD_Result serve_metrics(struct cluster *c, struct MHD_Connection *c
 	reconnects = c->reconnects;
 	connected = c->connected;
 	ready = c->ready;
+	have_backup = cl_backup_stats(c, &st) == 0;
 	pthread_mutex_unlock(&c->mu);
 	m.rc = ltfs_buf_printf(&b,
 		"# HELP ltfs_db_txid Newest transaction of the database.\n"
@@ -280,6 +313,26 @@ static enum MHD_Result serve_metrics(struct cluster *c, struct MHD_Connection *c
 			primary, (double)fs_lag_ms(c->fs) / 1000.0, !primary && connected,
 			!primary && ready, (unsigned long long)reconnects, streams,
 			(unsigned long long)total);
+	if (m.rc == 0 && have_backup)
+		m.rc = ltfs_buf_printf(&b,
+			"# HELP ltfs_backup_uploads_total Objects uploaded to the bucket.\n"
+			"# TYPE ltfs_backup_uploads_total counter\n"
+			"ltfs_backup_uploads_total %llu\n"
+			"# HELP ltfs_backup_upload_bytes_total Bytes uploaded to the bucket.\n"
+			"# TYPE ltfs_backup_upload_bytes_total counter\n"
+			"ltfs_backup_upload_bytes_total %llu\n"
+			"# HELP ltfs_backup_failures_total Upload rounds that failed (retried).\n"
+			"# TYPE ltfs_backup_failures_total counter\n"
+			"ltfs_backup_failures_total %llu\n"
+			"# HELP ltfs_backup_backlog_txids Transactions recorded locally, not yet in the bucket.\n"
+			"# TYPE ltfs_backup_backlog_txids gauge\n"
+			"ltfs_backup_backlog_txids %llu\n"
+			"# HELP ltfs_backup_last_upload_seconds Time of the last successful upload (Unix).\n"
+			"# TYPE ltfs_backup_last_upload_seconds gauge\n"
+			"ltfs_backup_last_upload_seconds %.3f\n",
+			(unsigned long long)st.uploads, (unsigned long long)st.upload_bytes,
+			(unsigned long long)st.failures, (unsigned long long)st.backlog,
+			(double)st.last_ok_ms / 1000.0);
 	if (m.rc < 0) {
 		ltfs_buf_release(&b);
 		return reply_error(conn, 500, ltfs_strerror(m.rc));

@@ -66,6 +66,18 @@ static void print_table(json_t *info)
 		else
 			printf("lag     %lld ms\n", lag);
 	}
+	{
+		json_t *b = json_object_get(info, "backup");
+
+		if (b) {
+			printf("backup  %s: %lld uploads, %lld TXIDs waiting, last upload %s\n",
+			       str(b, "url"), (long long)json_integer_value(json_object_get(b, "uploads")),
+			       (long long)json_integer_value(json_object_get(b, "backlog_txids")),
+			       str(b, "last_upload")[0] ? str(b, "last_upload") : "never");
+			if (str(b, "last_error")[0])
+				printf("error   %s (backup)\n", str(b, "last_error"));
+		}
+	}
 	printf("\n%-32s %10s  %-16s  %10s  %s\n", "DATABASE", "TXID", "CHECKSUM", "SIZE",
 	       "LAST COMMIT");
 	json_array_foreach(dbs, i, d) {
@@ -75,11 +87,18 @@ static void print_table(json_t *info)
 			       (double)json_integer_value(json_object_get(d, "page_size"));
 
 		human_size(bytes, size, sizeof(size));
-		printf("%-32s %10llu  %-16s  %10s  %s%s\n", str(d, "name"), txid,
+		const char *bt = str(d, "backup_txid");
+		char shipped[64] = "";
+
+		if (bt[0])
+			snprintf(shipped, sizeof(shipped), "  bucket at %llu%s", strtoull(bt, NULL, 16),
+				 json_is_true(json_object_get(d, "backup_stuck")) ? " (STUCK: see the log)" : "");
+		printf("%-32s %10llu  %-16s  %10s  %s%s%s\n", str(d, "name"), txid,
 		       str(d, "checksum"),
 		       json_is_true(json_object_get(d, "exists")) ? size : "deleted",
 		       str(d, "timestamp"),
-		       json_is_true(json_object_get(d, "broken")) ? "  NOT SERVED (failed verification)" : "");
+		       json_is_true(json_object_get(d, "broken")) ? "  NOT SERVED (failed verification)" : "",
+		       shipped);
 	}
 	if (json_array_size(dbs) == 0)
 		printf("(no databases)\n");

@@ -1,0 +1,330 @@
+#!/bin/sh
+# Backup to a real S3 server (Ceph RGW on loopback, tests/tools/s3-server)
+# and restore from it: every journal mode, point-in-time targets, bad and
+# missing objects, the server going away, kill -9 while uploading, and
+# refusals at start. Each case uses its own prefix in one bucket.
+. tests/lib.sh
+
+: "${LTFS_S3_TOOL:?LTFS_S3_TOOL must point at build/s3-tool}"
+S3DIR="$_base/s3"
+S3SERVER="$(pwd)/tests/tools/s3-server"
+if ! "$S3SERVER" start "$S3DIR" >"$_base/s3.out" 2>"$_base/s3.err"; then
+	echo "FAIL s3 server did not start:"
+	sed 's/^/    | /' "$_base/s3.err" | tail -20
+	echo "$SUITE: 0 passed, 1 failed"
+	exit 1
+fi
+. "$S3DIR/s3.env"
+trap '"$S3SERVER" stop "$S3DIR" >/dev/null 2>&1; _cleanup' EXIT
+
+MODES=${MODES:-"delete:512 truncate:65536 persist:4096 wal:1024"}
+
+# The case's prefix and database URL.
+url() { echo "s3://$LTFS_S3_BUCKET/$SUITE-$1"; }
+s3() { "$LTFS_S3_TOOL" "s3://$LTFS_S3_BUCKET" "$@"; }
+
+# bstart N CASE [ARGS...]: node N backing up to the case's prefix.
+bstart() {
+	_n=$1
+	_p=$2
+	shift 2
+	node_start "$_n" --s3 "$(url "$_p")" "$@"
+}
+
+# w N SQL: write on node N's app.db in the case's journal mode.
+w() {
+	sqlite3 -bail -cmd ".timeout 10000" -cmd ".output /dev/null" \
+		-cmd "PRAGMA page_size=${PAGE:-4096}" -cmd "PRAGMA journal_mode=${MODE:-wal}" \
+		-cmd ".output stdout" "$T/m$1/app.db" "$2"
+}
+
+txid_of() { echo $((0x$(pos "$1" app.db | cut -d/ -f1))); }
+checksum_of() { pos "$1" app.db | cut -d/ -f2; }
+
+# shipped N: the bucket's TXID of app.db as node N reports it (decimal).
+shipped() {
+	_h=$(curl -sf "$(node_url "$1")/v1/info" | sed -n 's/.*"backup_txid": "\([0-9a-f]*\)".*/\1/p' | head -1)
+	echo $((0x${_h:-0}))
+}
+
+# wait_shipped N: until the bucket holds node N's newest TXID (20 s).
+wait_shipped() {
+	_i=0
+	while [ "$(shipped "$1")" != "$(txid_of "$1")" ]; do
+		_i=$((_i + 1))
+		if [ $_i -gt 400 ]; then
+			echo "    bucket at $(shipped "$1"), node at $(txid_of "$1")" >&2
+			tail -5 "$T/n$1.log" | sed 's/^/    | /' >&2
+			return 1
+		fi
+		sleep 0.05
+	done
+}
+
+# chain_ok CASE: the level-0 files of app.db form one chain from 1, with
+# no gap and no overlap; prints its last TXID.
+chain_ok() {
+	_next=1
+	for _f in $(s3 list "$SUITE-$1/app.db/0000/" | awk '{ print $1 }' | sed 's|.*/||; s|\.ltx$||' | sort); do
+		if [ $((0x${_f%-*})) -ne $_next ]; then
+			echo "gap or overlap at $_f (want $_next)"
+			return 0
+		fi
+		_next=$((0x${_f#*-} + 1))
+	done
+	echo $((_next - 1))
+}
+
+restored_same() { # OUT N: OUT holds node N's rows and checksum
+	[ "$("$LTFS" ltx checksum "$1")" = "$(checksum_of "$2")" ] &&
+		[ "$(sql "$1" 'SELECT count(*), sum(id) FROM t')" = "$(sql "$T/m$2/app.db" 'SELECT count(*), sum(id) FROM t')" ] &&
+		[ "$(sql "$1" 'PRAGMA integrity_check')" = ok ]
+}
+
+case_modes() {
+	for mp in $MODES; do
+		MODE=${mp%:*}
+		PAGE=${mp#*:}
+		p="modes-$MODE"
+		bstart 1 "$p" --upload-interval 0
+		w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); INSERT INTO t(v) VALUES (randomblob(3000));"
+		for i in 1 2 3 4 5 6 7 8 9 10; do w 1 "INSERT INTO t(v) VALUES (randomblob(100 * $i))"; done
+		w 1 "UPDATE t SET v = randomblob(10) WHERE id % 2 = 0; DELETE FROM t WHERE id = 3;"
+		wait_shipped 1
+		check "$MODE: chain" [ "$(chain_ok "$p")" = "$(txid_of 1)" ]
+		expect_exit 0 "$LTFS" restore --integrity-check -o "$T/r-$MODE.db" "$(url "$p")/app.db"
+		contains "$T/out" "integrity_check ok"
+		check "$MODE: restored exactly" restored_same "$T/r-$MODE.db" 1
+		check "$MODE: page size" [ "$(sql "$T/r-$MODE.db" 'PRAGMA page_size')" = "$PAGE" ]
+		node_stop 1
+		rm -rf "$T/d1"
+	done
+}
+run_case modes
+
+# Commits gathered over the interval go up as one object per round.
+case_batching() {
+	bstart 1 batch --upload-interval 500ms
+	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"
+	for i in $(seq 1 40); do w 1 "INSERT INTO t(v) VALUES ('$i')"; done
+	wait_shipped 1
+	n=$(s3 list "$SUITE-batch/app.db/0000/" | wc -l)
+	check "fewer objects ($n) than commits (41)" [ "$n" -lt 20 ]
+	check "chain" [ "$(chain_ok batch)" = "$(txid_of 1)" ]
+	curl -sf "$(node_url 1)/metrics" >"$T/metrics"
+	contains "$T/metrics" "ltfs_backup_uploads_total $n"
+	contains "$T/metrics" "ltfs_backup_backlog_txids 0"
+	expect_exit 0 "$LTFS" status --url "$(node_url 1)"
+	contains "$T/out" "backup  $(url batch): $n uploads, 0 TXIDs waiting"
+	expect_exit 0 "$LTFS" restore --json -o "$T/r.db" "$(url batch)/app.db"
+	contains "$T/out" '"ok":true'
+	contains "$T/out" "\"txid\":$(txid_of 1)"
+	check "restored" restored_same "$T/r.db" 1
+	node_stop 1
+}
+run_case batching
+
+# --txid and --timestamp give earlier states, exactly.
+case_point_in_time() {
+	bstart 1 pit --upload-interval 0
+	MODE=wal
+	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('a')"
+	for i in 1 2 3 4; do w 1 "INSERT INTO t(v) VALUES ('b$i')"; done
+	wait_shipped 1
+	mid=$(txid_of 1)
+	mid_sum=$(checksum_of 1)
+	sleep 1.2
+	moment=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
+	sleep 1.2
+	for i in 1 2 3; do w 1 "INSERT INTO t(v) VALUES ('c$i')"; done
+	wait_shipped 1
+	expect_exit 0 "$LTFS" restore --txid "$mid" -o "$T/txid.db" "$(url pit)/app.db"
+	check "txid: rows" [ "$(sql "$T/txid.db" 'SELECT count(*) FROM t')" = 5 ]
+	check "txid: checksum" [ "$("$LTFS" ltx checksum "$T/txid.db")" = "$mid_sum" ]
+	hex=$(printf '%016x' "$mid")
+	expect_exit 0 "$LTFS" restore --txid "$hex" -o "$T/hex.db" "$(url pit)/app.db"
+	check "hex txid" cmp -s "$T/txid.db" "$T/hex.db"
+	expect_exit 0 "$LTFS" restore --timestamp "$moment" -o "$T/ts.db" "$(url pit)/app.db"
+	check "timestamp: rows" [ "$(sql "$T/ts.db" 'SELECT count(*) FROM t')" = 5 ]
+	check "timestamp: checksum" [ "$("$LTFS" ltx checksum "$T/ts.db")" = "$mid_sum" ]
+	expect_exit 1 "$LTFS" restore --txid 9999 -o "$T/no.db" "$(url pit)/app.db"
+	contains "$T/err" "TXID 9999 is not in the bucket"
+	check "nothing written" [ ! -e "$T/no.db" ] && [ ! -e "$T/no.db.tmp" ]
+	expect_exit 1 "$LTFS" restore --timestamp 2001-01-01T00:00:00Z -o "$T/no.db" "$(url pit)/app.db"
+	contains "$T/err" "no snapshot or chain from TXID 1 within the target"
+	expect_exit 2 "$LTFS" restore --txid 1 --timestamp "$moment" "$(url pit)/app.db"
+	expect_exit 2 "$LTFS" restore --timestamp yesterday "$(url pit)/app.db"
+	contains "$T/err" "RFC 3339"
+	expect_exit 0 "$LTFS" restore --dry-run "$(url pit)/app.db"
+	contains "$T/out" "would restore TXID $(txid_of 1)"
+	node_stop 1
+}
+run_case point_in_time
+
+# An existing output is refused without --force; --force also drops a
+# stale -wal that would otherwise corrupt the result.
+case_output_rules() {
+	bstart 1 out --upload-interval 0
+	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('x')"
+	wait_shipped 1
+	echo keep >"$T/r.db"
+	expect_exit 2 "$LTFS" restore -o "$T/r.db" "$(url out)/app.db"
+	contains "$T/err" "without --force"
+	check "untouched" [ "$(cat "$T/r.db")" = keep ]
+	echo junk >"$T/r.db-wal"
+	expect_exit 0 "$LTFS" restore --force -o "$T/r.db" "$(url out)/app.db"
+	check "stale wal removed" [ ! -e "$T/r.db-wal" ]
+	check "restored" restored_same "$T/r.db" 1
+	expect_exit 1 "$LTFS" restore -o "$T/none.db" "$(url out)/other.db"
+	contains "$T/err" "no LTX files for 'other.db'"
+	node_stop 1
+}
+run_case output_rules
+
+# A corrupt or truncated object stops the restore with its key named, and
+# no output is written; the intact chain still restores after a repair.
+case_bad_objects() {
+	bstart 1 bad --upload-interval 0
+	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); INSERT INTO t(v) VALUES (randomblob(5000))"
+	for i in 1 2 3; do w 1 "INSERT INTO t(v) VALUES (randomblob(2000))"; done
+	wait_shipped 1
+	key=$(s3 list "$SUITE-bad/app.db/0000/" | sed -n 2p | cut -d' ' -f1)
+	s3 get "$key" >"$T/good.ltx"
+	size=$(stat -c %s "$T/good.ltx")
+	# flip one byte in the middle
+	cp "$T/good.ltx" "$T/flip.ltx"
+	printf '\377' | dd of="$T/flip.ltx" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+	s3 put "$key" "$T/flip.ltx" >/dev/null
+	expect_exit 1 "$LTFS" restore -o "$T/r.db" "$(url bad)/app.db"
+	contains "$T/err" "$key"
+	check "no output" [ ! -e "$T/r.db" ] && [ ! -e "$T/r.db.tmp" ]
+	head -c $((size - 7)) "$T/good.ltx" >"$T/short.ltx"
+	s3 put "$key" "$T/short.ltx" >/dev/null
+	expect_exit 1 "$LTFS" restore -o "$T/r.db" "$(url bad)/app.db"
+	contains "$T/err" "$key"
+	check "no output" [ ! -e "$T/r.db" ]
+	# a missing file in the middle: the chain has a gap
+	s3 delete "$key"
+	expect_exit 1 "$LTFS" restore -o "$T/r.db" "$(url bad)/app.db"
+	contains "$T/err" "missing"
+	s3 put "$key" "$T/good.ltx" >/dev/null
+	expect_exit 0 "$LTFS" restore -o "$T/r.db" "$(url bad)/app.db"
+	check "restored" restored_same "$T/r.db" 1
+	node_stop 1
+}
+run_case bad_objects
+
+# The server stops answering: commits go on, the backlog is reported and
+# kept locally (folding holds back), and it drains once S3 is back.
+# unshipped_alone MIN-MAX SHIPPED: the file is all shipped or all not
+unshipped_alone() { [ $((0x${1%-*})) -gt "$2" ] || [ $((0x${1#*-})) -le "$2" ]; }
+
+case_s3_down() {
+	bstart 1 down --upload-interval 0 --history-keep 2
+	MODE=wal
+	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('a')"
+	wait_shipped 1
+	before=$(shipped 1)
+	"$S3SERVER" kill-rgw "$S3DIR"
+	trap '"$S3SERVER" start-rgw "$S3DIR" >/dev/null 2>&1 || true' EXIT
+	t0=$(date +%s%N)
+	for i in $(seq 1 60); do w 1 "INSERT INTO t(v) VALUES ('$i')"; done
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	check "commits did not wait for S3 ($ms ms for 60)" [ "$ms" -lt 6000 ]
+	sleep 1.5 # the writer's idle folding gets its chance
+	curl -sf "$(node_url 1)/v1/info" >"$T/info"
+	contains "$T/info" '"last_error"'
+	contains "$T/info" "127.0.0.1"
+	check "backlog reported" grep -q '"backlog_txids": [1-9]' "$T/info"
+	check "bucket did not move" [ "$(shipped 1)" = "$before" ]
+	# every unshipped transaction is still its own file in the history
+	for f in "$T/d1/dbs/app.db/ltx/"*.ltx; do
+		b=$(basename "$f" .ltx)
+		check "no fold past the bucket ($b)" unshipped_alone "$b" "$before"
+	done
+	expect_exit 0 "$LTFS" status --url "$(node_url 1)"
+	contains "$T/out" "(backup)"
+	"$S3SERVER" start-rgw "$S3DIR" >/dev/null
+	trap - EXIT
+	wait_shipped 1
+	check "chain" [ "$(chain_ok down)" = "$(txid_of 1)" ]
+	contains "$T/n1.log" "answers again"
+	# a state in the middle of the outage is restorable
+	expect_exit 0 "$LTFS" restore --txid $((before + 10)) -o "$T/mid.db" "$(url down)/app.db"
+	check "mid rows" [ "$(sql "$T/mid.db" 'SELECT count(*) FROM t')" = 11 ]
+	expect_exit 0 "$LTFS" restore -o "$T/r.db" "$(url down)/app.db"
+	check "restored" restored_same "$T/r.db" 1
+	node_stop 1
+}
+run_case s3_down
+
+# kill -9 while uploading, then restart: the bucket's chain has no gap and
+# no overlap, and restores to the database exactly.
+case_kill_uploads() {
+	MODE=wal
+	bstart 1 kill --upload-interval 0
+	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)"
+	n=0
+	for round in 1 2 3 4 5 6 7 8; do
+		(for i in $(seq 1 200); do w 1 "INSERT INTO t(v) VALUES (randomblob(500))" 2>/dev/null || exit 0; done) &
+		wl=$!
+		sleep "0.$(shuf -i 1-9 -n 1)"
+		node_kill 1
+		wait $wl 2>/dev/null || true
+		bstart 1 kill --upload-interval 0
+	done
+	w 1 "INSERT INTO t(v) VALUES ('last')"
+	wait_shipped 1
+	check "chain after 8 kills" [ "$(chain_ok kill)" = "$(txid_of 1)" ]
+	expect_exit 0 "$LTFS" restore --integrity-check -o "$T/r.db" "$(url kill)/app.db"
+	check "restored" restored_same "$T/r.db" 1
+	node_stop 1
+}
+run_case kill_uploads
+
+# Wrong credentials and a missing bucket stop the mount with the S3 error
+# code and endpoint; an unreachable endpoint is logged, the node serves.
+not_in() { ! grep -qF -- "$2" "$1"; }
+
+case_start_errors() {
+	mkdir -p "$T/m1"
+	AWS_SECRET_ACCESS_KEY=wrong expect_exit 1 "$LTFS" mount --http off --data "$T/d1" \
+		--s3 "$(url start)" "$T/m1"
+	contains "$T/err" "SignatureDoesNotMatch"
+	contains "$T/err" "$AWS_ENDPOINT_URL_S3"
+	check "secret not logged" not_in "$T/err" "$AWS_SECRET_ACCESS_KEY"
+	expect_exit 1 "$LTFS" mount --http off --data "$T/d1" --s3 s3://no-such-bucket/x "$T/m1"
+	contains "$T/err" "NoSuchBucket"
+	AWS_ACCESS_KEY_ID= expect_exit 2 "$LTFS" mount --http off --data "$T/d1" --s3 "$(url start)" "$T/m1"
+	contains "$T/err" "AWS_ACCESS_KEY_ID"
+	expect_exit 2 "$LTFS" mount --http off --data "$T/d1" --s3 "http://x" "$T/m1"
+	contains "$T/err" "s3://BUCKET"
+	expect_exit 2 "$LTFS" mount --upload-interval 5 --s3 "$(url start)" "$T/m1"
+	contains "$T/err" "--upload-interval"
+	AWS_ENDPOINT_URL_S3=http://127.0.0.1:1 bstart 1 start
+	contains "$T/n1.log" "http://127.0.0.1:1"
+	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY)"
+	check "serves without S3" [ "$(sql "$T/m1/app.db" 'SELECT count(*) FROM t')" = 0 ]
+	node_stop 1
+	# the config file form, with a bad key named
+	cat >"$T/c.yml" <<-EOF
+	s3:
+	  url: $(url cfg)
+	  endpoint: $AWS_ENDPOINT_URL_S3
+	  upload-interval: 0
+	EOF
+	bstart 2 cfg --config "$T/c.yml"
+	w 2 "CREATE TABLE t(id INTEGER PRIMARY KEY); INSERT INTO t VALUES (7)"
+	wait_shipped 2
+	expect_exit 0 "$LTFS" restore --config "$T/c.yml" -o "$T/r.db" app.db
+	check "config restore" [ "$(sql "$T/r.db" 'SELECT * FROM t')" = 7 ]
+	expect_exit 2 "$LTFS" restore --config "$T/c.yml" -o "$T/x.db" ../app.db
+	contains "$T/err" "'..'"
+	node_stop 2
+	printf 's3:\n  url: %s\n  upload-every: 1s\n' "$(url cfg)" >"$T/bad.yml"
+	expect_exit 2 "$LTFS" mount --config "$T/bad.yml" "$T/m1"
+	contains "$T/err" "line 3: unknown key 'upload-every' in 's3'"
+}
+run_case start_errors
+
+finish
