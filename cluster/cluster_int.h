@@ -68,6 +68,12 @@ void cl_stream_free(void *cls);
 int cl_client_start(struct cluster *c, struct ltfs_err *err);
 void cl_client_stop(struct cluster *c);
 
+/* compact.c: the local history from `from` (a file boundary) to the first
+ * boundary at or after `to` (UINT64_MAX: the head) as one LTX file, in an
+ * unlinked staging file whose descriptor is returned. */
+int cl_history_compact(struct cluster *c, const char *name, uint64_t from, uint64_t to,
+		       int *out_fd, struct ltx_header *oh, struct ltfs_err *err);
+
 /* backup.c: the primary ships its history to the bucket */
 int cl_backup_start(struct cluster *c, struct s3 *s3, unsigned interval_ms,
 		    struct ltfs_err *err);

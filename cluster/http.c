@@ -357,92 +357,28 @@ static int parse_txid_arg(struct MHD_Connection *conn, const char *key,
 	return errno || end == v || *end || *out == 0 ? -1 : 0;
 }
 
-/*
- * The files of the history from `from` (a file boundary, default 1) up to
- * the first boundary at or after `to` (default: the head), compacted into
- * one file in the staging dir, unlinked and served from its descriptor.
- */
+/* GET /v1/db/NAME/ltx?from=&to=: the local history as one LTX file. */
 static enum MHD_Result serve_ltx(struct cluster *c, struct MHD_Connection *conn,
 				 const char *name)
 {
-	struct ltx_decoder **decs = NULL;
-	int *fds = NULL, out = -1, rc;
-	size_t n = 0, cap = 0;
-	uint64_t from = 1, to = UINT64_MAX, next;
+	uint64_t from = 1, to = UINT64_MAX;
 	struct ltfs_err err = { 0 };
 	struct ltx_header oh;
-	struct ltx_trailer ot;
-	char stage[64], msg[LTFS_ERR_MSG_MAX + 64];
-	unsigned status = 500;
-	enum MHD_Result ret;
+	int out, rc;
 
 	if (fs_db_name_check(name, &err) < 0)
 		return reply_error(conn, 400, err.msg);
 	if (parse_txid_arg(conn, "from", &from) < 0 || parse_txid_arg(conn, "to", &to) < 0 ||
 	    to < from)
 		return reply_error(conn, 400, "from and to must be TXIDs (decimal, >= 1), from <= to");
-	for (next = from; next <= to;) {
-		struct ltx_header h;
-		int fd;
-
-		rc = fs_history_open(c->fs, name, next, &fd, &h, &err);
-		if (rc == -ENOENT && n > 0 && to == UINT64_MAX)
-			break; /* the head */
-		if (rc < 0) {
-			status = rc == -ENOENT ? 404 : 500;
-			snprintf(msg, sizeof(msg), "'%s': no history file starts at txid %llu%s%s",
-				 name, (unsigned long long)next, err.code ? ": " : "",
-				 err.code ? err.msg : "");
-			goto fail;
-		}
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 16;
-			struct ltx_decoder **d = realloc(decs, ncap * sizeof(*d));
-			int *f = d ? realloc(fds, ncap * sizeof(*f)) : NULL;
-
-			if (d)
-				decs = d;
-			if (!d || !f) {
-				close(fd);
-				snprintf(msg, sizeof(msg), "out of memory");
-				goto fail;
-			}
-			fds = f;
-			cap = ncap;
-		}
-		fds[n] = fd;
-		decs[n] = NULL;
-		n++;
-		rc = ltx_decoder_open_fd(&decs[n - 1], &fds[n - 1], &err);
-		if (rc < 0) {
-			snprintf(msg, sizeof(msg), "'%s': %s", name, err.msg);
-			goto fail;
-		}
-		next = h.max_txid + 1;
-		if (h.max_txid >= to)
-			break;
-	}
-	out = fs_stage_create(c->fs, stage, &err);
-	if (out < 0) {
-		snprintf(msg, sizeof(msg), "%s", err.msg);
-		goto fail;
-	}
-	fs_stage_discard(c->fs, stage); /* served from the descriptor */
-	rc = ltx_compact(decs, n, NULL, ltx_write_fd, &out, &oh, &ot, &err);
-	if (rc < 0) {
-		snprintf(msg, sizeof(msg), "'%s': compact: %s", name, err.msg);
-		goto fail;
-	}
-	for (size_t i = 0; i < n; i++) {
-		ltx_decoder_free(decs[i]);
-		close(fds[i]);
-	}
-	free(decs);
-	free(fds);
+	rc = cl_history_compact(c, name, from, to, &out, &oh, &err);
+	if (rc < 0)
+		return reply_error(conn, rc == -ENOENT ? 404 : 500, err.msg);
 	{
 		off_t size = lseek(out, 0, SEEK_END);
 		struct MHD_Response *r = size > 0 ? MHD_create_response_from_fd((uint64_t)size, out) : NULL;
 		char fname[LTX_FILENAME_SIZE], disp[LTX_FILENAME_SIZE + 32];
+		enum MHD_Result ret;
 
 		if (!r) {
 			close(out);
@@ -456,16 +392,6 @@ static enum MHD_Result serve_ltx(struct cluster *c, struct MHD_Connection *conn,
 		MHD_destroy_response(r);
 		return ret;
 	}
-fail:
-	for (size_t i = 0; i < n; i++) {
-		ltx_decoder_free(decs[i]);
-		close(fds[i]);
-	}
-	free(decs);
-	free(fds);
-	if (out >= 0)
-		close(out);
-	return reply_error(conn, status, msg);
 }
 
 /* ---- /v1/stream ----------------------------------------------------------- */
