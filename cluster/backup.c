@@ -29,34 +29,9 @@
 #define RETRY_MIN_MS 500
 #define RETRY_MAX_MS 30000
 
-struct bdb {
-	char *name;
-	uint64_t remote_txid;     /* newest TXID in the bucket */
-	int64_t remote_ms;        /* its timestamp */
-	bool stuck;               /* bucket and history disagree: needs an operator */
-};
-
-struct cl_backup {
-	struct cluster *c;
-	struct s3 *s3;
-	struct s3_conn *conn;
-	unsigned interval_ms;
-	pthread_t thread;
-	bool started;
-	bool listed;              /* the bucket was listed (backup thread) */
-
-	/* c->mu */
-	struct bdb *dbs;
-	size_t ndbs;
-	uint64_t uploads, upload_bytes, failures;
-	int64_t last_ok_ms;
-	char last_error[LTFS_ERR_MSG_MAX];
-	uint64_t backlog;         /* TXIDs in local histories not yet shipped */
-};
-
 /* ---- per-database state (c->mu held) ------------------------------------- */
 
-static struct bdb *bdb_find(struct cl_backup *b, const char *name, bool create)
+struct bdb *cl_bdb_find(struct cl_backup *b, const char *name, bool create)
 {
 	struct bdb *v;
 
@@ -74,6 +49,27 @@ static struct bdb *bdb_find(struct cl_backup *b, const char *name, bool create)
 	if (!v[b->ndbs].name)
 		return NULL;
 	return &v[b->ndbs++];
+}
+
+int cl_level_add(struct blevel *lv, uint64_t min, uint64_t max, uint64_t size, int64_t ts_ms)
+{
+	size_t i = lv->n;
+
+	if (lv->n == lv->cap) {
+		size_t cap = lv->cap ? 2 * lv->cap : 16;
+		struct bfile *v = realloc(lv->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		lv->v = v;
+		lv->cap = cap;
+	}
+	while (i > 0 && lv->v[i - 1].min > min) /* listings come sorted: rare */
+		i--;
+	memmove(&lv->v[i + 1], &lv->v[i], (lv->n - i) * sizeof(*lv->v));
+	lv->v[i] = (struct bfile){ .min = min, .max = max, .size = size, .ts_ms = ts_ms };
+	lv->n++;
+	return 0;
 }
 
 /* ---- the bucket at start ----------------------------------------------- */
@@ -122,10 +118,10 @@ static int on_listed(void *ctx, const struct s3_object *o)
 	struct bdb *d;
 
 	if (s3_ltx_key_parse(s3_prefix(b->s3), o->key, name, sizeof(name), &level, &min,
-				&max) < 0)
+				&max) < 0 || level >= BUCKET_LEVELS)
 		return 0; /* not ours: the lease, an operator's notes */
-	d = bdb_find(b, name, true);
-	if (!d)
+	d = cl_bdb_find(b, name, true);
+	if (!d || cl_level_add(&d->lv[level], min, max, o->size, o->mtime_ms) < 0)
 		return -ENOMEM;
 	if (max > d->remote_txid) {
 		d->remote_txid = max;
@@ -307,10 +303,13 @@ static int upload_run(struct cl_backup *b, const char *name, struct run *r, unsi
 		struct bdb *d;
 
 		pthread_mutex_lock(&b->c->mu);
-		d = bdb_find(b, name, true);
+		d = cl_bdb_find(b, name, true);
 		if (d) {
-			d->remote_txid = h.max_txid;
-			d->remote_ms = h.timestamp;
+			if (h.max_txid > d->remote_txid) {
+				d->remote_txid = h.max_txid;
+				d->remote_ms = h.timestamp;
+			}
+			cl_level_add(&d->lv[level], h.min_txid, h.max_txid, size, cl_now_ms());
 		}
 		b->uploads++;
 		b->upload_bytes += size;
@@ -336,7 +335,7 @@ static int ship_db(struct cl_backup *b, const char *name, uint64_t head, struct 
 		int rc;
 
 		pthread_mutex_lock(&b->c->mu);
-		d = bdb_find(b, name, true);
+		d = cl_bdb_find(b, name, true);
 		found = d != NULL;
 		remote = found ? d->remote_txid : 0;
 		stuck = found && d->stuck;
@@ -376,7 +375,7 @@ static int ship_db(struct cl_backup *b, const char *name, uint64_t head, struct 
 		run_close(&r);
 		if (rc == LTFS_E_CONFLICT || rc == LTFS_E_TXID) {
 			pthread_mutex_lock(&b->c->mu);
-			d = bdb_find(b, name, false);
+			d = cl_bdb_find(b, name, false);
 			if (d)
 				d->stuck = true;
 			pthread_mutex_unlock(&b->c->mu);
@@ -438,7 +437,7 @@ static int ship_all(struct cl_backup *b, struct ltfs_err *err)
 		rc = ship_db(b, r.names[i], r.heads[i], err);
 	pthread_mutex_lock(&b->c->mu);
 	for (size_t i = 0; i < r.n; i++) {
-		struct bdb *d = bdb_find(b, r.names[i], false);
+		struct bdb *d = cl_bdb_find(b, r.names[i], false);
 		uint64_t remote = d ? d->remote_txid : 0;
 
 		backlog += r.heads[i] > remote ? r.heads[i] - remote : 0;
@@ -512,7 +511,7 @@ static void *backup_main(void *arg)
 	return NULL;
 }
 
-int cl_backup_start(struct cluster *c, struct s3 *s3, unsigned interval_ms,
+int cl_backup_start(struct cluster *c, struct s3 *s3, const struct cluster_backup_opts *opts,
 		    struct ltfs_err *err)
 {
 	struct cl_backup *b = calloc(1, sizeof(*b));
@@ -522,7 +521,9 @@ int cl_backup_start(struct cluster *c, struct s3 *s3, unsigned interval_ms,
 		return ltfs_err_set(err, -ENOMEM, NULL);
 	b->c = c;
 	b->s3 = s3;
-	b->interval_ms = interval_ms;
+	b->opts = *opts;
+	cluster_backup_defaults(&b->opts);
+	b->interval_ms = b->opts.interval_ms;
 	rc = s3_conn_open(s3, &b->conn, err);
 	if (rc == 0) {
 		rc = list_bucket(b, err);
@@ -535,18 +536,38 @@ int cl_backup_start(struct cluster *c, struct s3 *s3, unsigned interval_ms,
 			rc = 0;
 		}
 	}
+	if (rc == 0)
+		rc = s3_conn_open(s3, &b->cconn, err);
 	if (rc == 0 && pthread_create(&b->thread, NULL, backup_main, b) != 0)
 		rc = ltfs_err_set(err, -EAGAIN, "cannot start the backup thread");
+	if (rc == 0) {
+		b->started = true;
+		if (pthread_create(&b->compactor, NULL, cl_compact_main, b) == 0)
+			b->compactor_started = true;
+		else
+			rc = ltfs_err_set(err, -EAGAIN, "cannot start the compaction thread");
+	}
+	if (rc < 0 && b->started) {
+		pthread_mutex_lock(&c->mu);
+		c->stopping = true;
+		pthread_cond_broadcast(&c->cv);
+		pthread_mutex_unlock(&c->mu);
+		pthread_join(b->thread, NULL);
+	}
 	if (rc < 0) {
+		s3_conn_free(b->cconn);
 		s3_conn_free(b->conn);
 		free(b->dbs);
 		free(b);
 		return rc;
 	}
-	b->started = true;
 	c->backup = b;
-	ltfs_info(c->log, "backup", "shipping to s3://%s/%s at %s (every %u ms)", s3_bucket(s3),
-		  s3_prefix(s3), s3_endpoint(s3), interval_ms);
+	ltfs_info(c->log, "backup",
+		  "shipping to s3://%s/%s at %s: uploads every %d ms, %u compaction levels "
+		  "(first every %u ms), snapshots every %lld s, retention %lld s",
+		  s3_bucket(s3), s3_prefix(s3), s3_endpoint(s3), b->opts.interval_ms,
+		  b->opts.nlevels, b->opts.levels_ms[0], (long long)(b->opts.snapshot_ms / 1000),
+		  (long long)(b->opts.retention_ms / 1000));
 	return 0;
 }
 
@@ -558,9 +579,15 @@ void cl_backup_stop(struct cluster *c)
 		return;
 	if (b->started)
 		pthread_join(b->thread, NULL); /* c->stopping is set */
+	if (b->compactor_started)
+		pthread_join(b->compactor, NULL);
 	s3_conn_free(b->conn);
-	for (size_t i = 0; i < b->ndbs; i++)
+	s3_conn_free(b->cconn);
+	for (size_t i = 0; i < b->ndbs; i++) {
 		free(b->dbs[i].name);
+		for (int l = 0; l < BUCKET_LEVELS; l++)
+			free(b->dbs[i].lv[l].v);
+	}
 	free(b->dbs);
 	free(b);
 	c->backup = NULL;
@@ -587,7 +614,7 @@ int cl_backup_stats(struct cluster *c, struct cl_backup_stats *out)
 
 uint64_t cl_backup_remote_txid(struct cluster *c, const char *name, bool *stuck)
 {
-	struct bdb *d = c->backup ? bdb_find(c->backup, name, false) : NULL;
+	struct bdb *d = c->backup ? cl_bdb_find(c->backup, name, false) : NULL;
 
 	*stuck = d && d->stuck;
 	return d ? d->remote_txid : 0;

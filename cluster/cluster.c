@@ -72,8 +72,11 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 	}
 	if (rc == 0 && c->replica_of[0])
 		rc = cl_client_start(c, err);
-	if (rc == 0 && cfg->s3)
-		rc = cl_backup_start(c, cfg->s3, cfg->backup_interval_ms, err);
+	if (rc == 0 && cfg->s3) {
+		struct cluster_backup_opts o = { .interval_ms = -1 };
+
+		rc = cl_backup_start(c, cfg->s3, cfg->backup ? cfg->backup : &o, err);
+	}
 	if (rc < 0) {
 		cluster_stop(c);
 		return rc;

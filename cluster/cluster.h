@@ -18,6 +18,20 @@
 
 struct cluster;
 
+/* Backup schedule (docs/datadir.md, "Bucket"); 0 fields take defaults. */
+#define CLUSTER_LEVELS_MAX 8
+struct cluster_backup_opts {
+	int interval_ms;        /* gather commits this long per upload; 0 = each
+				 * commit at once; < 0 = default 1 s */
+	unsigned levels_ms[CLUSTER_LEVELS_MAX]; /* compaction interval of level
+				 * 1, 2, ...; default 30 s, 5 min, 1 h */
+	unsigned nlevels;
+	int64_t snapshot_ms;    /* level-9 snapshot interval; default 24 h */
+	int64_t retention_ms;   /* restorable window; default 24 h */
+	int64_t l0_retention_ms; /* level-0 files kept once compacted; default 5 min */
+};
+void cluster_backup_defaults(struct cluster_backup_opts *o);
+
 struct cluster_config {
 	struct fs *fs;          /* required; borrowed */
 	struct ltfs_log *log;   /* required; borrowed */
@@ -26,8 +40,7 @@ struct cluster_config {
 	const char *token;      /* shared bearer token; NULL or "" = none */
 	const char *replica_of; /* the primary's URL; NULL or "" = primary */
 	struct s3 *s3;          /* the bucket to ship to; NULL = none; borrowed */
-	unsigned backup_interval_ms; /* gather commits this long per upload;
-				      * 0 = upload each commit at once */
+	const struct cluster_backup_opts *backup; /* NULL = defaults */
 };
 
 /*

@@ -74,8 +74,57 @@ void cl_client_stop(struct cluster *c);
 int cl_history_compact(struct cluster *c, const char *name, uint64_t from, uint64_t to,
 		       int *out_fd, struct ltx_header *oh, struct ltfs_err *err);
 
-/* backup.c: the primary ships its history to the bucket */
-int cl_backup_start(struct cluster *c, struct s3 *s3, unsigned interval_ms,
+/* backup.c: the primary ships its history to the bucket; compact.c keeps
+ * it small. What the bucket holds is kept in memory, per database and
+ * level, sorted by min TXID. */
+#define BUCKET_LEVELS 10      /* 0 uploads, 1..8 compaction, 9 snapshots */
+#define SNAPSHOT_LEVEL 9
+
+struct bfile {
+	uint64_t min, max, size;
+	int64_t ts_ms;            /* when it reached the bucket */
+};
+
+struct blevel {
+	struct bfile *v;
+	size_t n, cap;
+};
+
+struct bdb {
+	char *name;
+	uint64_t remote_txid;     /* newest TXID in the bucket */
+	int64_t remote_ms;        /* its commit time */
+	bool stuck;               /* bucket and history disagree: needs an operator */
+	struct blevel lv[BUCKET_LEVELS];
+};
+
+struct cl_backup {
+	struct cluster *c;
+	struct s3 *s3;
+	struct s3_conn *conn;     /* upload thread */
+	struct s3_conn *cconn;    /* compaction thread */
+	struct cluster_backup_opts opts;
+	unsigned interval_ms;
+	pthread_t thread, compactor;
+	bool started, compactor_started;
+	bool listed;              /* the bucket was listed (upload thread) */
+
+	/* c->mu */
+	struct bdb *dbs;
+	size_t ndbs;
+	uint64_t uploads, upload_bytes, failures;
+	uint64_t compactions, deletions;
+	int64_t last_ok_ms;
+	char last_error[LTFS_ERR_MSG_MAX];
+	uint64_t backlog;         /* TXIDs in local histories not yet shipped */
+};
+
+/* With c->mu held. */
+struct bdb *cl_bdb_find(struct cl_backup *b, const char *name, bool create);
+int cl_level_add(struct blevel *lv, uint64_t min, uint64_t max, uint64_t size, int64_t ts_ms);
+void *cl_compact_main(void *arg);
+
+int cl_backup_start(struct cluster *c, struct s3 *s3, const struct cluster_backup_opts *opts,
 		    struct ltfs_err *err);
 void cl_backup_stop(struct cluster *c);   /* after c->stopping is set */
 

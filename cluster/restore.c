@@ -287,8 +287,28 @@ static int check_target_free(const char *out, bool force, struct ltfs_err *err)
 	return 0;
 }
 
+static int restore_once(const struct cluster_restore_opts *o, struct cluster_restore_result *res,
+			struct ltfs_err *err);
+
+/* Retention may delete a planned file while it is downloaded: a file gone
+ * (404) makes a new plan from a new listing, a few times. */
 int cluster_restore(const struct cluster_restore_opts *o, struct cluster_restore_result *res,
 		    struct ltfs_err *err)
+{
+	int rc = 0;
+
+	for (int attempt = 0; attempt < 3; attempt++) {
+		rc = restore_once(o, res, err);
+		if (rc != LTFS_E_STATE)
+			break;
+		if (o->log)
+			ltfs_info(o->log, "restore", "%s; planning again", err->msg);
+	}
+	return rc == LTFS_E_STATE ? -ENOENT : rc;
+}
+
+static int restore_once(const struct cluster_restore_opts *o, struct cluster_restore_result *res,
+			struct ltfs_err *err)
 {
 	struct listing l = { .prefix = s3_prefix(o->s3), .db = o->db };
 	struct job j = { .s3 = o->s3 };
@@ -296,7 +316,7 @@ int cluster_restore(const struct cluster_restore_opts *o, struct cluster_restore
 	size_t nthreads = 0, *plan = NULL, np = 0;
 	char prefix[S3_KEY_MAX], tmp[4096], dirbuf[4096];
 	struct s3_conn *c = NULL;
-	uint64_t cksum = LTX_CHECKSUM_FLAG, total = 0, done_bytes = 0;
+	uint64_t cksum = LTX_CHECKSUM_FLAG, total = 0, done_bytes = 0, reached = 0;
 	struct ltx_header h = { 0 };
 	struct timespec t0, t1;
 	int out = -1, rc;
@@ -363,10 +383,13 @@ int cluster_restore(const struct cluster_restore_opts *o, struct cluster_restore
 			pthread_cond_wait(&j.cv, &j.mu);
 		pthread_mutex_unlock(&j.mu);
 		if (f->rc < 0) {
-			rc = ltfs_err_set(err, f->rc, "%s", f->err);
+			rc = ltfs_err_set(err, f->rc == -ENOENT ? LTFS_E_STATE : f->rc, "%s", f->err);
 			break;
 		}
-		rc = ltx_apply_fd(out, f->fd, &cksum, &h, err);
+		/* a file reaching back into what is applied overlaps it */
+		rc = ltx_apply_fd_flags(out, f->fd, &cksum,
+					f->min > 1 && f->min <= reached ? LTX_APPLY_OVERLAP : 0, &h, err);
+		reached = f->max;
 		if (rc < 0)
 			ltfs_err_prefix(err, "%s", f->key);
 		close(f->fd);

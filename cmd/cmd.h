@@ -42,6 +42,11 @@ struct cmd_config {
 	char *s3_secret_key;  /* s3.secret-access-key */
 	int s3_path_style;    /* s3.path-style: -1 auto */
 	int upload_interval_ms; /* s3.upload-interval: -1 = default */
+	unsigned levels_ms[8];  /* s3.levels: compaction intervals */
+	unsigned nlevels;
+	unsigned snapshot_ms;   /* s3.snapshot-interval; 0 = default */
+	unsigned retention_ms;  /* s3.retention */
+	unsigned l0_retention_ms; /* s3.l0-retention */
 	enum ltfs_log_level log_level;
 	enum ltfs_log_format log_format;
 };

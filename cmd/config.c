@@ -370,6 +370,40 @@ static int apply_http(const struct cfg_node *map, struct cmd_config *c,
 	return 0;
 }
 
+static int want_duration(const struct cfg_node *n, unsigned lo, unsigned hi, unsigned *out,
+			 struct ltfs_err *err)
+{
+	if (n->kind == CFG_SCALAR && cmd_parse_duration_ms(n->value, hi, out) == 0 && *out >= lo)
+		return 0;
+	return ltfs_err_set(err, LTFS_E_CONFIG,
+			    "line %d: '%s' must be a duration from %us to %uh (e.g. 30s, 5m, 24h)",
+			    n->line, n->key, lo / 1000, hi / 3600000);
+}
+
+/* s3.levels: a list of compaction intervals, each longer than the last. */
+static int want_levels(const struct cfg_node *n, struct cmd_config *c, struct ltfs_err *err)
+{
+	unsigned k = 0;
+
+	if (n->kind != CFG_SEQ || !n->child)
+		return ltfs_err_set(err, LTFS_E_CONFIG,
+				    "line %d: 'levels' must be a list of durations, e.g. [30s, 5m, 1h]",
+				    n->line);
+	for (const struct cfg_node *i = n->child; i; i = i->next, k++) {
+		if (k >= 8)
+			return ltfs_err_set(err, LTFS_E_CONFIG, "line %d: at most 8 levels", i->line);
+		if (i->kind != CFG_SCALAR || cmd_parse_duration_ms(i->value, 30 * 86400000u,
+								   &c->levels_ms[k]) < 0 ||
+		    c->levels_ms[k] < 1000 || (k > 0 && c->levels_ms[k] <= c->levels_ms[k - 1]))
+			return ltfs_err_set(err, LTFS_E_CONFIG,
+					    "line %d: level %u of 'levels' must be a duration of at least "
+					    "1s, longer than the level before",
+					    i->line, k + 1);
+	}
+	c->nlevels = k;
+	return 0;
+}
+
 static int apply_s3(const struct cfg_node *map, struct cmd_config *c,
 		    struct ltfs_err *err)
 {
@@ -394,6 +428,14 @@ static int apply_s3(const struct cfg_node *map, struct cmd_config *c,
 		} else if (strcmp(n->key, "path-style") == 0) {
 			rc = want_bool(n, &b, err);
 			c->s3_path_style = b;
+		} else if (strcmp(n->key, "levels") == 0) {
+			rc = want_levels(n, c, err);
+		} else if (strcmp(n->key, "snapshot-interval") == 0) {
+			rc = want_duration(n, 1000, 30 * 86400000u, &c->snapshot_ms, err);
+		} else if (strcmp(n->key, "retention") == 0) {
+			rc = want_duration(n, 1000, 3650u * 86400000u / 10, &c->retention_ms, err);
+		} else if (strcmp(n->key, "l0-retention") == 0) {
+			rc = want_duration(n, 1000, 30 * 86400000u, &c->l0_retention_ms, err);
 		} else if (strcmp(n->key, "upload-interval") == 0) {
 			rc = n->kind == CFG_SCALAR && cmd_parse_duration_ms(n->value, 3600000, &ms) == 0
 				     ? 0

@@ -73,6 +73,7 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	struct s3 *s3 = NULL;
 	int upload_ms = -1;
 	struct cluster_config ccfg = { 0 };
+	struct cluster_backup_opts bopts = { 0 };
 	struct cluster *cl = NULL;
 	bool debug = false, allow_other = false;
 	unsigned threads = 0, keep = 0, ms;
@@ -164,7 +165,13 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		return cmd_usage_error("mount", "%s", err.msg);
 	}
 	ccfg.s3 = s3;
-	ccfg.backup_interval_ms = (unsigned)upload_ms;
+	bopts.interval_ms = upload_ms;
+	memcpy(bopts.levels_ms, conf.levels_ms, sizeof(conf.levels_ms));
+	bopts.nlevels = conf.nlevels;
+	bopts.snapshot_ms = conf.snapshot_ms;
+	bopts.retention_ms = conf.retention_ms;
+	bopts.l0_retention_ms = conf.l0_retention_ms;
+	ccfg.backup = &bopts;
 	cfg.hold_unshipped = s3 != NULL;
 
 	rc = fs_open(&fs, &cfg, &err);

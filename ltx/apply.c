@@ -21,7 +21,7 @@ static int read_page(int fd, uint32_t pgno, uint32_t page_size, uint8_t *buf)
  * the sum and the new one enters; pages cut off by a smaller commit leave.
  */
 static int plan(int db_fd, int *ltx_fd, uint32_t db_pages, uint64_t cur,
-		uint64_t *result, struct ltx_header *h, uint8_t **scratch,
+		unsigned flags, uint64_t *result, struct ltx_header *h, uint8_t **scratch,
 		struct ltfs_err *err)
 {
 	struct ltx_decoder *dec;
@@ -46,7 +46,7 @@ static int plan(int db_fd, int *ltx_fd, uint32_t db_pages, uint64_t cur,
 	/* A snapshot replaces everything: start from an empty database. */
 	sum = ltx_header_is_snapshot(dh) ? 0 : cur & ~LTX_CHECKSUM_FLAG;
 	if (ltx_header_has_checksums(dh) && !ltx_header_is_snapshot(dh) &&
-	    dh->pre_apply_checksum != cur) {
+	    !(flags & LTX_APPLY_OVERLAP) && dh->pre_apply_checksum != cur) {
 		rc = ltfs_err_set(err, LTFS_E_CHECKSUM,
 				  "does not continue the database: pre-apply checksum %016llx, database is %016llx",
 				  (unsigned long long)dh->pre_apply_checksum,
@@ -94,6 +94,12 @@ out:
 
 int ltx_apply_fd(int db_fd, int ltx_fd, uint64_t *db_checksum,
 		 struct ltx_header *out_header, struct ltfs_err *err)
+{
+	return ltx_apply_fd_flags(db_fd, ltx_fd, db_checksum, 0, out_header, err);
+}
+
+int ltx_apply_fd_flags(int db_fd, int ltx_fd, uint64_t *db_checksum, unsigned flags,
+		       struct ltx_header *out_header, struct ltfs_err *err)
 {
 	struct ltx_decoder *dec = NULL;
 	struct ltx_header h;
@@ -143,7 +149,7 @@ int ltx_apply_fd(int db_fd, int ltx_fd, uint64_t *db_checksum,
 						    peek.page_size, dbh.page_size);
 		}
 	}
-	rc = plan(db_fd, &ltx_fd, db_pages, *db_checksum, &result, &h, &scratch,
+	rc = plan(db_fd, &ltx_fd, db_pages, *db_checksum, flags, &result, &h, &scratch,
 		  err);
 	if (rc < 0)
 		goto out;

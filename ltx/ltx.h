@@ -479,6 +479,17 @@ int ltx_index_read_page(int fd, const struct ltx_index *idx, uint32_t pgno,
 int ltx_apply_fd(int db_fd, int ltx_fd, uint64_t *db_checksum,
 		 struct ltx_header *out_header, struct ltfs_err *err);
 
+/*
+ * LTX_APPLY_OVERLAP: the database already holds some of the file's
+ * transactions (it is at a TXID in [min, max) of the file, as when a
+ * compacted file reaches back before the end of a snapshot). Its pages are
+ * the state at its max TXID, so writing them is right; the pre-apply
+ * checksum cannot match and is not checked, the post-apply one still is.
+ */
+#define LTX_APPLY_OVERLAP 0x1u
+int ltx_apply_fd_flags(int db_fd, int ltx_fd, uint64_t *db_checksum, unsigned flags,
+		       struct ltx_header *out_header, struct ltfs_err *err);
+
 /* ------------------------------------------------------------------------
  * Compactor
  *
