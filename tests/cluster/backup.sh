@@ -282,6 +282,108 @@ case_kill_uploads() {
 }
 run_case kill_uploads
 
+# fast_config FILE CASE: a schedule that compacts, snapshots and expires
+# within seconds.
+fast_config() {
+	cat >"$1" <<-EOF
+	s3:
+	  url: $(url "$2")
+	  upload-interval: 0
+	  levels: [1s, 3s]
+	  snapshot-interval: 4s
+	  retention: 6s
+	  l0-retention: 2s
+	EOF
+}
+
+# level_count CASE LEVEL: objects of app.db at that level.
+level_count() { s3 list "$SUITE-$1/app.db/$2/" | wc -l; }
+
+# Compaction, snapshots and retention run while a writer commits and
+# restores run; every restore succeeds and matches a state the database
+# really had, and the bucket keeps far fewer objects than commits.
+case_compaction() {
+	fast_config "$T/c.yml" comp
+	bstart 1 comp --config "$T/c.yml"
+	MODE=wal
+	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)"
+	wait_shipped 1
+	p=$(pos 1 app.db)
+	echo "$((0x${p%/*})) ${p#*/}" >"$T/states"
+	(
+		for i in $(seq 1 120); do
+			w 1 "BEGIN; INSERT INTO t(v) VALUES (randomblob(200)); UPDATE t SET v = randomblob(50) WHERE id = abs(random()) % $i + 1; COMMIT"
+			p=$(pos 1 app.db)
+			echo "$((0x${p%/*})) ${p#*/}" >>"$T/states"
+			sleep 0.08
+		done
+	) &
+	wl=$!
+	k=0
+	while kill -0 $wl 2>/dev/null; do
+		k=$((k + 1))
+		expect_exit 0 "$LTFS" restore --force -o "$T/live.db" "$(url comp)/app.db"
+		got=$("$LTFS" ltx checksum "$T/live.db")
+		if ! grep -q " $got\$" "$T/states"; then
+			kill $wl
+			check "restore $k ($got) is a state the database had" false
+		fi
+		sleep 0.3
+	done
+	wait $wl
+	check "restores ran during the writes ($k)" [ "$k" -ge 5 ]
+	k=0
+	sleep 7 # one more snapshot and a retention pass
+	wait_shipped 1
+	check "level 1 written" [ "$(level_count comp 0001)" -gt 0 ]
+	check "level 2 written" [ "$(level_count comp 0002)" -gt 0 ]
+	check "snapshots written" [ "$(level_count comp 0009)" -gt 0 ]
+	n0=$(level_count comp 0000)
+	check "level 0 expired ($n0 left of 121)" [ "$n0" -lt 60 ]
+	curl -sf "$(node_url 1)/metrics" >"$T/metrics"
+	expect_exit 0 "$LTFS" restore --integrity-check -o "$T/r.db" "$(url comp)/app.db"
+	check "latest restored" restored_same "$T/r.db" 1
+	# every level-1 boundary from the oldest snapshot on restores to its
+	# own state (older ones are past the retention)
+	snap=$(s3 list "$SUITE-comp/app.db/0009/" | head -1 | awk '{ print $1 }' | sed 's|.*-||; s|\.ltx$||')
+	for f in $(s3 list "$SUITE-comp/app.db/0001/" | awk '{ print $1 }' | sed 's|.*-||; s|\.ltx$||'); do
+		tx=$((0x$f))
+		[ "$tx" -ge $((0x$snap)) ] || continue
+		want=$(awk -v t="$tx" '$1 == t { print $2 }' "$T/states")
+		[ -n "$want" ] || continue
+		expect_exit 0 "$LTFS" restore --force --txid "$tx" -o "$T/b.db" "$(url comp)/app.db"
+		check "txid $tx" [ "$("$LTFS" ltx checksum "$T/b.db")" = "$want" ]
+		k=$((k + 1))
+	done
+	check "boundaries checked" [ "$k" -gt 0 ]
+	node_stop 1
+}
+run_case compaction
+
+# kill -9 while compacting and expiring: after restarts every restore is
+# still exact.
+case_kill_compaction() {
+	fast_config "$T/c.yml" killc
+	MODE=wal
+	bstart 1 killc --config "$T/c.yml"
+	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)"
+	for round in 1 2 3 4 5 6; do
+		(for i in $(seq 1 60); do w 1 "INSERT INTO t(v) VALUES (randomblob(300))" 2>/dev/null || exit 0; sleep 0.05; done) &
+		wl=$!
+		sleep "$(shuf -i 1-3 -n 1).$(shuf -i 0-9 -n 1)"
+		node_kill 1
+		wait $wl 2>/dev/null || true
+		bstart 1 killc --config "$T/c.yml"
+	done
+	w 1 "INSERT INTO t(v) VALUES ('last')"
+	wait_shipped 1
+	sleep 4
+	expect_exit 0 "$LTFS" restore --integrity-check -o "$T/r.db" "$(url killc)/app.db"
+	check "restored after 6 kills" restored_same "$T/r.db" 1
+	node_stop 1
+}
+run_case kill_compaction
+
 # Wrong credentials and a missing bucket stop the mount with the S3 error
 # code and endpoint; an unreachable endpoint is logged, the node serves.
 not_in() { ! grep -qF -- "$2" "$1"; }
