@@ -232,6 +232,14 @@ struct cluster_restore_result {
 int cluster_restore(const struct cluster_restore_opts *o, struct cluster_restore_result *res,
 		    struct ltfs_err *err);
 
+/*
+ * A node with an empty data dir: restore every database under the bucket's
+ * prefix into data_dir (fs_seed_db), before fs_open(). Deleted databases
+ * are skipped; *count = databases restored.
+ */
+int cluster_bootstrap(struct s3 *s3, const char *data_dir, struct ltfs_log *log, size_t *count,
+		      struct ltfs_err *err);
+
 /* An LTX object's key, PREFIX/NAME/LLLL/MIN-MAX.ltx (LLLL the level in
  * four hex digits, MIN and MAX 16): 0 with its parts, -1 for any other key. */
 int s3_ltx_key_parse(const char *prefix, const char *key, char *name, size_t n,

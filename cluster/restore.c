@@ -459,3 +459,89 @@ out:
 	pthread_mutex_destroy(&j.mu);
 	return rc;
 }
+
+/* ---- a new node from the bucket ------------------------------------------ */
+
+struct names {
+	const char *prefix;
+	char **v;
+	size_t n, cap;
+	bool nomem;
+};
+
+static int on_name(void *ctx, const struct s3_object *o)
+{
+	struct names *l = ctx;
+	char name[FRAME_NAME_MAX + 1];
+	unsigned level;
+	uint64_t min, max;
+
+	if (s3_ltx_key_parse(l->prefix, o->key, name, sizeof(name), &level, &min, &max) < 0)
+		return 0;
+	/* keys come sorted: a name's files are together */
+	if (l->n && strcmp(l->v[l->n - 1], name) == 0)
+		return 0;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 16;
+		char **v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n] = strdup(name);
+	if (!l->v[l->n])
+		return -ENOMEM;
+	l->n++;
+	return 0;
+}
+
+int cluster_bootstrap(struct s3 *s3, const char *data_dir, struct ltfs_log *log, size_t *count,
+		      struct ltfs_err *err)
+{
+	struct names l = { .prefix = s3_prefix(s3) };
+	char prefix[S3_KEY_MAX], tmp[4096];
+	struct s3_conn *c = NULL;
+	int rc;
+
+	*count = 0;
+	snprintf(prefix, sizeof(prefix), "%s%s", s3_prefix(s3), s3_prefix(s3)[0] ? "/" : "");
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s/bootstrap.db", data_dir) >= sizeof(tmp))
+		return ltfs_err_set(err, LTFS_E_LIMIT, "data dir path too long");
+	if (mkdir(data_dir, 0755) < 0 && errno != EEXIST)
+		return ltfs_err_set(err, -errno, "data dir '%s': %s", data_dir, strerror(errno));
+	rc = s3_conn_open(s3, &c, err);
+	if (rc == 0)
+		rc = s3_list(c, prefix, on_name, &l, err);
+	s3_conn_free(c);
+	for (size_t i = 0; i < l.n && rc == 0; i++) {
+		struct cluster_restore_opts o = { .s3 = s3, .db = l.v[i], .out = tmp, .force = true,
+						  .log = log };
+		struct cluster_restore_result res;
+
+		rc = cluster_restore(&o, &res, err);
+		if (rc == -ENOENT) { /* deleted, or nothing but stray keys */
+			ltfs_info(log, "bootstrap", "'%s': skipped: %s", l.v[i], err->msg);
+			rc = 0;
+			continue;
+		}
+		if (rc == 0)
+			rc = fs_seed_db(data_dir, l.v[i], tmp, res.txid, res.timestamp_ms, err);
+		if (rc == LTFS_E_STATE) { /* seeded by an earlier, interrupted start */
+			unlink(tmp);
+			rc = 0;
+			continue;
+		}
+		if (rc == 0) {
+			(*count)++;
+			ltfs_info(log, "bootstrap", "'%s': restored TXID %llu (%u pages) from the bucket",
+				  l.v[i], (unsigned long long)res.txid, res.pages);
+		}
+	}
+	unlink(tmp);
+	for (size_t i = 0; i < l.n; i++)
+		free(l.v[i]);
+	free(l.v);
+	return rc;
+}

@@ -525,15 +525,13 @@ static int cmd_encode_db(int argc, char **argv)
 	};
 	struct ltx_encoder_opts eopts = { .encoding = LTX_ENC_BLOCK };
 	struct ltx_header h = { 0 };
-	struct ltx_encoder *enc = NULL;
 	struct ltx_trailer tr;
 	struct ltfs_err err = { 0 };
 	struct out_file out = { .fd = -1 };
 	const char *output = NULL;
 	uint64_t txid = 1;
-	uint32_t ps, npages, lock;
+	uint32_t ps, npages;
 	struct timespec now;
-	uint8_t *page = NULL;
 	int c, fd = -1, rc;
 
 	while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
@@ -571,11 +569,6 @@ static int cmd_encode_db(int argc, char **argv)
 	h.min_txid = 1;
 	h.max_txid = txid;
 	h.timestamp = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-	page = malloc(ps);
-	if (!page) {
-		rc = ltfs_err_set(&err, -ENOMEM, NULL);
-		goto fail;
-	}
 	rc = out_open(&out, output);
 	if (rc < 0) {
 		ltfs_err_set(&err, rc, "output '%s': %s", output,
@@ -583,25 +576,11 @@ static int cmd_encode_db(int argc, char **argv)
 					   : strerror(-rc));
 		goto fail;
 	}
-	rc = ltx_encoder_open(&enc, &h, &eopts, ltx_write_fd, &out.fd, &err);
-	lock = ltx_lock_pgno(ps);
-	for (uint32_t pgno = 1; rc == 0 && pgno <= npages; pgno++) {
-		if (pgno == lock)
-			continue;
-		if (pread(fd, page, ps, (off_t)(pgno - 1) * ps) != (ssize_t)ps) {
-			rc = ltfs_err_set(&err, -EIO, "read page %u failed", pgno);
-			break;
-		}
-		rc = ltx_encoder_add_page(enc, pgno, page, NULL, &err);
-	}
-	if (rc == 0)
-		rc = ltx_encoder_finish(enc, 0, &tr, &err);
+	rc = ltx_encode_db_fd(fd, &h, &eopts, ltx_write_fd, &out.fd, &tr, &err);
 	if (rc == 0 && (rc = out_commit(&out)) < 0)
 		ltfs_err_set(&err, rc, "'%s': %s", output, strerror(-rc));
 	if (rc < 0)
 		goto fail;
-	ltx_encoder_free(enc);
-	free(page);
 	close(fd);
 	printf("%s: txid %" PRIu64 "-%" PRIu64 ", %u pages, post-apply %016" PRIx64 "\n",
 	       output, h.min_txid, h.max_txid, npages, tr.post_apply_checksum);
@@ -609,8 +588,6 @@ static int cmd_encode_db(int argc, char **argv)
 fail:
 	if (out.fd >= 0)
 		out_abort(&out);
-	ltx_encoder_free(enc);
-	free(page);
 	if (fd >= 0)
 		close(fd);
 	return cmd_fail("ltx encode-db", "'%s': %s", argv[optind], err.msg);

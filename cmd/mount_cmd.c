@@ -2,7 +2,11 @@
  * mount_cmd.c - "ltfs mount": parse the flags, open the data dir, mount and
  * serve in the foreground until unmounted or signalled.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +50,38 @@ static const char mount_usage[] =
 	"\n"
 	"Data dir layout: DATA/dbs/NAME/database (the SQLite file), .../ltx/ (the\n"
 	"LTX history, inspect with 'ltfs ltx dump'), DATA/tree (other files).\n";
+
+/*
+ * A primary whose data dir holds no database yet starts from the bucket, so
+ * that it continues the chain there instead of forking it at TXID 1. A
+ * marker file makes an interrupted bootstrap resume on the next start.
+ */
+static int bootstrap(struct cmd_ctx *ctx, struct s3 *s3, const char *data_dir,
+		     struct ltfs_err *err)
+{
+	char marker[4200];
+	size_t n = 0;
+	int fd, rc;
+
+	snprintf(marker, sizeof(marker), "%s/bootstrap.pending", data_dir);
+	if (fs_data_dir_has_dbs(data_dir) && access(marker, F_OK) != 0)
+		return 0;
+	if ((mkdir(data_dir, 0755) < 0 && errno != EEXIST) ||
+	    (fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) < 0)
+		return ltfs_err_set(err, -errno, "'%s': %s", marker, strerror(errno));
+	close(fd);
+	ltfs_info(&ctx->log, "bootstrap", "empty data dir '%s': restoring from s3://%s/%s", data_dir,
+		  s3_bucket(s3), s3_prefix(s3));
+	rc = cluster_bootstrap(s3, data_dir, &ctx->log, &n, err);
+	if (rc < 0) {
+		ltfs_err_prefix(err, "bootstrap from the bucket (the node does not start empty while "
+				     "the bucket may hold its databases)");
+		return rc;
+	}
+	unlink(marker);
+	ltfs_info(&ctx->log, "bootstrap", "%zu databases restored", n);
+	return 0;
+}
 
 int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 {
@@ -174,7 +210,9 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	ccfg.backup = &bopts;
 	cfg.hold_unshipped = s3 != NULL;
 
-	rc = fs_open(&fs, &cfg, &err);
+	rc = s3 && !(ccfg.replica_of && ccfg.replica_of[0]) ? bootstrap(ctx, s3, data_dir, &err) : 0;
+	if (rc == 0)
+		rc = fs_open(&fs, &cfg, &err);
 	if (rc == 0 && ccfg.replica_of && ccfg.replica_of[0])
 		fs_set_role(fs, FS_ROLE_REPLICA, NULL); /* before any request */
 	if (rc == 0)

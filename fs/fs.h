@@ -130,6 +130,16 @@ int64_t fs_lag_ms(struct fs *fs);
  * hold_unshipped, folding may now take it. */
 void fs_set_shipped(struct fs *fs, const char *db, uint64_t txid);
 
+/*
+ * Before fs_open(): make db_file (a SQLite file on the data dir's
+ * filesystem; moved, not copied) database NAME of data_dir at TXID txid,
+ * its history one snapshot 1-txid. LTFS_E_STATE if NAME is there already.
+ */
+int fs_seed_db(const char *data_dir, const char *name, const char *db_file, uint64_t txid,
+	       int64_t timestamp_ms, struct ltfs_err *err);
+/* True if data_dir holds any database (a node that has been running). */
+bool fs_data_dir_has_dbs(const char *data_dir);
+
 /* Node id (random, kept in DATA/node). */
 uint64_t fs_node_id(struct fs *fs);
 

@@ -350,3 +350,31 @@ void ltx_encoder_free(struct ltx_encoder *enc)
 	ltfs_buf_release(&enc->index);
 	free(enc);
 }
+
+int ltx_encode_db_fd(int db_fd, const struct ltx_header *h, const struct ltx_encoder_opts *opts,
+		     ltx_write_fn write, void *ctx, struct ltx_trailer *out, struct ltfs_err *err)
+{
+	struct ltx_encoder *enc = NULL;
+	uint32_t lock = ltx_lock_pgno(h->page_size);
+	uint8_t *page = malloc(h->page_size);
+	int rc;
+
+	if (!page)
+		return ltfs_err_set(err, -ENOMEM, NULL);
+	rc = ltx_encoder_open(&enc, h, opts, write, ctx, err);
+	for (uint32_t pgno = 1; rc == 0 && pgno <= h->commit; pgno++) {
+		if (pgno == lock)
+			continue;
+		rc = ltx_pread_full(db_fd, page, h->page_size, (uint64_t)(pgno - 1) * h->page_size);
+		if (rc < 0) {
+			ltfs_err_set(err, rc, "database page %u: %s", pgno, ltfs_strerror(rc));
+			break;
+		}
+		rc = ltx_encoder_add_page(enc, pgno, page, NULL, err);
+	}
+	if (rc == 0)
+		rc = ltx_encoder_finish(enc, 0, out, err);
+	ltx_encoder_free(enc);
+	free(page);
+	return rc;
+}

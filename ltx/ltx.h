@@ -355,6 +355,13 @@ int ltx_encoder_add_page(struct ltx_encoder *enc, uint32_t pgno,
 int ltx_encoder_finish(struct ltx_encoder *enc, uint64_t post_apply,
 		       struct ltx_trailer *out, struct ltfs_err *err);
 
+/*
+ * A snapshot of the first h->commit pages of a database file (h: page size,
+ * commit, TXIDs with min 1, timestamp, flags), pages read with pread(2).
+ */
+int ltx_encode_db_fd(int db_fd, const struct ltx_header *h, const struct ltx_encoder_opts *opts,
+		     ltx_write_fn write, void *ctx, struct ltx_trailer *out, struct ltfs_err *err);
+
 /* XOR of the page checksums added so far (without FLAG). */
 uint64_t ltx_encoder_pages_xor(const struct ltx_encoder *enc);
 uint64_t ltx_encoder_bytes_written(const struct ltx_encoder *enc);

@@ -43,7 +43,9 @@ checksum_of() { pos "$1" app.db | cut -d/ -f2; }
 
 # shipped N: the bucket's TXID of app.db as node N reports it (decimal).
 shipped() {
-	_h=$(curl -sf "$(node_url "$1")/v1/info" | sed -n 's/.*"backup_txid": "\([0-9a-f]*\)".*/\1/p' | head -1)
+	_h=$(curl -sf "$(node_url "$1")/v1/info" |
+		awk '/"name": "app.db"/ { f = 1 } f && /"backup_txid"/ { print; exit }' |
+		sed 's/.*"backup_txid": "\([0-9a-f]*\)".*/\1/')
 	echo $((0x${_h:-0}))
 }
 
@@ -383,6 +385,52 @@ case_kill_compaction() {
 	node_stop 1
 }
 run_case kill_compaction
+
+# A node with an empty data dir starts from the bucket: every database
+# (subdirectories too, deleted ones not), the same positions, and its next
+# commit continues the bucket's chain. An interrupted bootstrap resumes.
+case_bootstrap() {
+	bstart 1 boot --upload-interval 0
+	MODE=wal
+	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('a'), ('b')"
+	mkdir "$T/m1/sub"
+	sql "$T/m1/sub/two.db" "PRAGMA page_size=512; CREATE TABLE u(x); INSERT INTO u VALUES ('two')"
+	sql "$T/m1/gone.db" "CREATE TABLE g(x)"
+	rm "$T/m1/gone.db"
+	for i in 1 2 3; do w 1 "INSERT INTO t(v) VALUES ('c$i')"; done
+	wait_shipped 1
+	sleep 0.5 # sub/two.db and the deletion
+	p1=$(pos 1 app.db)
+	s1=$(pos 1 sub/two.db)
+	node_stop 1
+	bstart 2 boot --upload-interval 0
+	contains "$T/n2.log" "2 databases restored"
+	contains "$T/n2.log" "'gone.db': skipped"
+	check "same position" [ "$(pos 2 app.db)" = "$p1" ]
+	check "subdirectory database" [ "$(pos 2 sub/two.db)" = "$s1" ]
+	check "rows" [ "$(sql "$T/m2/sub/two.db" 'SELECT x FROM u')" = two ]
+	check "deleted stays deleted" [ ! -e "$T/m2/gone.db" ]
+	w 2 "INSERT INTO t(v) VALUES ('after')"
+	check "chain continues" [ "$(txid_of 2)" = $((0x${p1%/*} + 1)) ]
+	wait_shipped 2
+	check "bucket chain" [ "$(chain_ok boot)" = "$(txid_of 2)" ]
+	node_stop 2
+	# interrupted: one database missing and the marker left behind
+	rm -rf "$T/d2/dbs/sub%2ftwo.db"
+	: >"$T/d2/bootstrap.pending"
+	bstart 2 boot --upload-interval 0
+	check "resumed" [ "$(pos 2 sub/two.db)" = "$s1" ]
+	check "kept the local one" [ "$(pos 2 app.db | cut -d/ -f1)" = "$(printf '%016x' "$(txid_of 2)")" ]
+	check "marker gone" [ ! -e "$T/d2/bootstrap.pending" ]
+	node_stop 2
+	# a bucket that cannot be read: no empty start
+	mkdir -p "$T/m3"
+	AWS_ENDPOINT_URL_S3=http://127.0.0.1:1 expect_exit 1 "$LTFS" mount --http off --data "$T/d3" \
+		--s3 "$(url boot)" "$T/m3"
+	contains "$T/err" "bootstrap from the bucket"
+	contains "$T/err" "127.0.0.1:1"
+}
+run_case bootstrap
 
 # Wrong credentials and a missing bucket stop the mount with the S3 error
 # code and endpoint; an unreachable endpoint is logged, the node serves.
