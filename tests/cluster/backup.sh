@@ -452,10 +452,15 @@ case_start_errors() {
 	contains "$T/err" "s3://BUCKET"
 	expect_exit 2 "$LTFS" mount --upload-interval 5 --s3 "$(url start)" "$T/m1"
 	contains "$T/err" "--upload-interval"
+	# a node that has run before (its data dir holds a database) serves
+	# while the endpoint does not answer, and says so
+	node_start 1
+	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY)"
+	node_stop 1
 	AWS_ENDPOINT_URL_S3=http://127.0.0.1:1 bstart 1 start
 	contains "$T/n1.log" "http://127.0.0.1:1"
-	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY)"
-	check "serves without S3" [ "$(sql "$T/m1/app.db" 'SELECT count(*) FROM t')" = 0 ]
+	w 1 "INSERT INTO t VALUES (1)"
+	check "serves without S3" [ "$(sql "$T/m1/app.db" 'SELECT count(*) FROM t')" = 1 ]
 	node_stop 1
 	# the config file form, with a bad key named
 	cat >"$T/c.yml" <<-EOF
