@@ -73,6 +73,8 @@ static int bootstrap(struct cmd_ctx *ctx, struct s3 *s3, const char *data_dir,
 	ltfs_info(&ctx->log, "bootstrap", "empty data dir '%s': restoring from s3://%s/%s", data_dir,
 		  s3_bucket(s3), s3_prefix(s3));
 	rc = cluster_bootstrap(s3, data_dir, &ctx->log, &n, err);
+	if (rc < 0 && n == 0)
+		unlink(marker); /* nothing seeded: the data dir is as empty as before */
 	if (rc < 0) {
 		ltfs_err_prefix(err, "bootstrap from the bucket (the node does not start empty while "
 				     "the bucket may hold its databases)");

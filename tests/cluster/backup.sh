@@ -454,6 +454,7 @@ case_start_errors() {
 	contains "$T/err" "--upload-interval"
 	# a node that has run before (its data dir holds a database) serves
 	# while the endpoint does not answer, and says so
+	check "a failed bootstrap that seeded nothing leaves no marker" [ ! -e "$T/d1/bootstrap.pending" ]
 	node_start 1
 	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY)"
 	node_stop 1
