@@ -44,7 +44,7 @@ struct rfile {
 };
 
 struct listing {
-	const char *prefix, *db;
+	const char *bucket, *prefix, *db;
 	struct rfile *v;
 	size_t n, cap;
 };
@@ -85,8 +85,11 @@ static int on_object(void *ctx, const struct s3_object *o)
 }
 
 /* Is the file allowed by the target? For a moment, its commit time must
- * be before it: the upload time (LastModified) is never earlier than the
- * commit, so only files uploaded after the moment need a HEAD. */
+ * be before it. The upload time (LastModified) is never earlier than the
+ * commit, so only files uploaded after the moment need a look at their
+ * header's timestamp (one ranged GET of its first bytes): exact to the
+ * millisecond whoever wrote the file, where metadata may be missing and
+ * HEAD's Last-Modified has whole seconds. */
 static int allowed(struct s3_conn *c, struct rfile *f, uint64_t txid, int64_t before_ms,
 		   struct ltfs_err *err)
 {
@@ -97,12 +100,20 @@ static int allowed(struct s3_conn *c, struct rfile *f, uint64_t txid, int64_t be
 	if (f->mtime_ms && f->mtime_ms < before_ms)
 		return 1;
 	if (!f->ts_ms) {
-		struct s3_object o;
-		int rc = s3_head(c, f->key, &o, err);
+		struct ltx_header h;
+		struct ltfs_buf b;
+		int rc;
 
+		ltfs_buf_init(&b, LTX_HEADER_SIZE);
+		rc = s3_get(c, f->key, 0, LTX_HEADER_SIZE, &b, NULL, err);
+		if (rc == 0 && b.len != LTX_HEADER_SIZE)
+			rc = ltfs_err_set(err, LTFS_E_TRUNCATED, "%s: shorter than an LTX header", f->key);
+		if (rc == 0 && (rc = ltx_header_decode(b.data, &h, err)) < 0)
+			ltfs_err_prefix(err, "%s", f->key);
+		ltfs_buf_release(&b);
 		if (rc < 0)
 			return rc;
-		f->ts_ms = o.meta_ms ? o.meta_ms : o.mtime_ms;
+		f->ts_ms = h.timestamp;
 	}
 	return f->ts_ms < before_ms;
 }
@@ -118,8 +129,8 @@ static int make_plan(struct s3_conn *c, struct listing *l, uint64_t txid, int64_
 	*plan_out = NULL;
 	*np = 0;
 	if (l->n == 0)
-		return ltfs_err_set(err, -ENOENT, "no LTX files for '%s' under s3://%s", l->db,
-				    l->prefix[0] ? l->prefix : "(bucket root)");
+		return ltfs_err_set(err, -ENOENT, "no LTX files for '%s' under s3://%s%s%s", l->db,
+				    l->bucket, l->prefix[0] ? "/" : "", l->prefix);
 	plan = malloc(l->n * sizeof(*plan));
 	if (!plan)
 		return ltfs_err_set(err, -ENOMEM, NULL);
@@ -264,14 +275,16 @@ static void *fetch_main(void *arg)
 
 /* ---- the whole restore --------------------------------------------------- */
 
+static const char *const companions[] = { "", "-wal", "-shm", "-journal" };
+
+/* OUT and its companions: absent, or regular files that --force replaces. */
 static int check_target_free(const char *out, bool force, struct ltfs_err *err)
 {
-	static const char *const suffix[] = { "", "-wal", "-shm", "-journal" };
 	char path[4096];
 	struct stat st;
 
 	for (size_t i = 0; i < 4; i++) {
-		if ((size_t)snprintf(path, sizeof(path), "%s%s", out, suffix[i]) >= sizeof(path))
+		if ((size_t)snprintf(path, sizeof(path), "%s%s", out, companions[i]) >= sizeof(path))
 			return ltfs_err_set(err, LTFS_E_USAGE, "output path too long");
 		if (lstat(path, &st) != 0)
 			continue;
@@ -281,7 +294,19 @@ static int check_target_free(const char *out, bool force, struct ltfs_err *err)
 		if (!force)
 			return ltfs_err_set(err, LTFS_E_USAGE,
 					    "'%s' exists; restore does not overwrite without --force", path);
-		if (i > 0 && unlink(path) != 0) /* a stale WAL would corrupt the result */
+	}
+	return 0;
+}
+
+/* With --force, right before OUT is replaced: a stale WAL beside the new
+ * file would be replayed into it. */
+static int remove_companions(const char *out, struct ltfs_err *err)
+{
+	char path[4096];
+
+	for (size_t i = 1; i < 4; i++) {
+		snprintf(path, sizeof(path), "%s%s", out, companions[i]);
+		if (unlink(path) != 0 && errno != ENOENT)
 			return ltfs_err_set(err, -errno, "'%s': %s", path, strerror(errno));
 	}
 	return 0;
@@ -310,7 +335,7 @@ int cluster_restore(const struct cluster_restore_opts *o, struct cluster_restore
 static int restore_once(const struct cluster_restore_opts *o, struct cluster_restore_result *res,
 			struct ltfs_err *err)
 {
-	struct listing l = { .prefix = s3_prefix(o->s3), .db = o->db };
+	struct listing l = { .bucket = s3_bucket(o->s3), .prefix = s3_prefix(o->s3), .db = o->db };
 	struct job j = { .s3 = o->s3 };
 	pthread_t threads[RESTORE_PARALLEL_MAX];
 	size_t nthreads = 0, *plan = NULL, np = 0;
@@ -419,6 +444,8 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 	}
 	if (rc == 0 && fsync(out) != 0)
 		rc = ltfs_err_set(err, -errno, "fsync '%s': %s", tmp, strerror(errno));
+	if (rc == 0 && o->force)
+		rc = remove_companions(o->out, err);
 	if (rc == 0 && (o->force ? rename(tmp, o->out) : renameat2(AT_FDCWD, tmp, AT_FDCWD, o->out,
 								     RENAME_NOREPLACE)) != 0)
 		rc = ltfs_err_set(err, -errno, "'%s': %s", o->out, strerror(errno));

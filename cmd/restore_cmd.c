@@ -84,7 +84,20 @@ static int integrity_check(const char *path, char *msg, size_t n)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
-	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
+	char uri[3 * 4096 + 32] = "file:";
+	size_t u = 5;
+	int rc;
+
+	/* immutable: no locks and no -wal or -shm beside the file we made;
+	 * the characters a URI gives meaning to are escaped */
+	for (const char *p = path; *p && u + 4 < sizeof(uri) - 16; p++) {
+		if (*p == '%' || *p == '?' || *p == '#')
+			u += (size_t)snprintf(uri + u, 4, "%%%02x", (unsigned char)*p);
+		else
+			uri[u++] = *p;
+	}
+	snprintf(uri + u, sizeof(uri) - u, "?immutable=1");
+	rc = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
 
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL);
