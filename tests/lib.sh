@@ -49,7 +49,14 @@ _wait_exit() {
 	_i=0
 	while kill -0 "$_pid" 2>/dev/null; do
 		_i=$((_i + 1))
-		[ $_i -gt 200 ] && { echo "    daemon $_pid did not exit" >&2; return 1; }
+		if [ $_i -gt 200 ]; then
+			echo "    daemon $_pid did not exit; its log ends:" >&2
+			tail -5 "$2" | sed 's/^/    | /' >&2
+			# where its threads wait, for the report
+			command -v gdb >/dev/null && timeout 30 gdb -batch -p "$_pid" \
+				-ex "thread apply all bt 8" 2>/dev/null | grep -E '^(Thread|#)' | head -60 | sed 's/^/    gdb| /' >&2
+			return 1
+		fi
 		sleep 0.05
 	done
 	wait "$_pid" 2>/dev/null || true
@@ -203,6 +210,30 @@ contains() {
 		return 1
 	fi
 }
+
+# s3_suite_start: a private S3 server for the suite (tests/tools/s3-server),
+# its settings exported (AWS_*, LTFS_S3_BUCKET), stopped when the suite
+# exits. A suite whose server does not start fails as a whole.
+s3_suite_start() {
+	: "${LTFS_S3_TOOL:?LTFS_S3_TOOL must point at build/s3-tool}"
+	S3DIR="$_base/s3"
+	S3SERVER="$(pwd)/tests/tools/s3-server"
+	# one more try: a server just stopped by another suite may hold a port
+	if ! "$S3SERVER" start "$S3DIR" >"$_base/s3.out" 2>"$_base/s3.err" &&
+		! { sleep 2 && "$S3SERVER" start "$S3DIR" >"$_base/s3.out" 2>"$_base/s3.err"; }; then
+		echo "FAIL s3 server did not start:"
+		sed 's/^/    | /' "$_base/s3.err" | tail -20
+		echo "$SUITE: 0 passed, 1 failed"
+		exit 1
+	fi
+	. "$S3DIR/s3.env"
+	trap '"$S3SERVER" stop "$S3DIR" >/dev/null 2>&1; _cleanup' EXIT
+}
+
+# url CASE: the case's prefix in the suite's bucket; s3 ARGS: build/s3-tool
+# on that bucket.
+url() { echo "s3://$LTFS_S3_BUCKET/$SUITE-$1"; }
+s3() { "$LTFS_S3_TOOL" "s3://$LTFS_S3_BUCKET" "$@"; }
 
 # run_case NAME: run case_NAME (only the cases listed in $CASES, if set).
 run_case() {

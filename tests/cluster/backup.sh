@@ -5,23 +5,10 @@
 # refusals at start. Each case uses its own prefix in one bucket.
 . tests/lib.sh
 
-: "${LTFS_S3_TOOL:?LTFS_S3_TOOL must point at build/s3-tool}"
-S3DIR="$_base/s3"
-S3SERVER="$(pwd)/tests/tools/s3-server"
-if ! "$S3SERVER" start "$S3DIR" >"$_base/s3.out" 2>"$_base/s3.err"; then
-	echo "FAIL s3 server did not start:"
-	sed 's/^/    | /' "$_base/s3.err" | tail -20
-	echo "$SUITE: 0 passed, 1 failed"
-	exit 1
-fi
-. "$S3DIR/s3.env"
-trap '"$S3SERVER" stop "$S3DIR" >/dev/null 2>&1; _cleanup' EXIT
+s3_suite_start
 
 MODES=${MODES:-"delete:512 truncate:65536 persist:4096 wal:1024"}
 
-# The case's prefix and database URL.
-url() { echo "s3://$LTFS_S3_BUCKET/$SUITE-$1"; }
-s3() { "$LTFS_S3_TOOL" "s3://$LTFS_S3_BUCKET" "$@"; }
 
 # bstart N CASE [ARGS...]: node N backing up to the case's prefix.
 bstart() {
