@@ -964,6 +964,8 @@ void fs_db_free(struct fs_db *db)
 			close(*fds[i]);
 	fs_db_sync_history(db);
 	free(db->unsynced_fds);
+	free(db->hcache.mins);
+	free(db->hcache.maxs);
 	free(db->page_cksums);
 	free(db->dirty);
 	free(db->name);

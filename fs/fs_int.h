@@ -93,9 +93,11 @@ struct fs_job {
 
 struct fs_writer {
 	pthread_t thread;
+	pthread_t folder;        /* folds histories, beside the writer */
 	pthread_mutex_t mu;      /* protects everything below and db->jobs_pending */
 	pthread_cond_t cv;       /* work arrived / stop */
 	pthread_cond_t done;     /* a job finished */
+	pthread_cond_t fold_cv;  /* stop (the folder otherwise wakes on a timer) */
 	struct fs_job *head, *tail;
 	uint32_t depth;
 	bool stop, running;
@@ -134,8 +136,14 @@ struct fs_db {
 	uint64_t hist_txid;      /* newest TXID in the history; hist_mu */
 	uint64_t n_commits;      /* files recorded or applied since start; hist_mu */
 	uint64_t ltx_bytes;      /* their bytes; hist_mu */
-	uint32_t fold_at;        /* next nltx worth a folding check; writer only */
+	uint32_t fold_at;        /* next nltx worth a folding check; folder only */
 	uint64_t shipped_txid;   /* hist_mu: history up to here is in the bucket */
+	struct {                 /* hist_mu: the history's file names, as last read */
+		uint64_t *mins, *maxs;
+		size_t n;
+		struct timespec mtime; /* of the ltx dir when read */
+		bool valid;
+	} hcache;
 
 	bool shm_resetting;      /* replica apply rewrites the WAL index: drop
 				  * the page cache's stale write-backs */
@@ -258,7 +266,7 @@ int fs_history_fold(struct fs_db *db, uint32_t keep, uint64_t limit,
 /* Remove every history file but `keep` (after a snapshot). */
 int fs_history_remove_except(struct fs_db *db, const char *keep);
 /* Name of the file that starts at min_txid and reaches furthest. */
-int fs_history_find(struct fs_db *db, uint64_t min_txid,
+int fs_history_find(struct fs_db *db, uint64_t min_txid, bool fresh,
 		    char name[LTX_FILENAME_SIZE]);
 
 /* replica.c */

@@ -225,22 +225,84 @@ int fs_history_remove_except(struct fs_db *db, const char *keep)
 	return 0;
 }
 
-int fs_history_find(struct fs_db *db, uint64_t min_txid,
-		    char name[LTX_FILENAME_SIZE])
+/*
+ * Read the directory into db->hcache when it changed since (its mtime) or
+ * when `fresh`. Replicas catching up and the backup look up file after
+ * file; one listing per change keeps that linear in the history's size.
+ * The listing runs without hist_mu (the writer takes it on every commit).
+ */
+static int hcache_load(struct fs_db *db, bool fresh)
 {
+	uint64_t *mins, *maxs;
 	struct hfile *v;
+	struct stat st;
 	size_t n;
-	uint64_t best = 0;
-	int rc = list_history(db, &v, &n);
+	int rc;
 
+	if (fstat(db->ltxfd, &st) < 0)
+		return -errno;
+	pthread_mutex_lock(&db->hist_mu);
+	rc = !fresh && db->hcache.valid && st.st_mtim.tv_sec == db->hcache.mtime.tv_sec &&
+	     st.st_mtim.tv_nsec == db->hcache.mtime.tv_nsec;
+	pthread_mutex_unlock(&db->hist_mu);
+	if (rc)
+		return 0;
+	rc = list_history(db, &v, &n);
 	if (rc < 0)
 		return rc;
+	mins = malloc((n ? n : 1) * sizeof(*mins));
+	maxs = malloc((n ? n : 1) * sizeof(*maxs));
+	if (!mins || !maxs) {
+		free(mins);
+		free(maxs);
+		free(v);
+		return -ENOMEM;
+	}
 	for (size_t i = 0; i < n; i++) {
-		if (v[i].min == min_txid && v[i].max >= best) {
-			best = v[i].max;
-			memcpy(name, v[i].name, LTX_FILENAME_SIZE);
-		}
+		mins[i] = v[i].min;
+		maxs[i] = v[i].max;
 	}
 	free(v);
-	return best ? 0 : -ENOENT;
+	pthread_mutex_lock(&db->hist_mu);
+	free(db->hcache.mins);
+	free(db->hcache.maxs);
+	db->hcache.mins = mins;
+	db->hcache.maxs = maxs;
+	db->hcache.n = n;
+	db->hcache.mtime = st.st_mtim; /* read before listing: a change during it reads again */
+	db->hcache.valid = true;
+	pthread_mutex_unlock(&db->hist_mu);
+	return 0;
+}
+
+int fs_history_find(struct fs_db *db, uint64_t min_txid, bool fresh,
+		    char name[LTX_FILENAME_SIZE])
+{
+	uint64_t best = 0;
+	int rc;
+
+	rc = hcache_load(db, fresh);
+	pthread_mutex_lock(&db->hist_mu);
+	if (rc == 0) {
+		/* sorted by (min, max): the last file starting at min_txid */
+		size_t lo = 0, hi = db->hcache.n;
+
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+
+			if (db->hcache.mins[mid] <= min_txid)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo > 0 && db->hcache.mins[lo - 1] == min_txid)
+			best = db->hcache.maxs[lo - 1];
+	}
+	pthread_mutex_unlock(&db->hist_mu);
+	if (rc < 0)
+		return rc;
+	if (!best)
+		return -ENOENT;
+	ltx_format_filename(min_txid, best, name);
+	return 0;
 }

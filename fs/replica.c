@@ -133,12 +133,16 @@ int fs_history_open(struct fs *fs, const char *name, uint64_t min_txid,
 	/* Following replicas want the newest file: try its name first. */
 	ltx_format_filename(min_txid, top, file);
 	fd = openat(db->ltxfd, file, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		rc = fs_history_find(db, min_txid, file);
+	/* then the names as last listed; a name that is gone (folded) or
+	 * none at all is asked of the directory itself */
+	for (int fresh = 0; fd < 0 && fresh < 2; fresh++) {
+		rc = fs_history_find(db, min_txid, fresh, file);
+		if (rc == -ENOENT && !fresh)
+			continue;
 		if (rc < 0)
 			return rc;
 		fd = openat(db->ltxfd, file, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
+		if (fd < 0 && fresh)
 			return -errno; /* folded away meanwhile */
 	}
 	rc = read_header(fd, h, file, err);

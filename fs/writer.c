@@ -14,6 +14,11 @@
  *
  * The thread never takes db->mu (the drain waits while holding it); the
  * history's pending-sync list has its own db->hist_mu.
+ *
+ * Folding old history files into a snapshot rewrites a whole database and
+ * can take seconds on a loaded machine; it runs on a thread of its own so
+ * that it never holds up the writer (a checkpoint waiting for the writer
+ * gives up after WRITER_DRAIN_S with an I/O error).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,7 +34,7 @@
 #define WRITER_MAX_RUN 256 /* commits merged into one file at most */
 #define WRITER_DRAIN_S 5
 #define WRITER_BATCH_MS 2
-#define WRITER_IDLE_S 1 /* idle wake-ups to fold histories */
+#define FOLD_EVERY_S 1 /* the folder looks at the histories this often */
 
 static int cmp_ref(const void *a, const void *b)
 {
@@ -207,6 +212,28 @@ static void fold_histories(struct fs *fs)
 	}
 }
 
+static void *folder_main(void *arg)
+{
+	struct fs *fs = arg;
+	struct fs_writer *w = &fs->writer;
+
+	pthread_mutex_lock(&w->mu);
+	while (!w->stop) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += FOLD_EVERY_S;
+		pthread_cond_timedwait(&w->fold_cv, &w->mu, &ts);
+		if (w->stop)
+			break;
+		pthread_mutex_unlock(&w->mu);
+		fold_histories(fs);
+		pthread_mutex_lock(&w->mu);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
 static void *writer_main(void *arg)
 {
 	struct fs *fs = arg;
@@ -219,19 +246,8 @@ static void *writer_main(void *arg)
 		uint32_t count;
 		int rc;
 
-		while (!w->head && !w->stop) {
-			/* idle: a moment to keep the histories bounded */
-			struct timespec ts;
-
-			pthread_mutex_unlock(&w->mu);
-			fold_histories(fs);
-			pthread_mutex_lock(&w->mu);
-			if (w->head || w->stop)
-				break;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += WRITER_IDLE_S;
-			pthread_cond_timedwait(&w->cv, &w->mu, &ts);
-		}
+		while (!w->head && !w->stop)
+			pthread_cond_wait(&w->cv, &w->mu);
 		if (!w->head)
 			break; /* stopping, nothing left */
 		job = w->head;
@@ -293,8 +309,17 @@ int fs_writer_start(struct fs *fs)
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
 	pthread_cond_init(&w->done, NULL);
+	pthread_cond_init(&w->fold_cv, NULL);
 	if (pthread_create(&w->thread, NULL, writer_main, fs) != 0)
 		return -EAGAIN;
+	if (pthread_create(&w->folder, NULL, folder_main, fs) != 0) {
+		pthread_mutex_lock(&w->mu);
+		w->stop = true;
+		pthread_cond_broadcast(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+		pthread_join(w->thread, NULL);
+		return -EAGAIN;
+	}
 	w->running = true;
 	return 0;
 }
@@ -309,8 +334,10 @@ void fs_writer_stop(struct fs *fs)
 	pthread_mutex_lock(&w->mu);
 	w->stop = true;
 	pthread_cond_broadcast(&w->cv);
+	pthread_cond_broadcast(&w->fold_cv);
 	pthread_mutex_unlock(&w->mu);
 	pthread_join(w->thread, NULL);
+	pthread_join(w->folder, NULL);
 	w->running = false;
 	if (w->head)
 		ltfs_error(fs->log, "writer", "%u commits not written to the history; their frames stay in the WAL and are recorded at the next start",
@@ -324,6 +351,7 @@ void fs_writer_stop(struct fs *fs)
 	}
 	pthread_cond_destroy(&w->cv);
 	pthread_cond_destroy(&w->done);
+	pthread_cond_destroy(&w->fold_cv);
 	pthread_mutex_destroy(&w->mu);
 }
 
