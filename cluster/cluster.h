@@ -183,8 +183,13 @@ int s3_put_fd(struct s3_conn *c, const char *key, int fd, uint64_t len,
  * bounds the size. etag may be NULL. */
 int s3_get(struct s3_conn *c, const char *key, uint64_t off, uint64_t len,
 	   struct ltfs_buf *out, char etag[S3_ETAG_MAX], struct ltfs_err *err);
-/* A whole object into fd from offset 0 (resumed with a range after a
- * broken transfer); *size = bytes written. */
+/* A whole object, in order, to sink (which returns 0 or < 0 to stop);
+ * a broken transfer is resumed with a range from where it stopped, so
+ * the sink sees every byte once. *size = bytes delivered. */
+typedef int (*s3_sink_fn)(void *ctx, const void *p, size_t n);
+int s3_get_sink(struct s3_conn *c, const char *key, s3_sink_fn sink, void *ctx, uint64_t *size,
+		struct ltfs_err *err);
+/* The same into fd from offset 0. */
 int s3_get_fd(struct s3_conn *c, const char *key, int fd, uint64_t *size,
 	      struct ltfs_err *err);
 int s3_head(struct s3_conn *c, const char *key, struct s3_object *out,

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,16 +31,20 @@
 
 #define RESTORE_FILES_MAX 1000000
 #define RESTORE_PARALLEL_MAX 64
+#define RESTORE_MEM_FILE (4u << 20) /* fetched whole; larger ones stream */
 
 struct rfile {
 	char key[S3_KEY_MAX];
 	unsigned level;
 	uint64_t min, max, size;
 	int64_t mtime_ms, ts_ms;  /* ts_ms: commit time (HEAD metadata), 0 = unknown */
-	/* download state: plan order, guarded by the job's mutex */
-	int fd;
+	/* download state, guarded by the job's mutex: a small file arrives
+	 * whole in mem; a big one streams through the socket pair's read end
+	 * (rd) from the moment it is ready */
+	struct ltfs_buf mem;
+	int rd;
 	int rc;
-	bool done;
+	bool ready, done;
 	char err[LTFS_ERR_MSG_MAX];
 };
 
@@ -80,7 +85,7 @@ static int on_object(void *ctx, const struct s3_object *o)
 	f->max = max;
 	f->size = o->size;
 	f->mtime_ms = o->mtime_ms;
-	f->fd = -1;
+	f->rd = -1;
 	return 0;
 }
 
@@ -209,7 +214,6 @@ fail:
 
 struct job {
 	struct s3 *s3;
-	const char *dir;          /* temp files go here */
 	struct rfile *files;
 	size_t *plan, n;
 	pthread_mutex_t mu;
@@ -220,24 +224,54 @@ struct job {
 	bool stop;
 };
 
+static int to_socket(void *ctx, const void *p, size_t n)
+{
+	int fd = *(int *)ctx;
+
+	for (const uint8_t *q = p; n > 0;) {
+		ssize_t w = send(fd, q, n, MSG_NOSIGNAL); /* the reader may have given up */
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -errno;
+		q += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int to_mem(void *ctx, const void *p, size_t n)
+{
+	return ltfs_buf_append(ctx, p, n);
+}
+
+/* Fetch one file of the plan (j->mu not held). */
 static int fetch(struct job *j, struct s3_conn *c, struct rfile *f, struct ltfs_err *err)
 {
 	uint64_t got = 0;
-	int fd = open(j->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	int rc;
 
-	if (fd < 0)
-		return ltfs_err_set(err, -errno, "temp file in '%s': %s", j->dir, strerror(errno));
-	rc = s3_get_fd(c, f->key, fd, &got, err);
+	if (f->size <= RESTORE_MEM_FILE) {
+		ltfs_buf_init(&f->mem, f->size + 1);
+		rc = s3_get_sink(c, f->key, to_mem, &f->mem, &got, err);
+	} else {
+		int sv[2];
+
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+			return ltfs_err_set(err, -errno, "socketpair: %s", strerror(errno));
+		pthread_mutex_lock(&j->mu);
+		f->rd = sv[0];
+		f->ready = true;
+		pthread_cond_broadcast(&j->cv);
+		pthread_mutex_unlock(&j->mu);
+		rc = s3_get_sink(c, f->key, to_socket, &sv[1], &got, err);
+		close(sv[1]); /* end of stream for the applier */
+	}
 	if (rc == 0 && got != f->size)
 		rc = ltfs_err_set(err, LTFS_E_TRUNCATED, "%s: %llu bytes downloaded, the listing said %llu",
 				  f->key, (unsigned long long)got, (unsigned long long)f->size);
-	if (rc < 0) {
-		close(fd);
-		return rc;
-	}
-	f->fd = fd;
-	return 0;
+	return rc;
 }
 
 static void *fetch_main(void *arg)
@@ -265,12 +299,46 @@ static void *fetch_main(void *arg)
 		f->rc = rc;
 		if (rc < 0)
 			snprintf(f->err, sizeof(f->err), "%s", err.msg);
-		f->done = true;
+		f->ready = f->done = true;
 		pthread_cond_broadcast(&j->cv);
 	}
 	pthread_mutex_unlock(&j->mu);
 	s3_conn_free(c);
 	return NULL;
+}
+
+/* Apply file f of the plan as it arrives (j->mu not held). */
+static int apply_one(struct job *j, struct rfile *f, struct ltx_build *b, int out, unsigned flags,
+		     struct ltx_header *h, struct ltfs_err *err)
+{
+	struct ltx_mem_source mem;
+	int rc = 0, frc;
+
+	pthread_mutex_lock(&j->mu);
+	while (!f->ready)
+		pthread_cond_wait(&j->cv, &j->mu);
+	pthread_mutex_unlock(&j->mu);
+	if (f->rd >= 0) {
+		rc = ltx_build_apply(b, out, ltx_read_fd, &f->rd, flags, h, err);
+		close(f->rd); /* the sender stops if we stopped early */
+		f->rd = -1;
+	}
+	pthread_mutex_lock(&j->mu);
+	while (!f->done)
+		pthread_cond_wait(&j->cv, &j->mu);
+	frc = f->rc;
+	pthread_mutex_unlock(&j->mu);
+	/* a failed download explains a broken stream better than the decoder */
+	if (frc < 0)
+		return ltfs_err_set(err, frc == -ENOENT ? LTFS_E_STATE : frc, "%s", f->err);
+	if (f->size <= RESTORE_MEM_FILE) {
+		mem = (struct ltx_mem_source){ .data = f->mem.data, .len = f->mem.len };
+		rc = ltx_build_apply(b, out, ltx_read_mem, &mem, flags, h, err);
+		ltfs_buf_release(&f->mem);
+	}
+	if (rc < 0)
+		ltfs_err_prefix(err, "%s", f->key);
+	return rc;
 }
 
 /* ---- the whole restore --------------------------------------------------- */
@@ -340,6 +408,8 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 	pthread_t threads[RESTORE_PARALLEL_MAX];
 	size_t nthreads = 0, *plan = NULL, np = 0;
 	char prefix[S3_KEY_MAX], tmp[4096], dirbuf[4096];
+	const char *dir;
+	struct ltx_build build;
 	struct s3_conn *c = NULL;
 	uint64_t cksum = LTX_CHECKSUM_FLAG, total = 0, done_bytes = 0, reached = 0;
 	struct ltx_header h = { 0 };
@@ -347,6 +417,7 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 	int out = -1, rc;
 
 	memset(res, 0, sizeof(*res));
+	ltx_build_init(&build);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	pthread_mutex_init(&j.mu, NULL);
 	pthread_cond_init(&j.cv, NULL);
@@ -380,7 +451,7 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 
 	snprintf(dirbuf, sizeof(dirbuf), "%s", o->out);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", o->out);
-	j.dir = dirname(dirbuf);
+	dir = dirname(dirbuf);
 	unlink(tmp);
 	out = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (out < 0) {
@@ -403,22 +474,10 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 	for (size_t i = 0; i < np && rc == 0; i++) {
 		struct rfile *f = &l.v[plan[i]];
 
-		pthread_mutex_lock(&j.mu);
-		while (!f->done)
-			pthread_cond_wait(&j.cv, &j.mu);
-		pthread_mutex_unlock(&j.mu);
-		if (f->rc < 0) {
-			rc = ltfs_err_set(err, f->rc == -ENOENT ? LTFS_E_STATE : f->rc, "%s", f->err);
-			break;
-		}
 		/* a file reaching back into what is applied overlaps it */
-		rc = ltx_apply_fd_flags(out, f->fd, &cksum,
-					f->min > 1 && f->min <= reached ? LTX_APPLY_OVERLAP : 0, &h, err);
+		rc = apply_one(&j, f, &build, out, f->min > 1 && f->min <= reached ? LTX_APPLY_OVERLAP : 0,
+			       &h, err);
 		reached = f->max;
-		if (rc < 0)
-			ltfs_err_prefix(err, "%s", f->key);
-		close(f->fd);
-		f->fd = -1;
 		pthread_mutex_lock(&j.mu);
 		j.applied = i + 1;
 		pthread_cond_broadcast(&j.cv);
@@ -427,6 +486,7 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 		if (rc == 0 && o->progress)
 			o->progress(o->progress_ctx, done_bytes, total, i + 1, np);
 	}
+	cksum = build.checksum;
 	if (rc == 0 && h.commit == 0)
 		rc = ltfs_err_set(err, -ENOENT,
 				  "'%s' was deleted at TXID %llu; restore an earlier --txid or --timestamp",
@@ -450,7 +510,7 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 								     RENAME_NOREPLACE)) != 0)
 		rc = ltfs_err_set(err, -errno, "'%s': %s", o->out, strerror(errno));
 	if (rc == 0) {
-		int dfd = open(j.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 		if (dfd >= 0) {
 			fsync(dfd);
@@ -469,9 +529,12 @@ out:
 	pthread_mutex_unlock(&j.mu);
 	for (size_t i = 0; i < nthreads; i++)
 		pthread_join(threads[i], NULL);
-	for (size_t i = 0; i < l.n; i++)
-		if (l.v[i].fd >= 0)
-			close(l.v[i].fd);
+	for (size_t i = 0; i < l.n; i++) {
+		if (l.v[i].rd >= 0)
+			close(l.v[i].rd);
+		ltfs_buf_release(&l.v[i].mem);
+	}
+	ltx_build_release(&build);
 	if (out >= 0) {
 		close(out);
 		if (rc < 0)

@@ -331,7 +331,8 @@ struct req {
 	uint64_t range_off, range_len; /* GET: range_len 0 = to the end */
 	bool ranged;
 	struct ltfs_buf *out;    /* response body (2xx) */
-	int out_fd;              /* or into this file from out_off */
+	s3_sink_fn sink;         /* or to this, out_off bytes so far */
+	void *sink_ctx;
 	uint64_t out_off;
 	/* response */
 	char etag[S3_ETAG_MAX];
@@ -402,8 +403,8 @@ static size_t on_body(char *p, size_t size, size_t n, void *ctx)
 			return 0;
 		return len;
 	}
-	if (r->out_fd >= 0) {
-		if (ltx_pwrite_full(r->out_fd, p, len, r->out_off) < 0) {
+	if (r->sink) {
+		if (r->sink(r->sink_ctx, p, len) < 0) {
 			r->write_failed = true;
 			return 0;
 		}
@@ -600,7 +601,7 @@ static CURLcode perform(struct s3_conn *c, struct req *r, const char *url,
 	/* a stalled transfer fails; a long one that moves does not */
 	curl_easy_setopt(k, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(k, CURLOPT_LOW_SPEED_TIME, (s3->timeout_ms + 999) / 1000);
-	big = r->body_len > S3_BIG_BODY || r->out_fd >= 0 ||
+	big = r->body_len > S3_BIG_BODY || r->sink ||
 	      (r->ranged && (r->range_len == 0 || r->range_len > S3_BIG_BODY));
 	if (!big)
 		curl_easy_setopt(k, CURLOPT_TIMEOUT_MS, s3->timeout_ms);
@@ -669,7 +670,7 @@ static int request(struct s3_conn *c, struct req *r, struct ltfs_err *err)
 
 		if (r->out && r->out->len > out_len0)
 			r->out->len = out_len0; /* a failed attempt's partial body */
-		if (r->out_fd >= 0 && r->out_off > out_off0 && r->ranged) {
+		if (r->sink && r->out_off > out_off0 && r->ranged) {
 			/* resume a whole-object download where it broke off */
 			r->range_off = r->out_off;
 			r->range_len = range_len0 ? range_len0 - (r->out_off - range_off0) : 0;
@@ -699,7 +700,7 @@ static int request(struct s3_conn *c, struct req *r, struct ltfs_err *err)
 			retry = false;
 			rc = LTFS_E_LIMIT;
 		} else if (r->write_failed) {
-			snprintf(msg, sizeof(msg), "local file I/O failed: %s", strerror(errno));
+			snprintf(msg, sizeof(msg), "storing what arrived failed: %s", strerror(errno));
 			retry = false;
 			rc = -EIO;
 		} else {
@@ -725,7 +726,6 @@ static void req_init(struct req *r, const char *method, const char *key)
 	r->method = method;
 	r->key = key;
 	r->body_fd = -1;
-	r->out_fd = -1;
 	r->sha256 = EMPTY_SHA256;
 }
 
@@ -811,18 +811,41 @@ int s3_get(struct s3_conn *c, const char *key, uint64_t off, uint64_t len,
 	return rc;
 }
 
-int s3_get_fd(struct s3_conn *c, const char *key, int fd, uint64_t *size,
-	      struct ltfs_err *err)
+int s3_get_sink(struct s3_conn *c, const char *key, s3_sink_fn sink, void *ctx, uint64_t *size,
+		struct ltfs_err *err)
 {
 	struct req r;
 	int rc;
 
 	req_init(&r, "GET", key);
-	r.out_fd = fd;
+	r.sink = sink;
+	r.sink_ctx = ctx;
 	r.ranged = true; /* "bytes=0-": so a retry can ask for the rest */
 	rc = request(c, &r, err);
 	*size = r.out_off;
 	return rc;
+}
+
+struct fd_sink {
+	int fd;
+	uint64_t off;
+};
+
+static int to_fd(void *ctx, const void *p, size_t n)
+{
+	struct fd_sink *s = ctx;
+	int rc = ltx_pwrite_full(s->fd, p, n, s->off);
+
+	s->off += n;
+	return rc;
+}
+
+int s3_get_fd(struct s3_conn *c, const char *key, int fd, uint64_t *size,
+	      struct ltfs_err *err)
+{
+	struct fd_sink s = { .fd = fd };
+
+	return s3_get_sink(c, key, to_fd, &s, size, err);
 }
 
 int s3_head(struct s3_conn *c, const char *key, struct s3_object *out,

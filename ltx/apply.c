@@ -207,3 +207,113 @@ out:
 	free(scratch);
 	return rc;
 }
+
+/* ---- building a new database from a stream ------------------------------- */
+
+void ltx_build_init(struct ltx_build *b)
+{
+	memset(b, 0, sizeof(*b));
+	b->checksum = LTX_CHECKSUM_FLAG;
+}
+
+void ltx_build_release(struct ltx_build *b)
+{
+	free(b->cksums);
+	memset(b, 0, sizeof(*b));
+}
+
+static int build_reserve(struct ltx_build *b, uint32_t pages)
+{
+	uint64_t *v;
+	uint32_t cap;
+
+	if (pages <= b->cap)
+		return 0;
+	cap = b->cap ? b->cap : 1024;
+	while (cap < pages)
+		cap = cap > UINT32_MAX / 2 ? pages : cap * 2;
+	v = realloc(b->cksums, (size_t)cap * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	memset(v + b->cap, 0, (size_t)(cap - b->cap) * sizeof(*v));
+	b->cksums = v;
+	b->cap = cap;
+	return 0;
+}
+
+int ltx_build_apply(struct ltx_build *b, int db_fd, ltx_read_fn read, void *ctx, unsigned flags,
+		    struct ltx_header *out_header, struct ltfs_err *err)
+{
+	struct ltx_decoder *dec = NULL;
+	struct ltx_frame_info fi;
+	struct ltx_trailer t;
+	const struct ltx_header *h;
+	const uint8_t *page;
+	uint64_t sum = b->checksum & ~LTX_CHECKSUM_FLAG;
+	uint32_t pgno;
+	int rc = ltx_decoder_open(&dec, read, ctx, NULL, err);
+
+	if (rc < 0)
+		return rc;
+	h = ltx_decoder_header(dec);
+	if (b->pages && h->page_size != b->page_size) {
+		rc = ltfs_err_set(err, LTFS_E_USAGE, "page size %u differs from the database's %u",
+				  h->page_size, b->page_size);
+		goto out;
+	}
+	if (ltx_header_is_snapshot(h)) {
+		memset(b->cksums, 0, (size_t)b->cap * sizeof(*b->cksums));
+		b->pages = 0;
+		sum = 0;
+	} else if (ltx_header_has_checksums(h) && !(flags & LTX_APPLY_OVERLAP) &&
+		   h->pre_apply_checksum != b->checksum) {
+		rc = ltfs_err_set(err, LTFS_E_CHECKSUM,
+				  "does not continue the database: pre-apply checksum %016llx, database is %016llx",
+				  (unsigned long long)h->pre_apply_checksum,
+				  (unsigned long long)b->checksum);
+		goto out;
+	}
+	b->page_size = h->page_size;
+	rc = build_reserve(b, h->commit > b->pages ? h->commit : b->pages);
+	if (rc < 0) {
+		ltfs_err_set(err, rc, NULL);
+		goto out;
+	}
+	while ((rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1) {
+		ltx_decoder_frame_info(dec, &fi);
+		rc = ltx_pwrite_full(db_fd, page, h->page_size, (uint64_t)(pgno - 1) * h->page_size);
+		if (rc < 0) {
+			ltfs_err_set(err, rc, "write database page %u: %s", pgno, ltfs_strerror(rc));
+			goto out;
+		}
+		sum ^= (b->cksums[pgno - 1] ^ fi.checksum) & ~LTX_CHECKSUM_FLAG;
+		b->cksums[pgno - 1] = fi.checksum;
+	}
+	if (rc < 0)
+		goto out;
+	rc = ltx_decoder_finish(dec, &t, err);
+	if (rc < 0)
+		goto out;
+	for (uint32_t i = h->commit; i < b->pages; i++) { /* cut off by a smaller commit */
+		sum ^= b->cksums[i] & ~LTX_CHECKSUM_FLAG;
+		b->cksums[i] = 0;
+	}
+	if (ftruncate(db_fd, (off_t)h->commit * h->page_size) < 0) {
+		rc = ltfs_err_set(err, -errno, "truncate database: %s", strerror(errno));
+		goto out;
+	}
+	b->pages = h->commit;
+	b->checksum = LTX_CHECKSUM_FLAG | sum;
+	if (ltx_header_has_checksums(h) && t.post_apply_checksum != b->checksum) {
+		rc = ltfs_err_set(err, LTFS_E_CHECKSUM,
+				  "post-apply checksum %016llx differs from the result %016llx",
+				  (unsigned long long)t.post_apply_checksum,
+				  (unsigned long long)b->checksum);
+		goto out;
+	}
+	if (out_header)
+		*out_header = *h;
+out:
+	ltx_decoder_free(dec);
+	return rc;
+}

@@ -497,6 +497,26 @@ int ltx_apply_fd(int db_fd, int ltx_fd, uint64_t *db_checksum,
 int ltx_apply_fd_flags(int db_fd, int ltx_fd, uint64_t *db_checksum, unsigned flags,
 		       struct ltx_header *out_header, struct ltfs_err *err);
 
+/*
+ * Building a new database file that nobody reads until it is complete (a
+ * restore's OUT.tmp): each file is applied in one pass as it is decoded,
+ * straight from a stream, its pages written before the file is known to
+ * be valid. The caller discards the file on any error. Pre- and
+ * post-apply checksums are checked as ltx_apply_fd does, from per-page
+ * checksums kept in memory (8 bytes a page). The file grows and shrinks
+ * with each commit; it starts empty.
+ */
+struct ltx_build {
+	uint64_t checksum;  /* FLAG | XOR of the pages (FLAG when empty) */
+	uint32_t page_size, pages;
+	uint64_t *cksums;   /* [0..cap), 0 where no page */
+	uint32_t cap;
+};
+void ltx_build_init(struct ltx_build *b);
+void ltx_build_release(struct ltx_build *b);
+int ltx_build_apply(struct ltx_build *b, int db_fd, ltx_read_fn read, void *ctx, unsigned flags,
+		    struct ltx_header *out_header, struct ltfs_err *err);
+
 /* ------------------------------------------------------------------------
  * Compactor
  *

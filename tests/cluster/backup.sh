@@ -203,6 +203,37 @@ case_bad_objects() {
 }
 run_case bad_objects
 
+# Objects over 4 MiB are applied as they stream in: a flipped byte or a cut
+# in the middle of one still stops the restore with its key, and writes
+# nothing; intact, it restores exactly.
+case_big_object() {
+	bstart 1 big --upload-interval 0
+	MODE=wal
+	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); INSERT INTO t(v) SELECT randomblob(3000) FROM generate_series(1, 3000)"
+	w 1 "INSERT INTO t(v) VALUES ('small')"
+	wait_shipped 1
+	key=$(s3 list "$SUITE-big/app.db/0000/" | awk '$2 > 4194304 { print $1; exit }')
+	check "an object over 4 MiB" [ -n "$key" ]
+	s3 get "$key" >"$T/good.ltx"
+	size=$(stat -c %s "$T/good.ltx")
+	cp "$T/good.ltx" "$T/flip.ltx"
+	printf '\377' | dd of="$T/flip.ltx" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+	s3 put "$key" "$T/flip.ltx" >/dev/null
+	expect_exit 1 "$LTFS" restore -o "$T/r.db" "$(url big)/app.db"
+	contains "$T/err" "$key"
+	check "no output" [ ! -e "$T/r.db" ] && [ ! -e "$T/r.db.tmp" ]
+	head -c $((size / 3)) "$T/good.ltx" >"$T/short.ltx"
+	s3 put "$key" "$T/short.ltx" >/dev/null
+	expect_exit 1 "$LTFS" restore -o "$T/r.db" "$(url big)/app.db"
+	contains "$T/err" "$key"
+	check "no output" [ ! -e "$T/r.db" ]
+	s3 put "$key" "$T/good.ltx" >/dev/null
+	expect_exit 0 "$LTFS" restore --integrity-check -o "$T/r.db" "$(url big)/app.db"
+	check "restored" restored_same "$T/r.db" 1
+	node_stop 1
+}
+run_case big_object
+
 # The server stops answering: commits go on, the backlog is reported and
 # kept locally (folding holds back), and it drains once S3 is back.
 # unshipped_alone MIN-MAX SHIPPED: the file is all shipped or all not
