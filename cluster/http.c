@@ -559,8 +559,11 @@ int cl_http_start(struct cluster *c, struct ltfs_err *err)
 {
 	struct sockaddr_storage ss;
 	bool loopback = false;
+	/* poll, not select: a busy primary holds more than FD_SETSIZE (1024)
+	 * descriptors (history files waiting for their sync), and select
+	 * cannot take a connection numbered above that */
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-			 MHD_USE_ERROR_LOG;
+			 MHD_USE_POLL | MHD_USE_ERROR_LOG;
 	int rc = parse_addr(c->addr, &ss, &loopback, err);
 
 	if (rc < 0)

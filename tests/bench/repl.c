@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/bench/bench.h"
 #define POLL_US 75               /* from one read of REPLICA_POS to the next */
 #define SYNC_TIMEOUT 30.0        /* s: replica reaching the primary before the run */
 #define DRAIN_TIMEOUT 20.0       /* s: replica reaching the last commit after it */
@@ -41,62 +42,9 @@
 #define MAX_POLLS 100000000      /* per run, whatever the time */
 #define POS_LEN 34               /* "TXID/CHECKSUM\n" */
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_until(double t)
-{
-	struct timespec ts;
-
-	ts.tv_sec = (time_t)t;
-	ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-	if (ts.tv_nsec >= 1000000000L)
-		ts.tv_nsec = 999999999L;
-	for (int i = 0; i < 100; i++)
-		if (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != EINTR)
-			break;
-}
-
 static void sleep_for(double secs)
 {
 	sleep_until(now() + secs);
-}
-
-static int parse_double(const char *s, double lo, double hi, double *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || *end || !(v >= lo && v <= hi))
-		return -1;
-	*out = v;
-	return 0;
-}
-
-/* The TXID of a NAME-pos text: its first 16 hex digits; 0 if malformed. */
-static uint64_t pos_txid(const char *s, size_t n)
-{
-	uint64_t v = 0;
-
-	if (n < 17 || s[16] != '/')
-		return 0;
-	for (size_t i = 0; i < 16; i++) {
-		char c = s[i];
-		unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0')
-			   : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10) : 16;
-
-		if (d > 15)
-			return 0;
-		v = v << 4 | d;
-	}
-	return v;
 }
 
 /* Read a whole small file into buf (NUL-terminated); its length or -1. */
@@ -165,35 +113,6 @@ static void *poll_main(void *arg)
 		sleep_until(next);
 	}
 	return NULL;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of sorted v[0..n). */
-static double pct(const double *v, size_t n, double q)
-{
-	size_t k = (size_t)(q * (double)n);
-
-	if ((double)k < q * (double)n)
-		k++; /* rounded up */
-	return n == 0 ? 0 : v[k ? k - 1 : 0];
-}
-
-static int exec(sqlite3 *db, const char *sql)
-{
-	char *msg = NULL;
-
-	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		fprintf(stderr, "bench-repl: %s: %s\n", sql, msg ? msg : sqlite3_errmsg(db));
-		sqlite3_free(msg);
-		return -1;
-	}
-	return 0;
 }
 
 /* Wait until the replica's position equals the primary's; 0 or -1. */

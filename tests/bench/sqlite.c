@@ -13,25 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int exec(sqlite3 *db, const char *sql)
-{
-	char *msg = NULL;
-
-	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		fprintf(stderr, "bench-sqlite: %s: %s\n", sql, msg ? msg : "?");
-		sqlite3_free(msg);
-		return -1;
-	}
-	return 0;
-}
+#include "tests/bench/bench.h"
 
 static int commits(sqlite3 *db, const char *mode, const char *sync,
 		   double secs, long max)
