@@ -241,9 +241,45 @@ static int build_reserve(struct ltx_build *b, uint32_t pages)
 	return 0;
 }
 
+/* Consecutive pages gathered for one pwrite: a snapshot is one long run,
+ * and a write per page cost more than decoding it. */
+struct run_buf {
+	uint8_t *data;
+	size_t cap, len;
+	uint64_t off;       /* file offset of data[0] */
+};
+
+static int run_flush(struct run_buf *w, int fd, struct ltfs_err *err)
+{
+	int rc = w->len ? ltx_pwrite_full(fd, w->data, w->len, w->off) : 0;
+
+	if (rc < 0)
+		ltfs_err_set(err, rc, "write database at offset %llu: %s",
+			     (unsigned long long)w->off, ltfs_strerror(rc));
+	w->len = 0;
+	return rc;
+}
+
+static int run_add(struct run_buf *w, int fd, const uint8_t *page, uint32_t ps, uint64_t off,
+		   struct ltfs_err *err)
+{
+	if (w->len && (off != w->off + w->len || w->len + ps > w->cap)) {
+		int rc = run_flush(w, fd, err);
+
+		if (rc < 0)
+			return rc;
+	}
+	if (w->len == 0)
+		w->off = off;
+	memcpy(w->data + w->len, page, ps);
+	w->len += ps;
+	return 0;
+}
+
 int ltx_build_apply(struct ltx_build *b, int db_fd, ltx_read_fn read, void *ctx, unsigned flags,
 		    struct ltx_header *out_header, struct ltfs_err *err)
 {
+	struct run_buf w = { .cap = 1u << 20 };
 	struct ltx_decoder *dec = NULL;
 	struct ltx_frame_info fi;
 	struct ltx_trailer t;
@@ -275,20 +311,21 @@ int ltx_build_apply(struct ltx_build *b, int db_fd, ltx_read_fn read, void *ctx,
 	}
 	b->page_size = h->page_size;
 	rc = build_reserve(b, h->commit > b->pages ? h->commit : b->pages);
-	if (rc < 0) {
-		ltfs_err_set(err, rc, NULL);
+	w.data = malloc(w.cap);
+	if (rc < 0 || !w.data) {
+		rc = ltfs_err_set(err, -ENOMEM, NULL);
 		goto out;
 	}
 	while ((rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1) {
 		ltx_decoder_frame_info(dec, &fi);
-		rc = ltx_pwrite_full(db_fd, page, h->page_size, (uint64_t)(pgno - 1) * h->page_size);
-		if (rc < 0) {
-			ltfs_err_set(err, rc, "write database page %u: %s", pgno, ltfs_strerror(rc));
+		rc = run_add(&w, db_fd, page, h->page_size, (uint64_t)(pgno - 1) * h->page_size, err);
+		if (rc < 0)
 			goto out;
-		}
 		sum ^= (b->cksums[pgno - 1] ^ fi.checksum) & ~LTX_CHECKSUM_FLAG;
 		b->cksums[pgno - 1] = fi.checksum;
 	}
+	if (rc == 0)
+		rc = run_flush(&w, db_fd, err);
 	if (rc < 0)
 		goto out;
 	rc = ltx_decoder_finish(dec, &t, err);
@@ -314,6 +351,7 @@ int ltx_build_apply(struct ltx_build *b, int db_fd, ltx_read_fn read, void *ctx,
 	if (out_header)
 		*out_header = *h;
 out:
+	free(w.data);
 	ltx_decoder_free(dec);
 	return rc;
 }
