@@ -23,6 +23,10 @@
 
 #include "fs/fs_int.h"
 
+/* Files folded at once at most: a long backlog (a bucket that was down)
+ * folds in several rounds instead of holding thousands of decoders. */
+#define FOLD_MAX_FILES 1024
+
 struct hfile {
 	uint64_t min, max;
 	uint64_t size;
@@ -129,7 +133,9 @@ static size_t fold_count(const struct hfile *v, size_t n, uint32_t keep,
 	}
 	if (bytes < v[0].size && count < (size_t)keep * 100)
 		return 0;
-	return count;
+	/* a decoder (and its buffer) per file: fold at most this many now,
+	 * the rest in the next rounds */
+	return count > FOLD_MAX_FILES ? FOLD_MAX_FILES : count;
 }
 
 /* 1 if files were folded, 0 if it did not pay, < 0 on error. */

@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,6 +210,10 @@ static void fold_histories(struct fs *fs)
 		/* not worth it (or failed): look again after `keep` more */
 		if (rc <= 0)
 			db->fold_at = nltx + keep;
+		/* a fold reads many files at once (a decoder buffer each): give
+		 * that memory back rather than keep it in this thread's arena */
+		if (rc > 0)
+			malloc_trim(0);
 	}
 }
 
