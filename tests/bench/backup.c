@@ -529,15 +529,7 @@ static int lag(const char *dbpath, const char *url, double rate, double secs)
 		fprintf(stderr, "bench-backup: %s\n", err.msg);
 		goto out;
 	}
-	if (sqlite3_open(dbpath, &db) != SQLITE_OK) {
-		fprintf(stderr, "bench-backup: open '%s': %s\n", dbpath, sqlite3_errmsg(db));
-		goto out;
-	}
-	sqlite3_busy_timeout(db, 5000);
-	if (exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-		 "CREATE TABLE IF NOT EXISTS k(id INTEGER PRIMARY KEY, v BLOB);") < 0 ||
-	    sqlite3_prepare_v2(db, "INSERT INTO k(v) VALUES (randomblob(100))", -1, &st,
-			       NULL) != SQLITE_OK)
+	if (open_commit_db(dbpath, &db, &st) < 0)
 		goto out;
 	if (!(p.base = read_pos(ppos))) {
 		fprintf(stderr, "bench-backup: '%s': no position\n", ppos);

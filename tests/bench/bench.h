@@ -94,4 +94,21 @@ static inline int exec(sqlite3 *db, const char *sql)
 	return 0;
 }
 
+/* A WAL/NORMAL database with table k, and the one-row insert the lag
+ * measurements commit: 0, or -1 with the reason on stderr. */
+static inline int open_commit_db(const char *path, sqlite3 **db, sqlite3_stmt **st)
+{
+	if (sqlite3_open(path, db) != SQLITE_OK) {
+		fprintf(stderr, "bench: open '%s': %s\n", path, sqlite3_errmsg(*db));
+		return -1;
+	}
+	sqlite3_busy_timeout(*db, 5000);
+	if (exec(*db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+		 "CREATE TABLE IF NOT EXISTS k(id INTEGER PRIMARY KEY, v BLOB);") < 0 ||
+	    sqlite3_prepare_v2(*db, "INSERT INTO k(v) VALUES (randomblob(100))", -1, st,
+			       NULL) != SQLITE_OK)
+		return -1;
+	return 0;
+}
+
 #endif /* LTFS_BENCH_H */

@@ -163,15 +163,7 @@ static int lag(const char *dbpath, const char *rpos, double rate, double secs)
 	for (size_t i = 0; i < p.cap; i++)
 		p.shown[i] = -1;
 
-	if (sqlite3_open(dbpath, &db) != SQLITE_OK) {
-		fprintf(stderr, "bench-repl: open '%s': %s\n", dbpath, sqlite3_errmsg(db));
-		goto out;
-	}
-	sqlite3_busy_timeout(db, 5000);
-	if (exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-		 "CREATE TABLE IF NOT EXISTS k(id INTEGER PRIMARY KEY, v BLOB);") < 0 ||
-	    sqlite3_prepare_v2(db, "INSERT INTO k(v) VALUES (randomblob(100))", -1, &st,
-			       NULL) != SQLITE_OK)
+	if (open_commit_db(dbpath, &db, &st) < 0)
 		goto out;
 	if (wait_same(ppos, rpos, SYNC_TIMEOUT) < 0)
 		goto out;
