@@ -170,6 +170,24 @@ case_output_rules() {
 }
 run_case output_rules
 
+# refused_when_bad CASE KEY CUT: KEY with a byte flipped in the middle, then
+# cut to CUT bytes: each restore fails naming KEY and writes nothing; the
+# object is left intact (its bytes in $T/good.ltx).
+refused_when_bad() {
+	s3 get "$2" >"$T/good.ltx"
+	size=$(stat -c %s "$T/good.ltx")
+	cp "$T/good.ltx" "$T/flip.ltx"
+	printf '\377' | dd of="$T/flip.ltx" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+	head -c "$3" "$T/good.ltx" >"$T/short.ltx"
+	for bad in flip short; do
+		s3 put "$2" "$T/$bad.ltx" >/dev/null
+		expect_exit 1 "$LTFS" restore -o "$T/r.db" "$(url "$1")/app.db"
+		contains "$T/err" "$2"
+		check "$bad: no output" [ ! -e "$T/r.db" ] && [ ! -e "$T/r.db.tmp" ]
+	done
+	s3 put "$2" "$T/good.ltx" >/dev/null
+}
+
 # A corrupt or truncated object stops the restore with its key named, and
 # no output is written; the intact chain still restores after a repair.
 case_bad_objects() {
@@ -178,20 +196,7 @@ case_bad_objects() {
 	for i in 1 2 3; do w 1 "INSERT INTO t(v) VALUES (randomblob(2000))"; done
 	wait_shipped 1
 	key=$(s3 list "$SUITE-bad/app.db/0000/" | sed -n 2p | cut -d' ' -f1)
-	s3 get "$key" >"$T/good.ltx"
-	size=$(stat -c %s "$T/good.ltx")
-	# flip one byte in the middle
-	cp "$T/good.ltx" "$T/flip.ltx"
-	printf '\377' | dd of="$T/flip.ltx" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
-	s3 put "$key" "$T/flip.ltx" >/dev/null
-	expect_exit 1 "$LTFS" restore -o "$T/r.db" "$(url bad)/app.db"
-	contains "$T/err" "$key"
-	check "no output" [ ! -e "$T/r.db" ] && [ ! -e "$T/r.db.tmp" ]
-	head -c $((size - 7)) "$T/good.ltx" >"$T/short.ltx"
-	s3 put "$key" "$T/short.ltx" >/dev/null
-	expect_exit 1 "$LTFS" restore -o "$T/r.db" "$(url bad)/app.db"
-	contains "$T/err" "$key"
-	check "no output" [ ! -e "$T/r.db" ]
+	refused_when_bad bad "$key" $(($(s3 head "$key" | cut -d' ' -f1) - 7))
 	# a missing file in the middle: the chain has a gap
 	s3 delete "$key"
 	expect_exit 1 "$LTFS" restore -o "$T/r.db" "$(url bad)/app.db"
@@ -214,20 +219,7 @@ case_big_object() {
 	wait_shipped 1
 	key=$(s3 list "$SUITE-big/app.db/0000/" | awk '$2 > 4194304 { print $1; exit }')
 	check "an object over 4 MiB" [ -n "$key" ]
-	s3 get "$key" >"$T/good.ltx"
-	size=$(stat -c %s "$T/good.ltx")
-	cp "$T/good.ltx" "$T/flip.ltx"
-	printf '\377' | dd of="$T/flip.ltx" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
-	s3 put "$key" "$T/flip.ltx" >/dev/null
-	expect_exit 1 "$LTFS" restore -o "$T/r.db" "$(url big)/app.db"
-	contains "$T/err" "$key"
-	check "no output" [ ! -e "$T/r.db" ] && [ ! -e "$T/r.db.tmp" ]
-	head -c $((size / 3)) "$T/good.ltx" >"$T/short.ltx"
-	s3 put "$key" "$T/short.ltx" >/dev/null
-	expect_exit 1 "$LTFS" restore -o "$T/r.db" "$(url big)/app.db"
-	contains "$T/err" "$key"
-	check "no output" [ ! -e "$T/r.db" ]
-	s3 put "$key" "$T/good.ltx" >/dev/null
+	refused_when_bad big "$key" $(($(s3 head "$key" | cut -d' ' -f1) / 3))
 	expect_exit 0 "$LTFS" restore --integrity-check -o "$T/r.db" "$(url big)/app.db"
 	check "restored" restored_same "$T/r.db" 1
 	node_stop 1
