@@ -104,7 +104,9 @@ fake_done() {
 
 # at_txid2: the replica holds TXID 2 of the fixture and nothing else.
 at_txid2() {
-	check "position is TXID 2's" [ "$(cat "$T/m/app.db-pos")" = "$(cat "$FIX/pos.2")" ]
+	# the second connection sends TXIDs 1 and 2 again: the replica may
+	# still be applying them after the fake primary has exited
+	wait_for "position is TXID 2's" sh -c "[ \"\$(cat '$T/m/app.db-pos')\" = \"\$(cat '$FIX/pos.2')\" ]"
 	check "integrity" [ "$(sql "$T/m/app.db" 'PRAGMA integrity_check')" = ok ]
 	check "rows of TXID 2" [ "$(sql "$T/m/app.db" 'SELECT group_concat(v) FROM t')" = "row 2" ]
 	check "history is TXIDs 1, 2" [ "$(ls "$T/data/dbs/app.db/ltx" | tr '\n' ' ')" = \
