@@ -298,7 +298,8 @@ int ltx_build_apply(struct ltx_build *b, int db_fd, ltx_read_fn read, void *ctx,
 		goto out;
 	}
 	if (ltx_header_is_snapshot(h)) {
-		memset(b->cksums, 0, (size_t)b->cap * sizeof(*b->cksums));
+		if (b->cksums)
+			memset(b->cksums, 0, (size_t)b->cap * sizeof(*b->cksums));
 		b->pages = 0;
 		sum = 0;
 	} else if (ltx_header_has_checksums(h) && !(flags & LTX_APPLY_OVERLAP) &&
