@@ -92,7 +92,7 @@ static int on_object(void *ctx, const struct s3_object *o)
 
 /* Is the file allowed by the target? For a moment, its commit time must
  * be before it. The upload time (LastModified) is never earlier than the
- * commit, so only files uploaded after the moment need a look at their
+ * commit, so only files uploaded around or after the moment need a look at their
  * header's timestamp (one ranged GET of its first bytes): exact to the
  * millisecond whoever wrote the file, where metadata may be missing and
  * HEAD's Last-Modified has whole seconds. */
@@ -103,7 +103,9 @@ static int allowed(struct s3_conn *c, struct rfile *f, uint64_t txid, int64_t be
 		return 0;
 	if (!before_ms)
 		return 1;
-	if (f->mtime_ms && f->mtime_ms < before_ms)
+	/* listings may give whole seconds (AWS does): only an upload a full
+	 * second before the moment is surely before it */
+	if (f->mtime_ms && f->mtime_ms + 1000 <= before_ms)
 		return 1;
 	if (!f->ts_ms) {
 		struct ltx_header h;
