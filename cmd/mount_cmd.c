@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -52,6 +53,22 @@ static const char mount_usage[] =
 	"\n"
 	"Data dir layout: DATA/dbs/NAME/database (the SQLite file), .../ltx/ (the\n"
 	"LTX history, inspect with 'ltfs ltx dump'), DATA/tree (other files).\n";
+
+/*
+ * The daemon holds a descriptor per open file of every app, per backing
+ * file, and per history file waiting for its sync: the usual soft limit of
+ * 1024 is soon reached under load. Raise it to the hard limit.
+ */
+static void raise_fd_limit(struct cmd_ctx *ctx)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		ltfs_warn(&ctx->log, "mount", "cannot raise the open-file limit: %s", strerror(errno));
+}
 
 /*
  * A primary whose data dir holds no database yet starts from the bucket, so
@@ -214,6 +231,7 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	ccfg.backup = &bopts;
 	cfg.hold_unshipped = s3 != NULL;
 
+	raise_fd_limit(ctx);
 	rc = s3 && !(ccfg.replica_of && ccfg.replica_of[0]) ? bootstrap(ctx, s3, data_dir, &err) : 0;
 	if (rc == 0)
 		rc = fs_open(&fs, &cfg, &err);

@@ -156,6 +156,21 @@ case_hostile_operations() {
 	ltfs_umount "$M"
 }
 
+# Started under the usual soft limit of 1024 open files, the daemon takes
+# the hard limit (it keeps a descriptor per open file and per history file
+# waiting for its sync).
+case_open_file_limit() {
+	M=$T/mnt
+	(
+		ulimit -Sn 1024
+		ltfs_mount "$M"
+	)
+	soft=$(awk '/Max open files/ { print $4 }' "/proc/$(cat "$T/ltfs.pid")/limits")
+	hard=$(awk '/Max open files/ { print $5 }' "/proc/$(cat "$T/ltfs.pid")/limits")
+	check "soft limit raised from 1024 to the hard limit ($soft of $hard)" [ "$soft" = "$hard" ]
+	ltfs_umount "$M"
+}
+
 run_case help_and_usage
 run_case refuses_nested_dirs
 run_case config_file
@@ -163,4 +178,5 @@ run_case sigterm_and_stale_mount
 run_case debug_logs_requests
 run_case bad_writes
 run_case hostile_operations
+run_case open_file_limit
 finish
