@@ -44,7 +44,7 @@ int64_t cl_mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void cl_wait(struct cluster *c, int64_t ms)
+void cl_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms)
 {
 	struct timespec ts;
 
@@ -55,7 +55,12 @@ void cl_wait(struct cluster *c, int64_t ms)
 		ts.tv_sec++;
 		ts.tv_nsec -= 1000000000;
 	}
-	pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+	pthread_cond_timedwait(cv, mu, &ts);
+}
+
+void cl_wait(struct cluster *c, int64_t ms)
+{
+	cl_cond_wait_ms(&c->cv, &c->mu, ms);
 }
 
 /* One connection's receiving state. */

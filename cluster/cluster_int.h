@@ -49,6 +49,8 @@ struct cluster {
 
 int64_t cl_now_ms(void);      /* wall clock, ms since the epoch */
 int64_t cl_mono_ms(void);     /* monotonic, ms */
+/* Wait on cv (mu held) for at most ms milliseconds. */
+void cl_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms);
 /* Wait on c->cv (c->mu held) for at most ms milliseconds. */
 void cl_wait(struct cluster *c, int64_t ms);
 

@@ -321,15 +321,7 @@ static void *flush_main(void *arg)
 
 	pthread_mutex_lock(&j->mu);
 	while (!j->flushed && !j->stop) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += RESTORE_FLUSH_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+		cl_cond_wait_ms(&j->cv, &j->mu, RESTORE_FLUSH_MS);
 		pthread_mutex_unlock(&j->mu);
 		sync_file_range(j->out, 0, 0, SYNC_FILE_RANGE_WRITE);
 		pthread_mutex_lock(&j->mu);
@@ -600,7 +592,6 @@ struct names {
 	const char *prefix;
 	char **v;
 	size_t n, cap;
-	bool nomem;
 };
 
 static int on_name(void *ctx, const struct s3_object *o)
