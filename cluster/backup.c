@@ -109,38 +109,103 @@ int s3_ltx_key_parse(const char *prefix, const char *key, char *name, size_t n,
 	return 0;
 }
 
+struct listed {
+	struct cl_backup *b;
+	struct lobj {
+		char *name;
+		unsigned level;
+		uint64_t min, max, size;
+		int64_t mtime_ms;
+	} *v;
+	size_t n, cap;
+};
+
 static int on_listed(void *ctx, const struct s3_object *o)
 {
-	struct cl_backup *b = ctx;
+	struct listed *l = ctx;
 	char name[FRAME_NAME_MAX + 1];
 	unsigned level;
 	uint64_t min, max;
-	struct bdb *d;
 
-	if (s3_ltx_key_parse(s3_prefix(b->s3), o->key, name, sizeof(name), &level, &min,
+	if (s3_ltx_key_parse(s3_prefix(l->b->s3), o->key, name, sizeof(name), &level, &min,
 				&max) < 0 || level >= BUCKET_LEVELS)
 		return 0; /* not ours: the lease, an operator's notes */
-	d = cl_bdb_find(b, name, true);
-	if (!d || cl_level_add(&d->lv[level], min, max, o->size, o->mtime_ms) < 0)
-		return -ENOMEM;
-	if (max > d->remote_txid) {
-		d->remote_txid = max;
-		d->remote_ms = o->mtime_ms;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 256;
+		struct lobj *v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
 	}
+	l->v[l->n].name = strdup(name);
+	if (!l->v[l->n].name)
+		return -ENOMEM;
+	l->v[l->n].level = level;
+	l->v[l->n].min = min;
+	l->v[l->n].max = max;
+	l->v[l->n].size = o->size;
+	l->v[l->n].mtime_ms = o->mtime_ms;
+	l->n++;
 	return 0;
 }
 
-/* List what the bucket holds; a refusal here (no bucket, bad key) is a
- * configuration error worth failing the start for. */
+/*
+ * List what the bucket holds (without c->mu: it takes a while) and make
+ * it the in-memory picture. With a lease, a database's head is the one
+ * the lease publishes: objects past it are a deposed primary's, never
+ * part of the chain. A refusal here (no bucket, bad key) is a
+ * configuration error worth failing the start for.
+ */
 static int list_bucket(struct cl_backup *b, struct ltfs_err *err)
 {
+	struct listed l = { .b = b };
 	char prefix[S3_KEY_MAX];
+	uint64_t *heads = NULL;
 	int rc;
 
 	snprintf(prefix, sizeof(prefix), "%s%s", s3_prefix(b->s3), s3_prefix(b->s3)[0] ? "/" : "");
+	rc = s3_list(b->conn, prefix, on_listed, &l, err);
+	if (rc == -ENOMEM)
+		ltfs_err_set(err, rc, "listing the bucket: out of memory");
+	if (rc == 0 && b->c->lease && l.n) {
+		heads = calloc(l.n, sizeof(*heads));
+		if (!heads)
+			rc = ltfs_err_set(err, -ENOMEM, NULL);
+		for (size_t i = 0; heads && i < l.n; i++)
+			heads[i] = i && strcmp(l.v[i].name, l.v[i - 1].name) == 0
+					   ? heads[i - 1]
+					   : cl_lease_head(b->c, l.v[i].name, NULL);
+	}
 	pthread_mutex_lock(&b->c->mu);
-	rc = s3_list(b->conn, prefix, on_listed, b, err);
+	for (size_t i = 0; rc == 0 && i < b->ndbs; i++) {
+		b->dbs[i].remote_txid = 0;
+		b->dbs[i].remote_ms = 0;
+		for (int k = 0; k < BUCKET_LEVELS; k++)
+			b->dbs[i].lv[k].n = 0;
+	}
+	for (size_t i = 0; rc == 0 && i < l.n; i++) {
+		struct lobj *o = &l.v[i];
+		struct bdb *d;
+
+		if (heads && heads[i] && o->max > heads[i])
+			continue; /* unpublished */
+		d = cl_bdb_find(b, o->name, true);
+		if (!d || cl_level_add(&d->lv[o->level], o->min, o->max, o->size, o->mtime_ms) < 0) {
+			rc = ltfs_err_set(err, -ENOMEM, NULL);
+			break;
+		}
+		if (o->max > d->remote_txid) {
+			d->remote_txid = o->max;
+			d->remote_ms = o->mtime_ms;
+		}
+	}
 	pthread_mutex_unlock(&b->c->mu);
+	for (size_t i = 0; i < l.n; i++)
+		free(l.v[i].name);
+	free(l.v);
+	free(heads);
 	return rc;
 }
 
@@ -258,6 +323,37 @@ static int merge(struct run *r, struct ltfs_buf *out, struct ltx_header *oh,
 	return rc;
 }
 
+/*
+ * With a lease, an object in our way past the published head is what a
+ * deposed primary uploaded and could never publish: replace it. Only the
+ * version we looked at is replaced (If-Match), and only while the lease is
+ * ours after the look, so a primary that was itself deposed meanwhile can
+ * never overwrite what its successor wrote.
+ */
+static int replace_orphan(struct cl_backup *b, const char *name, const char *key,
+			  struct run *r, const struct ltfs_buf *mem, uint64_t size,
+			  const struct s3_put_opts *o, struct ltfs_err *err)
+{
+	struct s3_object obj;
+	struct s3_put_opts put = *o;
+	int rc;
+
+	rc = s3_head(b->conn, key, &obj, err);
+	if (rc < 0)
+		return rc;
+	if (!cl_lease_valid(b->c))
+		return ltfs_err_set(err, LTFS_E_NOT_PRIMARY, "'%s': %s: the lease is not held", name,
+				    key);
+	put.if_none_match = false;
+	put.if_match = obj.etag;
+	rc = r->n > 1 ? s3_put(b->conn, key, mem->data, mem->len, &put, NULL, err)
+		      : s3_put_fd(b->conn, key, r->fds[0], size, &put, NULL, err);
+	if (rc == 0)
+		ltfs_warn(b->c->log, "backup", "'%s': replaced %s, left unpublished by a deposed primary",
+			  name, key);
+	return rc;
+}
+
 /* Upload one run; on success the bucket's head for the database moves. */
 static int upload_run(struct cl_backup *b, const char *name, struct run *r, unsigned level,
 		      struct ltfs_err *err)
@@ -277,6 +373,14 @@ static int upload_run(struct cl_backup *b, const char *name, struct run *r, unsi
 	h.min_txid = r->hdrs[0].min_txid;
 	h.max_txid = r->hdrs[r->n - 1].max_txid;
 	h.timestamp = r->hdrs[r->n - 1].timestamp;
+	if (b->c->lease) {
+		pthread_mutex_lock(&b->c->mu);
+		o.epoch = b->c->epoch;
+		pthread_mutex_unlock(&b->c->mu);
+		if (!cl_lease_valid(b->c))
+			rc = ltfs_err_set(err, LTFS_E_NOT_PRIMARY, "'%s': not uploaded: the lease "
+								  "is not held", name);
+	}
 	if (rc == 0 && s3_key(b->s3, key, "%s/%04x/%016llx-%016llx.ltx", name, level,
 			      (unsigned long long)h.min_txid, (unsigned long long)h.max_txid) < 0)
 		rc = ltfs_err_set(err, LTFS_E_LIMIT, "'%s': object key too long", name);
@@ -292,12 +396,24 @@ static int upload_run(struct cl_backup *b, const char *name, struct run *r, unsi
 
 		if (same == 1) {
 			rc = 0;
+		} else if (same == 0 && b->c->lease) {
+			rc = replace_orphan(b, name, key, r, &mem, size, &o, err);
 		} else if (same == 0) {
 			rc = ltfs_err_set(err, LTFS_E_CONFLICT,
 					  "'%s': the bucket already holds %s with other content: another "
 					  "node writes to this prefix; uploads of this database stop",
 					  name, key);
 		}
+	}
+	if (rc == 0 && b->c->lease) {
+		/* the upload counts once the lease names it */
+		uint8_t t[8];
+		int fd = r->n > 1 ? -1 : r->fds[0];
+
+		if (fd >= 0 ? ltx_pread_full(fd, t, 8, size - 16) < 0 : (memcpy(t, mem.data + size - 16, 8), 0))
+			rc = ltfs_err_set(err, -EIO, "'%s': reading back a history file failed", name);
+		if (rc == 0)
+			rc = cl_lease_publish(b->c, name, h.max_txid, ltx_get_be64(t), err);
 	}
 	if (rc == 0) {
 		struct bdb *d;
@@ -373,6 +489,12 @@ static int ship_db(struct cl_backup *b, const char *name, uint64_t head, struct 
 		if (rc == 0)
 			rc = upload_run(b, name, &r, level, err);
 		run_close(&r);
+		if (rc == LTFS_E_CONFLICT && b->c->lease) {
+			/* someone else writes our keys while we hold the lease */
+			ltfs_error(b->c->log, "backup", "%s", err->msg);
+			cl_lease_resign(b->c, "an upload lost a conditional write");
+			return rc;
+		}
 		if (rc == LTFS_E_CONFLICT || rc == LTFS_E_TXID) {
 			pthread_mutex_lock(&b->c->mu);
 			d = cl_bdb_find(b, name, false);
@@ -463,11 +585,16 @@ static void *backup_main(void *arg)
 		struct ltfs_err err = { 0 };
 		int64_t now = cl_mono_ms();
 		bool last = c->stopping;
+		uint64_t flush = b->flush_req;
+		/* a new epoch of ours: the previous primary changed the bucket */
+		bool relist = c->lease && c->serving && c->epoch != b->listed_epoch;
 		int rc = 0;
 
 		/* stopping: one last round for what the window still held */
 		if (last && (seen == c->gen || retry_ms))
 			break;
+		if (flush != b->flush_done || relist)
+			next_at = 0, seen = (uint64_t)-1;
 		if (!last && next_at && now < next_at) {
 			cl_wait(c, next_at - now);
 			continue;
@@ -482,13 +609,21 @@ static void *backup_main(void *arg)
 		}
 		seen = c->gen;
 		next_at = 0;
+		if (relist) {
+			b->listed = false;
+			b->listed_epoch = c->epoch;
+		}
 		pthread_mutex_unlock(&c->mu);
 		if (!b->listed && (rc = list_bucket(b, &err)) == 0)
 			b->listed = true;
-		if (rc == 0 && fs_is_primary(c->fs))
+		if (rc == 0 && cl_is_primary(c))
 			rc = ship_all(b, &err);
 		pthread_mutex_lock(&c->mu);
-		if (rc < 0 && rc != LTFS_E_CONFLICT && rc != LTFS_E_TXID) {
+		if (rc == 0 && flush != b->flush_done) {
+			b->flush_done = flush;
+			pthread_cond_broadcast(&c->cv);
+		}
+		if (rc < 0 && rc != LTFS_E_CONFLICT && rc != LTFS_E_TXID && rc != LTFS_E_NOT_PRIMARY) {
 			b->failures++;
 			snprintf(b->last_error, sizeof(b->last_error), "%s", err.msg);
 			retry_ms = retry_ms ? retry_ms * 2 : RETRY_MIN_MS;
@@ -509,6 +644,26 @@ static void *backup_main(void *arg)
 	}
 	pthread_mutex_unlock(&c->mu);
 	return NULL;
+}
+
+int cl_backup_flush(struct cluster *c, int64_t timeout_ms, struct ltfs_err *err)
+{
+	struct cl_backup *b = c->backup;
+	int64_t until = cl_mono_ms() + timeout_ms;
+	uint64_t want;
+	bool done;
+
+	pthread_mutex_lock(&c->mu);
+	want = ++b->flush_req;
+	pthread_cond_broadcast(&c->cv);
+	while (b->flush_done < want && !c->stopping && cl_mono_ms() < until)
+		cl_wait(c, 20);
+	done = b->flush_done >= want;
+	pthread_mutex_unlock(&c->mu);
+	if (!done)
+		return ltfs_err_set(err, -ETIMEDOUT, "the bucket did not take the last commits within "
+						     "%lld ms", (long long)timeout_ms);
+	return 0;
 }
 
 int cl_backup_start(struct cluster *c, struct s3 *s3, const struct cluster_backup_opts *opts,

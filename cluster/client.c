@@ -66,6 +66,9 @@ void cl_wait(struct cluster *c, int64_t ms)
 /* One connection's receiving state. */
 struct recv {
 	struct cluster *c;
+	const char *url;         /* the primary's */
+	uint64_t gen;            /* c->follow_gen when the stream opened */
+	uint64_t epoch;          /* Ltfs-Epoch of the answer; 0 = none */
 	CURL *curl;
 	struct frame_parser fp;
 	enum frame_type type;
@@ -134,13 +137,17 @@ static int on_payload(void *ctx, const uint8_t *p, size_t n, struct ltfs_err *er
 	return 0;
 }
 
-static void set_connected(struct cluster *c, bool connected, bool ready)
+static void set_connected(struct cluster *c, const char *url, bool connected, bool ready)
 {
+	bool replica;
+
 	pthread_mutex_lock(&c->mu);
 	c->connected = connected;
 	c->ready = ready;
+	replica = !c->serving && !c->promoting;
 	pthread_mutex_unlock(&c->mu);
-	fs_set_role(c->fs, FS_ROLE_REPLICA, connected ? c->replica_of : "");
+	if (replica)
+		fs_set_role(c->fs, FS_ROLE_REPLICA, connected ? url : "");
 }
 
 static int on_end(void *ctx, struct ltfs_err *err)
@@ -167,9 +174,9 @@ static int on_end(void *ctx, struct ltfs_err *err)
 		t = (int64_t)ltx_get_be64(r->clock);
 		if (r->type == FRAME_READY && !r->ready) {
 			r->ready = true;
-			set_connected(c, true, true);
+			set_connected(c, r->url, true, true);
 			ltfs_info(c->log, "replica", "caught up with %s (%llu files applied)",
-				  c->replica_of, (unsigned long long)r->applied);
+				  r->url, (unsigned long long)r->applied);
 		}
 		if (r->ready)
 			fs_set_primary_time(c->fs, t);
@@ -191,6 +198,36 @@ static const struct frame_handlers handlers = {
 
 /* ---- curl callbacks ------------------------------------------------------- */
 
+/* Ltfs-Epoch of the answer: a primary of an epoch older than one this node
+ * has seen is deposed, whatever it still believes. */
+static size_t on_header(char *p, size_t size, size_t nmemb, void *ctx)
+{
+	struct recv *r = ctx;
+	size_t n = size * nmemb;
+
+	if (n > 11 && strncasecmp(p, "Ltfs-Epoch:", 11) == 0)
+		r->epoch = strtoull(p + 11, NULL, 10);
+	return n;
+}
+
+static int check_epoch(struct recv *r)
+{
+	struct cluster *c = r->c;
+	uint64_t top;
+
+	pthread_mutex_lock(&c->mu);
+	top = c->max_epoch;
+	if (r->epoch > c->max_epoch)
+		c->max_epoch = r->epoch;
+	pthread_mutex_unlock(&c->mu);
+	if (c->lease && r->epoch < top)
+		return ltfs_err_set(&r->err, LTFS_E_NOT_PRIMARY,
+				    "%s serves epoch %llu, but epoch %llu has begun: refusing its "
+				    "stream", r->url, (unsigned long long)r->epoch,
+				    (unsigned long long)top);
+	return 0;
+}
+
 static size_t on_data(char *p, size_t size, size_t nmemb, void *ctx)
 {
 	struct recv *r = ctx;
@@ -199,9 +236,11 @@ static size_t on_data(char *p, size_t size, size_t nmemb, void *ctx)
 
 	if (r->status == 0) {
 		curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &r->status);
+		if (r->status == 200 && (rc = check_epoch(r)) < 0)
+			return CURL_WRITEFUNC_ERROR;
 		if (r->status == 200) {
-			set_connected(r->c, true, false);
-			ltfs_info(r->c->log, "replica", "streaming from %s", r->c->replica_of);
+			set_connected(r->c, r->url, true, false);
+			ltfs_info(r->c->log, "replica", "streaming from %s", r->url);
 		}
 	}
 	if (r->status != 200) {
@@ -217,6 +256,7 @@ static int on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow,
 		       curl_off_t ultotal, curl_off_t ulnow)
 {
 	struct recv *r = ctx;
+	bool moved;
 
 	(void)dltotal;
 	(void)dlnow;
@@ -224,6 +264,13 @@ static int on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow,
 	(void)ulnow;
 	if (stopping(r->c))
 		return 1;
+	pthread_mutex_lock(&r->c->mu);
+	moved = r->c->follow_gen != r->gen || (r->epoch && r->c->max_epoch > r->epoch);
+	pthread_mutex_unlock(&r->c->mu);
+	if (moved) {
+		ltfs_err_set(&r->err, LTFS_E_NOT_PRIMARY, "%s is no longer the primary", r->url);
+		return 1;
+	}
 	if (cl_mono_ms() - r->last_rx > STREAM_IDLE_MS) {
 		ltfs_err_set(&r->err, -ETIMEDOUT, "nothing from the primary for %d ms",
 			     STREAM_IDLE_MS);
@@ -280,11 +327,12 @@ static void add_auth(struct curl_slist **h, const char *token)
 }
 
 /* Open a stream and follow it until it ends; 0 if it ended cleanly. */
-static int stream_once(struct cluster *c, bool *was_ready, struct ltfs_err *err)
+static int stream_once(struct cluster *c, const char *primary, uint64_t gen, bool *was_ready,
+		       struct ltfs_err *err)
 {
-	struct recv r = { .c = c, .fd = -1 };
+	struct recv r = { .c = c, .url = primary, .gen = gen, .fd = -1 };
 	struct curl_slist *hdrs = NULL;
-	char url[URL_MAX + 16], node[64], curl_err[CURL_ERROR_SIZE] = "";
+	char url[URL_MAX + 16], node[64], epoch[64], curl_err[CURL_ERROR_SIZE] = "";
 	char *body = request_body(c);
 	CURLcode cc;
 	int rc = 0;
@@ -299,10 +347,14 @@ static int stream_once(struct cluster *c, bool *was_ready, struct ltfs_err *err)
 	}
 	frame_parser_init(&r.fp);
 	ltfs_buf_init(&r.error, ERROR_BODY_MAX);
-	snprintf(url, sizeof(url), "%s/v1/stream", c->replica_of);
+	snprintf(url, sizeof(url), "%s/v1/stream", primary);
 	snprintf(node, sizeof(node), "Ltfs-Node: %016llx", (unsigned long long)fs_node_id(c->fs));
+	pthread_mutex_lock(&c->mu);
+	snprintf(epoch, sizeof(epoch), "Ltfs-Epoch: %llu", (unsigned long long)c->max_epoch);
+	pthread_mutex_unlock(&c->mu);
 	hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
 	hdrs = curl_slist_append(hdrs, node);
+	hdrs = curl_slist_append(hdrs, epoch);
 	add_auth(&hdrs, c->token);
 	r.last_rx = cl_mono_ms();
 	curl_easy_setopt(r.curl, CURLOPT_URL, url);
@@ -310,6 +362,8 @@ static int stream_once(struct cluster *c, bool *was_ready, struct ltfs_err *err)
 	curl_easy_setopt(r.curl, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(r.curl, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(r.curl, CURLOPT_WRITEDATA, &r);
+	curl_easy_setopt(r.curl, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(r.curl, CURLOPT_HEADERDATA, &r);
 	curl_easy_setopt(r.curl, CURLOPT_XFERINFOFUNCTION, on_progress);
 	curl_easy_setopt(r.curl, CURLOPT_XFERINFODATA, &r);
 	curl_easy_setopt(r.curl, CURLOPT_NOPROGRESS, 0L);
@@ -344,6 +398,38 @@ static int stream_once(struct cluster *c, bool *was_ready, struct ltfs_err *err)
 	return rc;
 }
 
+/*
+ * Lease mode: the lease won, bring every database up to the published
+ * heads in the bucket, then open writes. A node that cannot catch up
+ * gives the lease back rather than serve an old state.
+ */
+static void promote(struct cluster *c)
+{
+	struct ltfs_err err = { 0 };
+	struct lease_doc d = { 0 };
+	struct s3_conn *conn = NULL;
+	uint64_t epoch = 0;
+	int rc = cl_lease_heads(c, &d, &epoch);
+
+	if (rc == 0)
+		rc = s3_conn_open(c->lease->s3, &conn, &err);
+	for (size_t i = 0; rc == 0 && i < d.nheads; i++)
+		if (d.heads[i].txid)
+			rc = cl_catch_up_db(c, conn, d.heads[i].name, d.heads[i].txid,
+					    d.heads[i].checksum, &err);
+	s3_conn_free(conn);
+	cl_lease_doc_free(&d);
+	if (rc == 0)
+		rc = cl_lease_open_writes(c, epoch);
+	if (rc == LTFS_E_NOT_PRIMARY)
+		return; /* lost meanwhile: the lease thread has said so */
+	if (rc < 0) {
+		ltfs_error(c->log, "lease", "cannot catch up with the bucket: %s; giving the lease "
+					   "back", err.msg);
+		cl_lease_resign(c, "the catch-up failed");
+	}
+}
+
 static void *client_main(void *arg)
 {
 	struct cluster *c = arg;
@@ -351,13 +437,43 @@ static void *client_main(void *arg)
 
 	while (!stopping(c)) {
 		struct ltfs_err err = { 0 };
-		bool was_ready;
+		char primary[URL_MAX];
+		bool was_ready, promoting, serving;
 		int64_t t0 = cl_mono_ms();
-		int rc = stream_once(c, &was_ready, &err);
+		uint64_t gen;
+		int rc;
 
-		set_connected(c, false, false);
+		pthread_mutex_lock(&c->mu);
+		snprintf(primary, sizeof(primary), "%s", c->replica_of);
+		gen = c->follow_gen;
+		promoting = c->promoting;
+		serving = c->serving;
+		if (!promoting && (serving || !primary[0])) {
+			/* the primary, or nobody to follow yet */
+			c->connected = c->ready = false;
+			cl_wait(c, 1000);
+			pthread_mutex_unlock(&c->mu);
+			continue;
+		}
+		pthread_mutex_unlock(&c->mu);
+		if (promoting) {
+			promote(c);
+			continue;
+		}
+		rc = stream_once(c, primary, gen, &was_ready, &err);
+		set_connected(c, primary, false, false);
 		if (stopping(c))
 			break;
+		pthread_mutex_lock(&c->mu);
+		if (c->follow_gen != gen) {
+			/* the lease names another primary: go there at once */
+			pthread_mutex_unlock(&c->mu);
+			backoff = BACKOFF_MIN_MS;
+			continue;
+		}
+		pthread_mutex_unlock(&c->mu);
+		if (rc == LTFS_E_NOT_PRIMARY)
+			cl_lease_poke(c);
 		/* a stream that caught up and then lasted resets the backoff; one
 		 * that fails right after its catch-up must not spin */
 		if (was_ready && cl_mono_ms() - t0 > 10 * BACKOFF_MAX_MS)
@@ -374,7 +490,7 @@ static void *client_main(void *arg)
 			ltfs_info(c->log, "replica", "the primary closed the stream; reconnecting in %lld ms",
 				  (long long)backoff);
 		pthread_mutex_lock(&c->mu);
-		if (!c->stopping)
+		if (!c->stopping && c->follow_gen == gen)
 			cl_wait(c, backoff);
 		pthread_mutex_unlock(&c->mu);
 		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
@@ -408,8 +524,8 @@ static size_t on_get_data(char *p, size_t size, size_t nmemb, void *ctx)
 	return ltfs_buf_append(b, p, size * nmemb) < 0 ? CURL_WRITEFUNC_ERROR : size * nmemb;
 }
 
-int cluster_http_get(const char *url, const char *token, struct ltfs_buf *out,
-		     long *status, struct ltfs_err *err)
+static int http_request(const char *url, const char *token, const char *body,
+			struct ltfs_buf *out, long *status, long timeout_s, struct ltfs_err *err)
 {
 	CURL *curl = curl_easy_init();
 	struct curl_slist *hdrs = NULL;
@@ -420,13 +536,17 @@ int cluster_http_get(const char *url, const char *token, struct ltfs_buf *out,
 	if (!curl)
 		return ltfs_err_set(err, -ENOMEM, "curl_easy_init failed");
 	add_auth(&hdrs, token);
+	if (body) {
+		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+	}
 	curl_easy_setopt(curl, CURLOPT_URL, url);
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_get_data);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, out);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
-	curl_easy_setopt(curl, CURLOPT_TIMEOUT, 30L);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT, timeout_s);
 	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_err);
 	cc = curl_easy_perform(curl);
 	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
@@ -436,4 +556,16 @@ int cluster_http_get(const char *url, const char *token, struct ltfs_buf *out,
 		return ltfs_err_set(err, -EIO, "%s: %s", url,
 				    curl_err[0] ? curl_err : curl_easy_strerror(cc));
 	return 0;
+}
+
+int cluster_http_get(const char *url, const char *token, struct ltfs_buf *out,
+		     long *status, struct ltfs_err *err)
+{
+	return http_request(url, token, NULL, out, status, 30, err);
+}
+
+int cluster_http_post(const char *url, const char *token, const char *body,
+		      struct ltfs_buf *out, long *status, struct ltfs_err *err)
+{
+	return http_request(url, token, body ? body : "", out, status, 60, err);
 }

@@ -31,10 +31,23 @@ static int copy_setting(char *dst, size_t n, const char *src, const char *key,
 	return 0;
 }
 
+bool cl_is_primary(struct cluster *c)
+{
+	bool serving;
+
+	if (!c->lease)
+		return fs_is_primary(c->fs);
+	pthread_mutex_lock(&c->mu);
+	serving = c->serving;
+	pthread_mutex_unlock(&c->mu);
+	return serving && cl_lease_valid(c);
+}
+
 int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 		  struct ltfs_err *err)
 {
 	struct cluster *c = calloc(1, sizeof(*c));
+	bool lease = cfg->lease && cfg->lease->enabled;
 	int rc;
 
 	*out = NULL;
@@ -62,15 +75,23 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 		while (n && c->replica_of[n - 1] == '/')
 			c->replica_of[--n] = '\0';
 	}
+	if (rc == 0 && lease && (!cfg->s3 || c->replica_of[0] || strcmp(c->addr, "off") == 0))
+		rc = ltfs_err_set(err, LTFS_E_CONFIG, "lease: s3 %s",
+				  !cfg->s3 ? "needs a bucket (--s3 or s3.url)"
+				  : c->replica_of[0] ? "and replica-of exclude each other: the lease "
+						       "names the primary"
+						     : "needs the HTTP server (http.addr is off)");
 	if (rc == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
 		rc = ltfs_err_set(err, -ENOMEM, "curl_global_init failed");
 	if (rc == 0) {
 		fs_set_commit_hook(c->fs, on_commit, c);
-		if (!c->replica_of[0])
+		if (!c->replica_of[0] && !lease)
 			fs_set_role(c->fs, FS_ROLE_PRIMARY, NULL);
 		rc = strcmp(c->addr, "off") == 0 ? 0 : cl_http_start(c, err);
 	}
-	if (rc == 0 && c->replica_of[0])
+	if (rc == 0 && lease)
+		rc = cl_lease_start(c, cfg->s3, cfg->lease, err);
+	if (rc == 0 && (c->replica_of[0] || lease))
 		rc = cl_client_start(c, err);
 	if (rc == 0 && cfg->s3) {
 		struct cluster_backup_opts o = { .interval_ms = -1 };
@@ -96,8 +117,10 @@ void cluster_stop(struct cluster *c)
 	for (int i = 0; i < 100 && c->streams > 0; i++)
 		cl_wait(c, 10);
 	pthread_mutex_unlock(&c->mu);
-	cl_backup_stop(c);
+	cl_lease_stop_thread(c);
 	cl_client_stop(c);
+	cl_backup_stop(c);   /* ships and publishes what is left */
+	cl_lease_stop(c);    /* then releases the lease */
 	cl_http_stop(c);
 	fs_set_commit_hook(c->fs, NULL, NULL);
 	pthread_cond_destroy(&c->cv);

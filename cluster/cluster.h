@@ -32,6 +32,21 @@ struct cluster_backup_opts {
 };
 void cluster_backup_defaults(struct cluster_backup_opts *o);
 
+/* Election through a lease object in the bucket (docs/operations.md). */
+struct cluster_lease_opts {
+	bool enabled;            /* lease: s3 */
+	unsigned ttl_ms;         /* default 10 s, at least 2 s */
+	unsigned renew_ms;       /* default ttl / 3 */
+	bool candidate;          /* may become the primary */
+	const char *advertise_url; /* how the others reach this node's HTTP server */
+};
+void cluster_lease_defaults(struct cluster_lease_opts *o);
+
+enum cluster_sync {
+	CLUSTER_SYNC_NONE = 0,   /* commits never wait (default) */
+	CLUSTER_SYNC_S3 = 1,     /* a commit returns once published in the bucket */
+};
+
 struct cluster_config {
 	struct fs *fs;          /* required; borrowed */
 	struct ltfs_log *log;   /* required; borrowed */
@@ -41,6 +56,8 @@ struct cluster_config {
 	const char *replica_of; /* the primary's URL; NULL or "" = primary */
 	struct s3 *s3;          /* the bucket to ship to; NULL = none; borrowed */
 	const struct cluster_backup_opts *backup; /* NULL = defaults */
+	const struct cluster_lease_opts *lease;   /* NULL or !enabled = static roles */
+	enum cluster_sync sync;
 };
 
 /*
@@ -108,6 +125,10 @@ bool frame_parser_idle(const struct frame_parser *fp);
 int cluster_http_get(const char *url, const char *token, struct ltfs_buf *out,
 		     long *status, struct ltfs_err *err);
 
+/* POST body (JSON, may be NULL) to url; the answer as cluster_http_get. */
+int cluster_http_post(const char *url, const char *token, const char *body,
+		      struct ltfs_buf *out, long *status, struct ltfs_err *err);
+
 /* Constant-time comparison of a presented token with the configured one. */
 bool cluster_token_equal(const char *given, const char *want);
 
@@ -159,6 +180,7 @@ struct s3_put_opts {
 	const char *if_match;   /* replace only this ETag (quotes stripped) */
 	int64_t timestamp_ms;   /* > 0: x-amz-meta-litestream-timestamp */
 	const char *content_type; /* NULL = application/octet-stream */
+	uint64_t epoch;         /* > 0: x-amz-meta-ltfs-epoch (lease fencing) */
 };
 
 int s3_open(struct s3 **out, const struct s3_config *cfg, struct ltfs_err *err);
@@ -171,6 +193,9 @@ int s3_key(const struct s3 *s3, char *out, const char *fmt, ...) LTFS_PRINTF(3, 
 
 int s3_conn_open(struct s3 *s3, struct s3_conn **out, struct ltfs_err *err);
 void s3_conn_free(struct s3_conn *c);
+/* Requests on c, retries included, end by this CLOCK_MONOTONIC moment
+ * (ms; 0 = no deadline): a lease renewal must not outlive its TTL. */
+void s3_conn_set_deadline(struct s3_conn *c, int64_t mono_deadline_ms);
 
 int s3_put(struct s3_conn *c, const char *key, const void *data, size_t len,
 	   const struct s3_put_opts *opts, char etag[S3_ETAG_MAX],

@@ -45,7 +45,22 @@ struct cluster {
 	char last_error[256];     /* mu */
 
 	struct cl_backup *backup; /* NULL without a bucket */
+
+	/* lease mode (lease.c): roles change at run time; c->mu */
+	struct cl_lease *lease;   /* NULL: static roles */
+	uint64_t epoch;           /* ours while we hold the lease, else 0 */
+	uint64_t max_epoch;       /* the highest seen anywhere */
+	uint64_t follow_epoch;    /* epoch of the primary replica_of names */
+	uint64_t follow_gen;      /* bumped when replica_of changes */
+	bool promoting;           /* lease won: catch up, then open writes */
+	bool serving;             /* primary with writes open */
+	bool handing_off;         /* ltfs promote: writes stopped, shipping */
+	uint64_t promotions, demotions;
+	uint64_t unpublished_txids; /* committed here, never published, at demotions */
 };
+
+/* The primary: serves streams and ships to the bucket. */
+bool cl_is_primary(struct cluster *c);
 
 int64_t cl_now_ms(void);      /* wall clock, ms since the epoch */
 int64_t cl_mono_ms(void);     /* monotonic, ms */
@@ -110,6 +125,8 @@ struct cl_backup {
 	pthread_t thread, compactor;
 	bool started, compactor_started;
 	bool listed;              /* the bucket was listed (upload thread) */
+	uint64_t listed_epoch;    /* c->mu: lease epoch of that listing */
+	uint64_t flush_req, flush_done; /* c->mu: cl_backup_flush() rounds */
 
 	/* c->mu */
 	struct bdb *dbs;
@@ -141,5 +158,87 @@ struct cl_backup_stats {
 int cl_backup_stats(struct cluster *c, struct cl_backup_stats *out);
 /* With c->mu held: the bucket's newest TXID of a database (0 = none). */
 uint64_t cl_backup_remote_txid(struct cluster *c, const char *name, bool *stuck);
+
+/* Ship everything committed and wait for it (ltfs promote); 0 or an error. */
+int cl_backup_flush(struct cluster *c, int64_t timeout_ms, struct ltfs_err *err);
+
+/* lease.c: election through PREFIX/.ltfs/lease.json */
+#define LEASE_KEY ".ltfs/lease.json"
+
+struct lease_head {
+	char *name;
+	uint64_t txid, checksum;  /* published position */
+};
+
+struct lease_doc {
+	char node[17];
+	char url[URL_MAX];
+	uint64_t epoch;
+	int64_t ttl_ms;
+	bool released;
+	char handoff[17];         /* released for this node only; "" = anyone */
+	struct lease_head *heads; /* sorted by name */
+	size_t nheads, cap;
+};
+
+struct cl_lease {
+	struct cluster *c;
+	struct s3 *s3;
+	char key[S3_KEY_MAX];
+	char node[17], url[URL_MAX];
+	int64_t ttl_ms, renew_ms, margin_ms, poll_ms;
+	bool candidate;
+	pthread_t thread;
+	bool started;
+	pthread_cond_t cv;        /* with c->mu: wake the thread */
+	bool poked;               /* c->mu */
+
+	pthread_mutex_t mu;       /* everything below; every request on the object */
+	struct s3_conn *conn;
+	struct lease_doc doc;     /* ours while held */
+	char etag[S3_ETAG_MAX];   /* of the version we know; "" = absent */
+	bool held;
+	int64_t sent_at;          /* monotonic ms of the last renewal sent */
+	int64_t valid_until;      /* writes stop here */
+	char seen_etag[S3_ETAG_MAX];
+	int64_t seen_at;          /* when seen_etag was first seen */
+	int64_t no_take_until;    /* after a resignation */
+	int64_t warned_at;
+};
+
+int cl_lease_start(struct cluster *c, struct s3 *s3, const struct cluster_lease_opts *o,
+		   struct ltfs_err *err);
+void cl_lease_stop_thread(struct cluster *c);
+void cl_lease_stop(struct cluster *c);   /* releases a held lease; frees */
+void cl_lease_poke(struct cluster *c);   /* look at the object again now */
+bool cl_lease_valid(struct cluster *c);  /* held and inside its deadline */
+/* Make TXID txid of db part of the published state (one conditional PUT
+ * of the lease): 0, or LTFS_E_NOT_PRIMARY once the lease is lost. */
+int cl_lease_publish(struct cluster *c, const char *db, uint64_t txid, uint64_t checksum,
+		     struct ltfs_err *err);
+/* The published TXID of db (0 = none) and its checksum. */
+uint64_t cl_lease_head(struct cluster *c, const char *db, uint64_t *checksum);
+/* A copy of the held lease (its heads) and its epoch, for the catch-up. */
+int cl_lease_heads(struct cluster *c, struct lease_doc *out, uint64_t *epoch);
+void cl_lease_doc_free(struct lease_doc *d);
+/* Caught up: writes open, if the lease of `epoch` is still ours. */
+int cl_lease_open_writes(struct cluster *c, uint64_t epoch);
+/* Give the lease up (a promotion that cannot catch up). */
+void cl_lease_resign(struct cluster *c, const char *why);
+/* The primary hands the lease to node `to` (16 hex digits). */
+int cl_lease_handoff(struct cluster *c, const char *to, struct ltfs_err *err);
+/* ltfs promote on this node: ask the primary to hand over, wait for writes. */
+int cl_promote_self(struct cluster *c, struct ltfs_err *err);
+/* The published head of db in the bucket's lease object: 0, -ENOENT
+ * (no lease, or nothing published for db), or an S3 / parse error. */
+int cl_lease_read_head(struct s3 *s3, const char *db, uint64_t *txid, uint64_t *checksum,
+		       struct ltfs_err *err);
+/* At a demotion: log and count what this node committed past the heads. */
+void cl_note_unpublished(struct cluster *c, const struct lease_doc *d);
+
+/* restore.c: bring one local database to the bucket's TXID `txid`
+ * (published checksum `checksum`) through fs_apply_ltx. */
+int cl_catch_up_db(struct cluster *c, struct s3_conn *conn, const char *db, uint64_t txid,
+		   uint64_t checksum, struct ltfs_err *err);
 
 #endif /* LTFS_CLUSTER_INT_H */

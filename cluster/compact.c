@@ -464,7 +464,8 @@ void *cl_compact_main(void *arg)
 
 		cl_wait(c, 1000);
 		now = cl_now_ms();
-		if (c->stopping || !b->listed || !fs_is_primary(c->fs))
+		if (c->stopping || !b->listed ||
+		    (c->lease ? !c->serving || !cl_lease_valid(c) : !fs_is_primary(c->fs)))
 			continue;
 		for (unsigned l = 1; l <= o->nlevels; l++) {
 			run[l] = now >= due[l];

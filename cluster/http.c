@@ -172,8 +172,9 @@ static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn
 	struct db_json dj = { .c = c, .arr = json_array(), .lag = fs_lag_ms(c->fs) };
 	json_t *o, *backup;
 	char node[17], *s;
-	bool primary = fs_is_primary(c->fs), connected, ready;
-	char last_error[sizeof(c->last_error)];
+	bool primary = cl_is_primary(c), connected, ready;
+	char last_error[sizeof(c->last_error)], primary_url[URL_MAX];
+	json_t *lease = NULL;
 	unsigned streams;
 	enum MHD_Result ret;
 
@@ -181,6 +182,13 @@ static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn
 	connected = c->connected;
 	ready = c->ready;
 	streams = c->streams;
+	snprintf(primary_url, sizeof(primary_url), "%s", c->replica_of);
+	if (c->lease)
+		lease = json_pack("{s:I, s:I, s:b, s:b, s:I, s:I, s:I}", "epoch", (json_int_t)c->epoch,
+				  "max_epoch", (json_int_t)c->max_epoch, "promoting", c->promoting,
+				  "candidate", c->lease->candidate, "promotions",
+				  (json_int_t)c->promotions, "demotions", (json_int_t)c->demotions,
+				  "unpublished_txids", (json_int_t)c->unpublished_txids);
 	memcpy(last_error, c->last_error, sizeof(last_error));
 	backup = backup_json(c);
 	if (dj.arr)
@@ -189,7 +197,7 @@ static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn
 	hex16(fs_node_id(c->fs), node);
 	o = json_pack("{s:s, s:s, s:s?, s:s?, s:b, s:b, s:I, s:I, s:o}", "node", node,
 		      "role", primary ? "primary" : "replica",
-		      "primary", primary ? NULL : c->replica_of,
+		      "primary", primary || !primary_url[0] ? NULL : primary_url,
 		      "last_error", last_error[0] ? last_error : NULL,
 		      "connected", primary || connected, "ready", primary || ready,
 		      "lag_ms", (json_int_t)dj.lag, "streams", (json_int_t)streams,
@@ -198,6 +206,10 @@ static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn
 		json_object_set_new(o, "backup", backup);
 	else
 		json_decref(backup);
+	if (o && lease)
+		json_object_set_new(o, "lease", lease);
+	else
+		json_decref(lease);
 	s = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
 	json_decref(o);
 	if (!s)
@@ -211,7 +223,7 @@ static enum MHD_Result serve_health(struct cluster *c, struct MHD_Connection *co
 {
 	bool ready;
 
-	if (fs_is_primary(c->fs))
+	if (cl_is_primary(c))
 		return reply_text(conn, 200, "ok: primary\n");
 	pthread_mutex_lock(&c->mu);
 	ready = c->ready;
@@ -260,7 +272,8 @@ static enum MHD_Result serve_metrics(struct cluster *c, struct MHD_Connection *c
 {
 	struct ltfs_buf b;
 	struct metrics m = { .b = &b };
-	bool primary = fs_is_primary(c->fs);
+	bool primary = cl_is_primary(c);
+	uint64_t epoch, promotions, demotions, unpublished;
 	unsigned streams;
 	uint64_t total, reconnects;
 	bool connected, ready, have_backup;
@@ -275,6 +288,10 @@ static enum MHD_Result serve_metrics(struct cluster *c, struct MHD_Connection *c
 	connected = c->connected;
 	ready = c->ready;
 	have_backup = cl_backup_stats(c, &st) == 0;
+	epoch = c->max_epoch;
+	promotions = c->promotions;
+	demotions = c->demotions;
+	unpublished = c->unpublished_txids;
 	pthread_mutex_unlock(&c->mu);
 	m.rc = ltfs_buf_printf(&b,
 		"# HELP ltfs_db_txid Newest transaction of the database.\n"
@@ -313,6 +330,22 @@ static enum MHD_Result serve_metrics(struct cluster *c, struct MHD_Connection *c
 			primary, (double)fs_lag_ms(c->fs) / 1000.0, !primary && connected,
 			!primary && ready, (unsigned long long)reconnects, streams,
 			(unsigned long long)total);
+	if (m.rc == 0 && c->lease)
+		m.rc = ltfs_buf_printf(&b,
+			"# HELP ltfs_lease_epoch Highest lease epoch this node has seen.\n"
+			"# TYPE ltfs_lease_epoch gauge\n"
+			"ltfs_lease_epoch %llu\n"
+			"# HELP ltfs_lease_promotions_total Times this node took the lease.\n"
+			"# TYPE ltfs_lease_promotions_total counter\n"
+			"ltfs_lease_promotions_total %llu\n"
+			"# HELP ltfs_lease_demotions_total Times this node lost or gave up the lease.\n"
+			"# TYPE ltfs_lease_demotions_total counter\n"
+			"ltfs_lease_demotions_total %llu\n"
+			"# HELP ltfs_lease_unpublished_txids_total Transactions committed here but never published, at demotions.\n"
+			"# TYPE ltfs_lease_unpublished_txids_total counter\n"
+			"ltfs_lease_unpublished_txids_total %llu\n",
+			(unsigned long long)epoch, (unsigned long long)promotions,
+			(unsigned long long)demotions, (unsigned long long)unpublished);
 	if (m.rc == 0 && have_backup)
 		m.rc = ltfs_buf_printf(&b,
 			"# HELP ltfs_backup_uploads_total Objects uploaded to the bucket.\n"
@@ -406,8 +439,25 @@ static enum MHD_Result serve_stream(struct cluster *c, struct MHD_Connection *co
 	char who[96];
 	enum MHD_Result ret;
 
-	if (!fs_is_primary(c->fs))
+	const char *their = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Ltfs-Epoch");
+	uint64_t epoch, seen = their ? strtoull(their, NULL, 10) : 0;
+	char epoch_text[24];
+
+	if (!cl_is_primary(c))
 		return reply_error(conn, 503, "this node is not the primary");
+	pthread_mutex_lock(&c->mu);
+	epoch = c->epoch;
+	if (seen > c->max_epoch)
+		c->max_epoch = seen;
+	pthread_mutex_unlock(&c->mu);
+	if (c->lease && seen > epoch) {
+		/* the replica knows a newer primary than us: we are deposed */
+		ltfs_warn(c->log, "http", "a replica has seen epoch %llu, this primary holds %llu: "
+					  "checking the lease", (unsigned long long)seen,
+			  (unsigned long long)epoch);
+		cl_lease_poke(c);
+		return reply_error(conn, 409, "this primary's epoch is older than one the replica has seen");
+	}
 	if (r->too_big)
 		return reply_error(conn, 413, "request body over 1 MiB");
 	snprintf(who, sizeof(who), "%.16s@%s", node ? node : "?", peer);
@@ -422,9 +472,51 @@ static enum MHD_Result serve_stream(struct cluster *c, struct MHD_Connection *co
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, "Content-Type", "application/x-ltfs-stream");
+	snprintf(epoch_text, sizeof(epoch_text), "%llu", (unsigned long long)epoch);
+	MHD_add_response_header(resp, "Ltfs-Epoch", epoch_text);
 	ret = MHD_queue_response(conn, 200, resp);
 	MHD_destroy_response(resp);
 	return ret;
+}
+
+/* ---- /v1/handoff and /v1/promote ------------------------------------------ */
+
+/* On the primary: {"node": "HEX"} takes the lease over at once. */
+static enum MHD_Result serve_handoff(struct cluster *c, struct MHD_Connection *conn,
+				     struct req *r, const char *peer)
+{
+	struct ltfs_err err = { 0 };
+	json_error_t jerr;
+	json_t *o = r->too_big ? NULL : json_loadb((const char *)r->body.data, r->body.len, 0, &jerr);
+	const char *node = o ? json_string_value(json_object_get(o, "node")) : NULL;
+	char to[17];
+	int rc;
+
+	if (!node || strlen(node) != 16 || strspn(node, "0123456789abcdef") != 16) {
+		json_decref(o);
+		return reply_error(conn, 400, "want {\"node\": \"16 hex digits\"}");
+	}
+	snprintf(to, sizeof(to), "%s", node);
+	json_decref(o);
+	ltfs_info(c->log, "http", "%s asks to hand the lease to node %s", peer, to);
+	rc = cl_lease_handoff(c, to, &err);
+	if (rc < 0)
+		return reply_error(conn, rc == LTFS_E_NOT_PRIMARY ? 409 : rc == LTFS_E_STATE ? 400 : 503,
+				   err.msg);
+	return reply_text(conn, 200, "handed over\n");
+}
+
+/* On any node: make this node the primary (asks the primary to hand over). */
+static enum MHD_Result serve_promote(struct cluster *c, struct MHD_Connection *conn,
+				     const char *peer)
+{
+	struct ltfs_err err = { 0 };
+	int rc = cl_promote_self(c, &err);
+
+	ltfs_info(c->log, "http", "promote requested by %s: %s", peer, rc < 0 ? err.msg : "done");
+	if (rc < 0)
+		return reply_error(conn, rc == LTFS_E_STATE || rc == LTFS_E_USAGE ? 409 : 503, err.msg);
+	return reply_text(conn, 200, "this node is the primary\n");
 }
 
 /* ---- dispatch ------------------------------------------------------------- */
@@ -464,6 +556,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	if (strcmp(url, "/v1/stream") == 0)
 		return strcmp(method, "POST") == 0 ? serve_stream(c, conn, r, peer)
 						   : reply_error(conn, 405, "use POST");
+	if (strcmp(url, "/v1/handoff") == 0 || strcmp(url, "/v1/promote") == 0) {
+		if (strcmp(method, "POST") != 0)
+			return reply_error(conn, 405, "use POST");
+		return url[4] == 'h' ? serve_handoff(c, conn, r, peer) : serve_promote(c, conn, peer);
+	}
 	if (!get)
 		return reply_error(conn, 405, "use GET");
 	if (strcmp(url, "/v1/info") == 0)

@@ -423,6 +423,31 @@ int cluster_restore(const struct cluster_restore_opts *o, struct cluster_restore
 	return rc == LTFS_E_STATE ? -ENOENT : rc;
 }
 
+/*
+ * A bucket used with a lease publishes each database's head in the lease
+ * object: objects past it were left by a deposed primary and are no part
+ * of the database's history. Restores stop at the head.
+ */
+static int published_bound(const struct cluster_restore_opts *o, uint64_t *txid,
+			   struct ltfs_err *err)
+{
+	uint64_t head = 0, sum;
+	int rc = cl_lease_read_head(o->s3, o->db, &head, &sum, err);
+
+	if (rc == -ENOENT || (rc == 0 && head == 0))
+		return 0;
+	if (rc < 0)
+		return rc;
+	if (*txid > head)
+		return ltfs_err_set(err, LTFS_E_TXID,
+				    "'%s': TXID %llu is past TXID %llu, the newest the lease object "
+				    "publishes", o->db, (unsigned long long)*txid,
+				    (unsigned long long)head);
+	if (!*txid)
+		*txid = head;
+	return 0;
+}
+
 static int restore_once(const struct cluster_restore_opts *o, struct cluster_restore_result *res,
 			struct ltfs_err *err)
 {
@@ -435,7 +460,7 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 	const char *dir;
 	struct ltx_build build;
 	struct s3_conn *c = NULL;
-	uint64_t cksum = LTX_CHECKSUM_FLAG, total = 0, done_bytes = 0, reached = 0;
+	uint64_t cksum = LTX_CHECKSUM_FLAG, total = 0, done_bytes = 0, reached = 0, txid = o->txid;
 	struct ltx_header h = { 0 };
 	struct timespec t0, t1;
 	int out = -1, rc;
@@ -457,7 +482,9 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 	if (rc == LTFS_E_LIMIT)
 		ltfs_err_set(err, rc, "'%s': more than %d files in the bucket", o->db, RESTORE_FILES_MAX);
 	if (rc == 0)
-		rc = make_plan(c, &l, o->txid, o->before_ms, &plan, &np, err);
+		rc = published_bound(o, &txid, err);
+	if (rc == 0)
+		rc = make_plan(c, &l, txid, o->before_ms, &plan, &np, err);
 	if (rc < 0)
 		goto out;
 	for (size_t i = 0; i < np; i++)
@@ -668,5 +695,115 @@ int cluster_bootstrap(struct s3 *s3, const char *data_dir, struct ltfs_log *log,
 	for (size_t i = 0; i < l.n; i++)
 		free(l.v[i]);
 	free(l.v);
+	return rc;
+}
+
+/* ---- a new primary's catch-up --------------------------------------------- */
+
+/* The file of l starting at `from` (1: any snapshot too) that reaches
+ * furthest without passing target; l->n if none. */
+static size_t next_step(const struct listing *l, uint64_t from, uint64_t target)
+{
+	size_t best = l->n;
+
+	for (size_t i = 0; i < l->n; i++) {
+		const struct rfile *f = &l->v[i];
+
+		if (f->min == from && f->max <= target && (best == l->n || f->max > l->v[best].max))
+			best = i;
+	}
+	return best;
+}
+
+static int fetch_apply(struct cluster *c, struct s3_conn *conn, const char *db,
+		       const struct rfile *f, struct ltfs_err *err)
+{
+	char stage[64];
+	uint64_t got;
+	int fd, rc;
+
+	fd = fs_stage_create(c->fs, stage, err);
+	if (fd < 0)
+		return fd;
+	rc = s3_get_fd(conn, f->key, fd, &got, err);
+	if (rc == 0 && lseek(fd, 0, SEEK_SET) < 0)
+		rc = ltfs_err_set(err, -errno, "seek: %s", strerror(errno));
+	if (rc == 0)
+		rc = fs_apply_ltx(c->fs, db, fd, stage, NULL, err);
+	else
+		fs_stage_discard(c->fs, stage);
+	close(fd);
+	return rc;
+}
+
+int cl_catch_up_db(struct cluster *c, struct s3_conn *conn, const char *db, uint64_t target,
+		   uint64_t checksum, struct ltfs_err *err)
+{
+	struct listing l = { .bucket = s3_bucket(c->lease->s3), .prefix = s3_prefix(c->lease->s3),
+			     .db = db };
+	char prefix[S3_KEY_MAX];
+	uint64_t pos = 0, sum = 0, reached;
+	bool scratch = false;
+	int rc = 0;
+
+	if (fs_db_position(c->fs, db, &pos, &sum) < 0)
+		pos = 0;
+	if (pos == target && sum == checksum)
+		return 0;
+	if (pos > target) {
+		/* ahead of the bucket with what the old primary streamed: keep it
+		 * if it continues the published head */
+		struct ltx_header h;
+		int fd;
+
+		if (fs_history_open(c->fs, db, target + 1, &fd, &h, err) == 0) {
+			close(fd);
+			if (h.pre_apply_checksum == checksum)
+				return 0;
+		}
+		scratch = true;
+	} else if (pos == target || pos == 0) {
+		scratch = true;
+	}
+	if (s3_key(c->lease->s3, prefix, "%s/", db) < 0)
+		return ltfs_err_set(err, LTFS_E_LIMIT, "'%s': name too long", db);
+	rc = s3_list(conn, prefix, on_object, &l, err);
+	reached = scratch ? 0 : pos;
+	while (rc == 0 && reached < target) {
+		size_t i = next_step(&l, reached + 1, target);
+
+		if (i == l.n && !scratch) {
+			scratch = true; /* nothing continues us: start over from a snapshot */
+			reached = 0;
+			continue;
+		}
+		if (i == l.n) {
+			rc = ltfs_err_set(err, LTFS_E_TXID,
+					  "'%s': the bucket has no file from TXID %llu towards the "
+					  "published TXID %llu", db, (unsigned long long)reached + 1,
+					  (unsigned long long)target);
+			break;
+		}
+		rc = fetch_apply(c, conn, db, &l.v[i], err);
+		if ((rc == LTFS_E_TXID || rc == LTFS_E_CHECKSUM) && !scratch) {
+			ltfs_warn(c->log, "lease", "%s; starting '%s' over from a snapshot", err->msg, db);
+			scratch = true;
+			reached = 0;
+			rc = 0;
+			continue;
+		}
+		reached = l.v[i].max;
+	}
+	free(l.v);
+	if (rc == 0 && (fs_db_position(c->fs, db, &pos, &sum) < 0 || pos != target ||
+			sum != checksum))
+		rc = ltfs_err_set(err, LTFS_E_CHECKSUM,
+				  "'%s': after the catch-up the database is at TXID %llu checksum "
+				  "%016llx, the lease publishes TXID %llu checksum %016llx",
+				  db, (unsigned long long)pos, (unsigned long long)sum,
+				  (unsigned long long)target, (unsigned long long)checksum);
+	if (rc == 0)
+		ltfs_info(c->log, "lease", "'%s': caught up with the bucket to TXID %llu", db,
+			  (unsigned long long)target);
 	return rc;
 }

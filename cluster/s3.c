@@ -13,6 +13,7 @@
  * retried with full-jitter exponential backoff.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,7 @@ struct s3_conn {
 	uint64_t requests, retries;
 	long status;
 	char code[64];
+	int64_t deadline_ms;      /* CLOCK_MONOTONIC ms; 0 = none */
 };
 
 /* ---- settings ------------------------------------------------------------ */
@@ -527,6 +529,22 @@ static bool retryable_curl(CURLcode cc)
 	}
 }
 
+void s3_conn_set_deadline(struct s3_conn *c, int64_t mono_deadline_ms)
+{
+	c->deadline_ms = mono_deadline_ms;
+}
+
+/* What is left of the connection's deadline, in ms (LONG_MAX without one). */
+static long budget_ms(const struct s3_conn *c)
+{
+	int64_t left;
+
+	if (!c->deadline_ms)
+		return LONG_MAX;
+	left = c->deadline_ms - cl_mono_ms();
+	return left < 1 ? 0 : left > LONG_MAX ? LONG_MAX : (long)left;
+}
+
 static void backoff(struct s3_conn *c, unsigned attempt)
 {
 	uint64_t cap = BACKOFF_BASE_MS << (attempt < 10 ? attempt : 10);
@@ -538,6 +556,8 @@ static void backoff(struct s3_conn *c, unsigned attempt)
 	c->rng ^= c->rng >> 7;
 	c->rng ^= c->rng << 17;
 	ms = cap / 2 + c->rng % (cap / 2 + 1); /* jitter: half to all of cap */
+	if ((long)ms > budget_ms(c))
+		ms = (uint64_t)budget_ms(c);
 	usleep((useconds_t)(ms * 1000));
 }
 
@@ -549,6 +569,7 @@ static CURLcode perform(struct s3_conn *c, struct req *r, const char *url,
 	struct curl_slist *h = NULL, *t;
 	char line[S3_ETAG_MAX + 64], range[64];
 	CURL *k = c->curl;
+	long timeout;
 	bool big;
 	CURLcode cc;
 
@@ -578,6 +599,11 @@ static CURLcode perform(struct s3_conn *c, struct req *r, const char *url,
 			snprintf(line, sizeof(line), "x-amz-meta-litestream-timestamp: %s", ts);
 			h = curl_slist_append(h, line);
 		}
+		if (h && r->put->epoch) {
+			snprintf(line, sizeof(line), "x-amz-meta-ltfs-epoch: %llu",
+				 (unsigned long long)r->put->epoch);
+			h = curl_slist_append(h, line);
+		}
 	}
 	if (h && s3->token_hdr[0])
 		h = curl_slist_append(h, s3->token_hdr);
@@ -595,16 +621,19 @@ static CURLcode perform(struct s3_conn *c, struct req *r, const char *url,
 	curl_easy_setopt(k, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(k, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(k, CURLOPT_ERRORBUFFER, curl_err);
-	curl_easy_setopt(k, CURLOPT_CONNECTTIMEOUT_MS, s3->timeout_ms < 5000 ? s3->timeout_ms : 5000L);
+	timeout = s3->timeout_ms < budget_ms(c) ? s3->timeout_ms : budget_ms(c);
+	if (timeout < 1)
+		timeout = 1;
+	curl_easy_setopt(k, CURLOPT_CONNECTTIMEOUT_MS, timeout < 5000 ? timeout : 5000L);
 	curl_easy_setopt(k, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(k, CURLOPT_TCP_KEEPALIVE, 1L);
 	/* a stalled transfer fails; a long one that moves does not */
 	curl_easy_setopt(k, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(k, CURLOPT_LOW_SPEED_TIME, (s3->timeout_ms + 999) / 1000);
+	curl_easy_setopt(k, CURLOPT_LOW_SPEED_TIME, (timeout + 999) / 1000);
 	big = r->body_len > S3_BIG_BODY || r->sink ||
 	      (r->ranged && (r->range_len == 0 || r->range_len > S3_BIG_BODY));
-	if (!big)
-		curl_easy_setopt(k, CURLOPT_TIMEOUT_MS, s3->timeout_ms);
+	if (!big || c->deadline_ms)
+		curl_easy_setopt(k, CURLOPT_TIMEOUT_MS, timeout);
 	if (strcmp(r->method, "PUT") == 0) {
 		r->sent = 0;
 		curl_easy_setopt(k, CURLOPT_UPLOAD, 1L);
@@ -708,7 +737,7 @@ static int request(struct s3_conn *c, struct req *r, struct ltfs_err *err)
 			retry = retryable_curl(cc);
 			rc = cc == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EIO;
 		}
-		if (!retry || attempt + 1 >= c->s3->attempts)
+		if (!retry || attempt + 1 >= c->s3->attempts || budget_ms(c) == 0)
 			break;
 		c->retries++;
 		backoff(c, attempt);

@@ -455,7 +455,7 @@ ssize_t cl_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 			s->end_sent = true;
 			continue;
 		}
-		if (!fs_is_primary(c->fs)) {
+		if (!cl_is_primary(c)) {
 			/* this node is no longer the primary */
 			set_head(s, FRAME_END, NULL, 0);
 			s->end_sent = true;

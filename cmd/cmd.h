@@ -47,6 +47,12 @@ struct cmd_config {
 	unsigned snapshot_ms;   /* s3.snapshot-interval; 0 = default */
 	unsigned retention_ms;  /* s3.retention */
 	unsigned l0_retention_ms; /* s3.l0-retention */
+	char *lease;            /* "s3" or "none" */
+	unsigned lease_ttl_ms;  /* 0 = default */
+	unsigned lease_renew_ms;
+	int candidate;          /* -1 = default (true) */
+	char *advertise_url;
+	char *sync;             /* "none" or "s3" */
 	enum ltfs_log_level log_level;
 	enum ltfs_log_format log_format;
 };
@@ -60,6 +66,7 @@ int cmd_ltx(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_status(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_restore(struct cmd_ctx *ctx, int argc, char **argv);
+int cmd_promote(struct cmd_ctx *ctx, int argc, char **argv);
 
 /* The bucket at url (s3://BUCKET/PREFIX) with the config's s3.* settings
  * (the AWS_* variables fill what the config leaves out). */

@@ -376,8 +376,27 @@ static int want_duration(const struct cfg_node *n, unsigned lo, unsigned hi, uns
 	if (n->kind == CFG_SCALAR && cmd_parse_duration_ms(n->value, hi, out) == 0 && *out >= lo)
 		return 0;
 	return ltfs_err_set(err, LTFS_E_CONFIG,
-			    "line %d: '%s' must be a duration from %us to %uh (e.g. 30s, 5m, 24h)",
-			    n->line, n->key, lo / 1000, hi / 3600000);
+			    "line %d: '%s' must be a duration from %u%s to %uh (e.g. 30s, 5m, 24h)",
+			    n->line, n->key, lo >= 1000 ? lo / 1000 : lo, lo >= 1000 ? "s" : "ms",
+			    hi / 3600000);
+}
+
+/* One of the words of choices ("a|b|c"). */
+static int want_choice(const struct cfg_node *n, const char *choices, char **out,
+		       struct ltfs_err *err)
+{
+	size_t len = n->kind == CFG_SCALAR ? strlen(n->value) : 0;
+
+	for (const char *p = choices; len && *p;) {
+		const char *bar = strchr(p, '|');
+		size_t k = bar ? (size_t)(bar - p) : strlen(p);
+
+		if (k == len && strncmp(p, n->value, k) == 0)
+			return want_str(n, out, err);
+		p += k + (bar ? 1 : 0);
+	}
+	return ltfs_err_set(err, LTFS_E_CONFIG, "line %d: '%s' must be one of %s", n->line, n->key,
+			    choices);
 }
 
 /* s3.levels: a list of compaction intervals, each longer than the last. */
@@ -460,6 +479,7 @@ void cmd_config_init(struct cmd_config *c, const struct cmd_ctx *ctx)
 	c->log_format = ctx->log.format;
 	c->s3_path_style = -1;
 	c->upload_interval_ms = -1;
+	c->candidate = -1;
 }
 
 int cmd_config_load(const char *path, struct cmd_config *c, struct ltfs_err *err)
@@ -486,6 +506,21 @@ int cmd_config_load(const char *path, struct cmd_config *c, struct ltfs_err *err
 			rc = want_uint(n, 1, 10000000, &c->history_keep, err);
 		else if (strcmp(n->key, "replica-of") == 0)
 			rc = want_str(n, &c->replica_of, err);
+		else if (strcmp(n->key, "lease") == 0)
+			rc = want_choice(n, "s3|none", &c->lease, err);
+		else if (strcmp(n->key, "lease-ttl") == 0)
+			rc = want_duration(n, 2000, 3600000, &c->lease_ttl_ms, err);
+		else if (strcmp(n->key, "lease-renew-interval") == 0)
+			rc = want_duration(n, 100, 1800000, &c->lease_renew_ms, err);
+		else if (strcmp(n->key, "candidate") == 0) {
+			bool v = true;
+
+			rc = want_bool(n, &v, err);
+			c->candidate = v;
+		} else if (strcmp(n->key, "advertise-url") == 0)
+			rc = want_str(n, &c->advertise_url, err);
+		else if (strcmp(n->key, "sync") == 0)
+			rc = want_choice(n, "none|s3", &c->sync, err);
 		else if (strcmp(n->key, "http") == 0)
 			rc = n->kind == CFG_MAP ? apply_http(n, c, err)
 						: ltfs_err_set(err, LTFS_E_CONFIG,
@@ -517,6 +552,9 @@ void cmd_config_release(struct cmd_config *c)
 	free(c->http_addr);
 	free(c->http_token);
 	free(c->replica_of);
+	free(c->lease);
+	free(c->advertise_url);
+	free(c->sync);
 	free(c->s3_url);
 	free(c->s3_endpoint);
 	free(c->s3_region);

@@ -24,6 +24,7 @@ static const char usage_text[] =
 	"commands:\n"
 	"  mount MOUNTDIR     mount the filesystem and record every commit\n"
 	"  status             role, primary and database positions of a node\n"
+	"  promote            make a node the primary now (lease mode)\n"
 	"  restore URL|NAME   bring a database back from the bucket, at any TXID\n"
 	"                     or moment\n"
 	"  ltx SUBCOMMAND     inspect, verify, apply and compact LTX files\n"
@@ -126,6 +127,7 @@ static const struct {
 	{ "mount", cmd_mount },
 	{ "status", cmd_status },
 	{ "restore", cmd_restore },
+	{ "promote", cmd_promote },
 	{ "ltx", cmd_ltx },
 };
 

@@ -51,6 +51,20 @@ static const char mount_usage[] =
 	"                    gather commits this long into one upload (default\n"
 	"                    1s; 0 uploads each commit as it lands)\n"
 	"\n"
+	"Election (all nodes run the same flags; see docs/operations.md):\n"
+	"  --lease s3        elect the primary through PREFIX/.ltfs/lease.json in\n"
+	"                    the --s3 bucket instead of a static --replica-of\n"
+	"  --lease-ttl DURATION\n"
+	"                    how long a lease lasts without renewal (default 10s,\n"
+	"                    at least 2s); failover takes about this long\n"
+	"  --advertise-url URL\n"
+	"                    how the other nodes reach this node's HTTP server\n"
+	"                    (default http://ADDR of --http)\n"
+	"  --no-candidate    never become the primary (a read-only replica)\n"
+	"  --sync s3         a commit returns only once it is in the bucket: no\n"
+	"                    acknowledged commit is lost in a failover (default\n"
+	"                    none: commits never wait for the bucket)\n"
+	"\n"
 	"Data dir layout: DATA/dbs/NAME/database (the SQLite file), .../ltx/ (the\n"
 	"LTX history, inspect with 'ltfs ltx dump'), DATA/tree (other files).\n";
 
@@ -117,6 +131,11 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		{ "replica-of", required_argument, NULL, 'R' },
 		{ "s3", required_argument, NULL, 'S' },
 		{ "upload-interval", required_argument, NULL, 'U' },
+		{ "lease", required_argument, NULL, 'L' },
+		{ "lease-ttl", required_argument, NULL, 'T' },
+		{ "advertise-url", required_argument, NULL, 'A' },
+		{ "no-candidate", no_argument, NULL, 'N' },
+		{ "sync", required_argument, NULL, 'Y' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -131,6 +150,11 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	int upload_ms = -1;
 	struct cluster_config ccfg = { 0 };
 	struct cluster_backup_opts bopts = { 0 };
+	struct cluster_lease_opts lopts = { 0 };
+	const char *lease = NULL, *advertise = NULL, *sync = NULL;
+	char advertise_buf[300];
+	unsigned lease_ttl = 0;
+	bool no_candidate = false;
 	struct cluster *cl = NULL;
 	bool debug = false, allow_other = false;
 	unsigned threads = 0, keep = 0, ms;
@@ -172,6 +196,26 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 			if (cmd_parse_duration_ms(optarg, 3600000, &ms) < 0)
 				return cmd_usage_error("mount", "--upload-interval: '%s' is not a duration up to 1h (e.g. 1s, 250ms, 0)", optarg);
 			upload_ms = (int)ms;
+			break;
+		case 'L':
+			if (strcmp(optarg, "s3") != 0 && strcmp(optarg, "none") != 0)
+				return cmd_usage_error("mount", "--lease: '%s': want s3 or none", optarg);
+			lease = optarg;
+			break;
+		case 'T':
+			if (cmd_parse_duration_ms(optarg, 3600000, &lease_ttl) < 0 || lease_ttl < 2000)
+				return cmd_usage_error("mount", "--lease-ttl: '%s' is not a duration from 2s to 1h", optarg);
+			break;
+		case 'A':
+			advertise = optarg;
+			break;
+		case 'N':
+			no_candidate = true;
+			break;
+		case 'Y':
+			if (strcmp(optarg, "s3") != 0 && strcmp(optarg, "none") != 0)
+				return cmd_usage_error("mount", "--sync: '%s': want s3 or none", optarg);
+			sync = optarg;
 			break;
 		case 'h':
 			fputs(mount_usage, stdout);
@@ -231,11 +275,43 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	ccfg.backup = &bopts;
 	cfg.hold_unshipped = s3 != NULL;
 
+	if (!lease)
+		lease = conf.lease;
+	lopts.enabled = lease && strcmp(lease, "s3") == 0;
+	lopts.ttl_ms = lease_ttl ? lease_ttl : conf.lease_ttl_ms;
+	lopts.renew_ms = conf.lease_renew_ms;
+	lopts.candidate = !no_candidate && conf.candidate != 0;
+	if (!advertise)
+		advertise = conf.advertise_url;
+	if (!advertise && lopts.enabled) {
+		/* the listen address, when it names this host */
+		const char *addr = ccfg.http_addr ? ccfg.http_addr : CLUSTER_DEFAULT_ADDR;
+
+		if (strncmp(addr, "0.0.0.0:", 8) == 0 || strncmp(addr, "[::]:", 5) == 0) {
+			s3_free(s3);
+			cmd_config_release(&conf);
+			return cmd_usage_error("mount", "--lease s3 with http.addr %s needs --advertise-url "
+							"(the address the other nodes reach this one at)", addr);
+		}
+		snprintf(advertise_buf, sizeof(advertise_buf), "http://%s", addr);
+		advertise = advertise_buf;
+	}
+	lopts.advertise_url = advertise;
+	ccfg.lease = &lopts;
+	if (!sync)
+		sync = conf.sync;
+	ccfg.sync = sync && strcmp(sync, "s3") == 0 ? CLUSTER_SYNC_S3 : CLUSTER_SYNC_NONE;
+	if (ccfg.sync == CLUSTER_SYNC_S3 && !s3) {
+		cmd_config_release(&conf);
+		return cmd_usage_error("mount", "--sync s3 needs a bucket (--s3 or s3.url)");
+	}
+
 	raise_fd_limit(ctx);
+	/* with a lease every node may become the primary: all start from the bucket */
 	rc = s3 && !(ccfg.replica_of && ccfg.replica_of[0]) ? bootstrap(ctx, s3, data_dir, &err) : 0;
 	if (rc == 0)
 		rc = fs_open(&fs, &cfg, &err);
-	if (rc == 0 && ccfg.replica_of && ccfg.replica_of[0])
+	if (rc == 0 && ((ccfg.replica_of && ccfg.replica_of[0]) || lopts.enabled))
 		fs_set_role(fs, FS_ROLE_REPLICA, NULL); /* before any request */
 	if (rc == 0)
 		rc = fs_mount(fs, &err);

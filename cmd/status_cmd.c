@@ -104,6 +104,16 @@ static void print_table(json_t *info)
 		printf("(no databases)\n");
 }
 
+/* URL without trailing slashes, then path. */
+static void node_url(const char *base, const char *path, char *out, size_t n)
+{
+	size_t len = strlen(base);
+
+	while (len && base[len - 1] == '/')
+		len--;
+	snprintf(out, n, "%.*s%s", (int)len, base, path);
+}
+
 int cmd_status(struct cmd_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -140,13 +150,7 @@ int cmd_status(struct cmd_ctx *ctx, int argc, char **argv)
 	}
 	if (optind != argc)
 		return cmd_usage_error("status", "unexpected argument '%s' (see --help)", argv[optind]);
-	{
-		size_t n = strlen(base);
-
-		while (n && base[n - 1] == '/')
-			n--;
-		snprintf(url, sizeof(url), "%.*s/v1/info", (int)n, base);
-	}
+	node_url(base, "/v1/info", url, sizeof(url));
 	ltfs_buf_init(&body, 64u << 20);
 	rc = cluster_http_get(url, getenv("LTFS_TOKEN"), &body, &status, &err);
 	if (rc < 0) {
@@ -175,4 +179,61 @@ int cmd_status(struct cmd_ctx *ctx, int argc, char **argv)
 	print_table(info);
 	json_decref(info);
 	return EXIT_OK;
+}
+
+static const char promote_usage[] =
+	"usage: ltfs promote [--url URL]\n"
+	"\n"
+	"Makes the node at URL the primary, without waiting for a TTL: the\n"
+	"current primary stops taking writes, ships its last commits to the\n"
+	"bucket and hands the lease over; the node catches up and opens for\n"
+	"writes. Needs lease mode (--lease s3) and a candidate node. Returns\n"
+	"once the node takes writes.\n"
+	"\n"
+	"  --url URL   the node to promote (default http://127.0.0.1:20202)\n"
+	"\n"
+	"The bearer token, when the nodes have one, is read from LTFS_TOKEN.\n"
+	"Exit status: 0 the node is the primary, 1 it is not, 2 usage.\n";
+
+int cmd_promote(struct cmd_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "url", required_argument, NULL, 'u' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *base = "http://127.0.0.1:20202";
+	char url[2048];
+	struct ltfs_buf body;
+	struct ltfs_err err = { 0 };
+	long status;
+	int c, rc;
+
+	(void)ctx;
+	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'u':
+			base = optarg;
+			break;
+		case 'h':
+			fputs(promote_usage, stdout);
+			return EXIT_OK;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc)
+		return cmd_usage_error("promote", "unexpected argument '%s' (see --help)", argv[optind]);
+	node_url(base, "/v1/promote", url, sizeof(url));
+	ltfs_buf_init(&body, 1u << 20);
+	rc = cluster_http_post(url, getenv("LTFS_TOKEN"), NULL, &body, &status, &err);
+	if (rc == 0 && status != 200)
+		rc = cmd_fail("promote", "%s answered %ld: %.*s", url, status, (int)body.len,
+			      body.data ? (const char *)body.data : "");
+	else if (rc < 0)
+		rc = cmd_fail("promote", "%s", err.msg);
+	else
+		printf("%s is the primary\n", base);
+	ltfs_buf_release(&body);
+	return rc < 0 ? EXIT_FAIL : rc;
 }

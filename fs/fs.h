@@ -66,6 +66,12 @@ void fs_close(struct fs *fs);
 void fs_set_commit_hook(struct fs *fs, fs_commit_fn fn, void *ctx);
 void fs_set_role(struct fs *fs, enum fs_role role, const char *primary_url);
 bool fs_is_primary(struct fs *fs);
+/* A primary holding a lease takes writes only until this CLOCK_MONOTONIC
+ * moment (ms; 0 = no limit): past it, database writes fail with EACCES
+ * even before the lease thread has demoted the node. */
+void fs_set_write_deadline(struct fs *fs, int64_t mono_ms);
+/* The primary role and, with a deadline, still inside it. */
+bool fs_write_allowed(struct fs *fs);
 
 /* Position of a database: 0 and TXID/checksum, or -ENOENT. */
 int fs_db_position(struct fs *fs, const char *db, uint64_t *txid,

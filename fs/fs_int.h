@@ -171,6 +171,7 @@ struct fs {
 
 	enum fs_role role;
 	char primary_url[1024];
+	int64_t write_deadline;    /* CLOCK_MONOTONIC ms; 0 = none (atomic) */
 	fs_commit_fn on_commit;
 	void *on_commit_ctx;
 	struct fs_writer writer;

@@ -126,7 +126,7 @@ static int check_writable(struct fs *fs, struct fs_db *db)
 			   db->broken_msg);
 		return -EIO;
 	}
-	if (fs->role != FS_ROLE_PRIMARY)
+	if (!fs_write_allowed(fs))
 		return -EACCES;
 	return 0;
 }
@@ -492,7 +492,7 @@ static int open_node(struct fs *fs, struct fs_node *n, int flags,
 		rc = n->kind == FS_DB ? (n->db->db_fd < 0 ? -ENOENT : 0)
 				      : fs_db_open_aux(n->db, n->kind,
 						       (flags & O_ACCMODE) != O_RDONLY &&
-						       fs->role == FS_ROLE_PRIMARY);
+						       fs_write_allowed(fs));
 		if (rc == 0) {
 			fd = dup(fs_db_aux_fd(n->db, n->kind));
 			rc = fd < 0 ? -errno : 0;
@@ -725,9 +725,13 @@ static int write_db(struct fs *fs, struct fs_node *n, struct fs_handle *h,
 	struct ltfs_err err = { 0 };
 	int rc;
 
-	if (n->kind != FS_SHM && (rc = check_writable(fs, n->db)) < 0)
-		return rc;
 	pthread_mutex_lock(&db->mu);
+	/* under the lock: a write that waited for it may have outlived the
+	 * node's lease meanwhile */
+	if (n->kind != FS_SHM && (rc = check_writable(fs, n->db)) < 0) {
+		pthread_mutex_unlock(&db->mu);
+		return rc;
+	}
 	switch (n->kind) {
 	case FS_DB:
 		rc = fs_db_note_db_write(db, buf, size, (uint64_t)off, &err);

@@ -802,6 +802,24 @@ bool fs_is_primary(struct fs *fs)
 	return __atomic_load_n(&fs->role, __ATOMIC_RELAXED) == FS_ROLE_PRIMARY;
 }
 
+void fs_set_write_deadline(struct fs *fs, int64_t mono_ms)
+{
+	__atomic_store_n(&fs->write_deadline, mono_ms, __ATOMIC_SEQ_CST);
+}
+
+bool fs_write_allowed(struct fs *fs)
+{
+	int64_t until = __atomic_load_n(&fs->write_deadline, __ATOMIC_SEQ_CST);
+	struct timespec ts;
+
+	if (!fs_is_primary(fs))
+		return false;
+	if (until == 0)
+		return true;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 < until;
+}
+
 uint64_t fs_node_id(struct fs *fs)
 {
 	return fs->node_id;
