@@ -430,6 +430,7 @@ static int upload_run(struct cl_backup *b, const char *name, struct run *r, unsi
 		b->uploads++;
 		b->upload_bytes += size;
 		b->last_ok_ms = cl_now_ms();
+		pthread_cond_broadcast(&b->c->cv); /* commits waiting for the bucket */
 		pthread_mutex_unlock(&b->c->mu);
 		fs_set_shipped(b->c->fs, name, h.max_txid);
 		ltfs_debug(b->c->log, "backup", "'%s': uploaded %s (%llu bytes)", name, key,

@@ -23,6 +23,48 @@ static void on_commit(void *ctx, const struct fs_commit_info *info)
 	pthread_mutex_unlock(&c->mu);
 }
 
+/*
+ * sync: s3. A commit's request waits until the bucket holds its TXID (and,
+ * with a lease, the lease publishes it). A node that stops being the
+ * primary can no longer make it safe: the request fails where SQLite
+ * reports it, and otherwise is never answered, so that no commit is
+ * acknowledged that a failover may lose.
+ */
+static int on_commit_wait(void *ctx, const char *db, uint64_t txid, bool can_fail)
+{
+	struct cluster *c = ctx;
+	bool warned = false, stuck;
+	int rc = 0;
+
+	pthread_mutex_lock(&c->mu);
+	while (cl_backup_remote_txid(c, db, &stuck) < txid) {
+		bool lost = c->lease ? !c->serving : !fs_is_primary(c->fs);
+
+		if (c->stopping) {
+			rc = -ECANCELED;
+			break;
+		}
+		if ((lost || stuck) && can_fail) {
+			rc = LTFS_E_NOT_PRIMARY;
+			break;
+		}
+		if ((lost || stuck) && !warned) {
+			ltfs_error(c->log, "sync", "'%s': TXID %llu cannot reach the bucket (%s); its "
+						   "COMMIT stays unanswered",
+				   db, (unsigned long long)txid,
+				   stuck ? "uploads are stuck" : "this node is no longer the primary");
+			warned = true;
+		}
+		cl_wait(c, 100);
+	}
+	pthread_mutex_unlock(&c->mu);
+	if (rc < 0 && rc != -ECANCELED)
+		ltfs_warn(c->log, "sync", "'%s': TXID %llu is not in the bucket and this node is no "
+					  "longer the primary: its COMMIT fails", db,
+			  (unsigned long long)txid);
+	return rc;
+}
+
 static int copy_setting(char *dst, size_t n, const char *src, const char *key,
 			struct ltfs_err *err)
 {
@@ -75,6 +117,8 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 		while (n && c->replica_of[n - 1] == '/')
 			c->replica_of[--n] = '\0';
 	}
+	if (rc == 0 && cfg->sync == CLUSTER_SYNC_S3 && !cfg->s3)
+		rc = ltfs_err_set(err, LTFS_E_CONFIG, "sync: s3 needs a bucket (--s3 or s3.url)");
 	if (rc == 0 && lease && (!cfg->s3 || c->replica_of[0] || strcmp(c->addr, "off") == 0))
 		rc = ltfs_err_set(err, LTFS_E_CONFIG, "lease: s3 %s",
 				  !cfg->s3 ? "needs a bucket (--s3 or s3.url)"
@@ -85,6 +129,8 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 		rc = ltfs_err_set(err, -ENOMEM, "curl_global_init failed");
 	if (rc == 0) {
 		fs_set_commit_hook(c->fs, on_commit, c);
+		if (cfg->sync == CLUSTER_SYNC_S3)
+			fs_set_commit_wait(c->fs, on_commit_wait, c);
 		if (!c->replica_of[0] && !lease)
 			fs_set_role(c->fs, FS_ROLE_PRIMARY, NULL);
 		rc = strcmp(c->addr, "off") == 0 ? 0 : cl_http_start(c, err);
@@ -123,6 +169,7 @@ void cluster_stop(struct cluster *c)
 	cl_lease_stop(c);    /* then releases the lease */
 	cl_http_stop(c);
 	fs_set_commit_hook(c->fs, NULL, NULL);
+	fs_set_commit_wait(c->fs, NULL, NULL);
 	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mu);
 	free(c);

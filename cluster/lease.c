@@ -138,10 +138,11 @@ static char *doc_encode(const struct lease_doc *d)
 	ltx_format_timestamp(cl_now_ms(), at, sizeof(at));
 	/* "written" is for people reading the object: nodes never compare it
 	 * with their clocks */
-	o = json_pack("{s:i, s:s, s:s, s:s, s:I, s:b, s:s, s:s?, s:o}", "version", LEASE_VERSION,
+	o = json_pack("{s:i, s:s, s:s, s:s, s:I, s:b, s:s, s:o}", "version", LEASE_VERSION,
 		      "node", d->node, "url", d->url, "epoch", epoch, "ttl_ms",
-		      (json_int_t)d->ttl_ms, "released", d->released, "written", at, "handoff",
-		      d->handoff[0] ? d->handoff : NULL, "dbs", dbs);
+		      (json_int_t)d->ttl_ms, "released", d->released, "written", at, "dbs", dbs);
+	if (o && d->handoff[0])
+		json_object_set_new(o, "handoff", json_string(d->handoff));
 	if (o)
 		s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(o);

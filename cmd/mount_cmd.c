@@ -259,8 +259,11 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 
 	if (!s3_url)
 		s3_url = conf.s3_url;
-	if (upload_ms < 0)
-		upload_ms = conf.upload_interval_ms >= 0 ? conf.upload_interval_ms : 1000;
+	if (!sync)
+		sync = conf.sync;
+	if (upload_ms < 0) /* commits that wait for the bucket upload at once */
+		upload_ms = conf.upload_interval_ms >= 0 ? conf.upload_interval_ms
+			  : sync && strcmp(sync, "s3") == 0 ? 0 : 1000;
 	if (s3_url && cmd_s3_open(&conf, s3_url, &s3, &err) < 0) {
 		cmd_config_release(&conf);
 		return cmd_usage_error("mount", "%s", err.msg);
@@ -298,8 +301,6 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	}
 	lopts.advertise_url = advertise;
 	ccfg.lease = &lopts;
-	if (!sync)
-		sync = conf.sync;
 	ccfg.sync = sync && strcmp(sync, "s3") == 0 ? CLUSTER_SYNC_S3 : CLUSTER_SYNC_NONE;
 	if (ccfg.sync == CLUSTER_SYNC_S3 && !s3) {
 		cmd_config_release(&conf);

@@ -174,6 +174,8 @@ struct fs {
 	int64_t write_deadline;    /* CLOCK_MONOTONIC ms; 0 = none (atomic) */
 	fs_commit_fn on_commit;
 	void *on_commit_ctx;
+	fs_commit_wait_fn commit_wait;
+	void *commit_wait_ctx;
 	struct fs_writer writer;
 	int staging_fd;            /* DATA/staging: received LTX files */
 	uint64_t stage_seq;
@@ -226,6 +228,7 @@ void fs_db_published(struct fs_db *db, const struct ltx_header *h,
 		     uint64_t post, const char *name, uint64_t bytes);
 int fs_db_create(struct fs *fs, const char *name, struct fs_db **out,
 		 struct ltfs_err *err);
+int fs_db_settle(struct fs_db *db, bool wal_mode, struct ltfs_err *err);
 int fs_db_load(struct fs *fs, const char *escaped, struct fs_db **out,
 	       struct ltfs_err *err);
 void fs_db_free(struct fs_db *db);

@@ -428,6 +428,14 @@ void fs_set_commit_hook(struct fs *fs, fs_commit_fn fn, void *ctx)
 	pthread_mutex_unlock(&fs->lock);
 }
 
+void fs_set_commit_wait(struct fs *fs, fs_commit_wait_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&fs->lock);
+	fs->commit_wait = fn;
+	fs->commit_wait_ctx = ctx;
+	pthread_mutex_unlock(&fs->lock);
+}
+
 void fs_set_role(struct fs *fs, enum fs_role role, const char *primary_url)
 {
 	pthread_mutex_lock(&fs->lock);

@@ -717,15 +717,48 @@ static bool all_zero(const char *p, size_t n)
 	return true;
 }
 
+/* Synchronous mode: a request that committed answers once the commit is
+ * safe elsewhere. Set before any request and never changed after. */
+static int commit_wait(struct fs *fs, struct fs_db *db, uint64_t before, uint64_t after,
+		       bool can_fail)
+{
+	if (!fs->commit_wait || after <= before)
+		return 0;
+	return fs->commit_wait(fs->commit_wait_ctx, db->name, after, can_fail) < 0 ? -EIO : 0;
+}
+
+/*
+ * A rollback-mode commit in synchronous mode: the journal was just
+ * recorded as committed (db->mu held), but is finalized on disk only once
+ * the commit is safe elsewhere. If it cannot be, the journal stays hot,
+ * SQLite reports the COMMIT as failed and the next reader rolls it back.
+ * db->mu is let go meanwhile; the committing connection holds SQLite's
+ * exclusive lock, so no other touches the files.
+ */
+static int finalize_wait(struct fs *fs, struct fs_db *db, uint64_t before)
+{
+	uint64_t after = db->txid;
+	int rc;
+
+	if (!fs->commit_wait || after <= before)
+		return 0;
+	pthread_mutex_unlock(&db->mu);
+	rc = commit_wait(fs, db, before, after, true);
+	pthread_mutex_lock(&db->mu);
+	return rc;
+}
+
 /* A write to a database file or one of its companions. */
 static int write_db(struct fs *fs, struct fs_node *n, struct fs_handle *h,
 		    const char *buf, size_t size, off_t off)
 {
 	struct fs_db *db = n->db;
 	struct ltfs_err err = { 0 };
+	uint64_t before;
 	int rc;
 
 	pthread_mutex_lock(&db->mu);
+	before = db->txid;
 	/* under the lock: a write that waited for it may have outlived the
 	 * node's lease meanwhile */
 	if (n->kind != FS_SHM && (rc = check_writable(fs, n->db)) < 0) {
@@ -743,6 +776,8 @@ static int write_db(struct fs *fs, struct fs_node *n, struct fs_handle *h,
 		rc = 0;
 		if (off == 0 && size >= LTX_JOURNAL_HEADER_SIZE && all_zero(buf, LTX_JOURNAL_HEADER_SIZE))
 			rc = fs_db_journal_finalize(db, &err);
+		if (rc == 0)
+			rc = finalize_wait(fs, db, before);
 		if (rc == 0)
 			rc = pwrite_all(h->fd, buf, size, off);
 		break;
@@ -809,18 +844,23 @@ static void after_unlock(struct fs *fs, struct fs_node *n, bool had_write,
 			 bool had_reserved)
 {
 	struct ltfs_err err = { 0 };
+	uint64_t before, after;
 	int rc = 0;
 
 	if (!n->db || (!had_write && !had_reserved))
 		return;
 	pthread_mutex_lock(&n->db->mu);
+	before = n->db->txid;
 	if (n->kind == FS_SHM && had_write)
 		rc = fs_db_wal_commit_pending(n->db, &err);
 	else if (n->kind == FS_DB && had_reserved)
 		rc = fs_db_commit_unjournaled(n->db, &err);
+	after = n->db->txid;
 	pthread_mutex_unlock(&n->db->mu);
 	if (rc < 0)
 		ltfs_error(fs->log, "fs", "%s", err.msg);
+	/* SQLite ignores errors of an unlock: this wait cannot fail */
+	commit_wait(fs, n->db, before, after, false);
 }
 
 static void lock_state(struct fs_node *n, uint64_t owner, bool *w, bool *r)
@@ -942,6 +982,7 @@ static int truncate_node(struct fs *fs, struct fs_node *n, off_t size,
 			 struct fs_handle *h)
 {
 	struct ltfs_err err = { 0 };
+	uint64_t before;
 	int fd, rc = 0;
 
 	if (n->kind == FS_FILE) {
@@ -959,6 +1000,7 @@ static int truncate_node(struct fs *fs, struct fs_node *n, off_t size,
 	if (n->kind != FS_SHM && (rc = check_writable(fs, n->db)) < 0)
 		return rc;
 	pthread_mutex_lock(&n->db->mu);
+	before = n->db->txid;
 	switch (n->kind) {
 	case FS_DB:
 		rc = fs_db_truncate(n->db, (uint64_t)size, &err);
@@ -966,6 +1008,8 @@ static int truncate_node(struct fs *fs, struct fs_node *n, off_t size,
 	case FS_JOURNAL:
 		if (size == 0)
 			rc = fs_db_journal_finalize(n->db, &err);
+		if (rc == 0)
+			rc = finalize_wait(fs, n->db, before);
 		break;
 	case FS_WAL:
 		rc = fs_db_wal_truncate(n->db, (uint64_t)size, &err);
@@ -1093,7 +1137,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	reply_err(req, rc);
 }
 
-static int unlink_db_file(struct fs *fs, struct fs_node *n)
+/* fs->lock held; *before and *after: the database's TXID around it. */
+static int unlink_db_file(struct fs *fs, struct fs_node *n, uint64_t *before, uint64_t *after)
 {
 	struct fs_db *db = n->db;
 	struct ltfs_err err = { 0 };
@@ -1102,6 +1147,7 @@ static int unlink_db_file(struct fs *fs, struct fs_node *n)
 	if (n->kind != FS_SHM && (rc = check_writable(fs, n->db)) < 0)
 		return rc;
 	pthread_mutex_lock(&db->mu);
+	*before = db->txid;
 	switch (n->kind) {
 	case FS_DB:
 		rc = fs_db_drop(db, &err);
@@ -1127,6 +1173,28 @@ static int unlink_db_file(struct fs *fs, struct fs_node *n)
 	default:
 		rc = -EACCES;
 	}
+	*after = db->txid;
+	pthread_mutex_unlock(&db->mu);
+	if (err.code < 0)
+		ltfs_error(fs->log, "fs", "%s", err.msg);
+	return rc;
+}
+
+/* Synchronous mode, DELETE journal mode: record the commit and wait for it
+ * before the journal goes (fs->lock not held: the wait may be long). */
+static int journal_commit_sync(struct fs *fs, struct fs_db *db)
+{
+	struct ltfs_err err = { 0 };
+	uint64_t before;
+	int rc;
+
+	if (check_writable(fs, db) < 0)
+		return 0; /* the unlink says so */
+	pthread_mutex_lock(&db->mu);
+	before = db->txid;
+	rc = fs_db_journal_finalize(db, &err);
+	if (rc == 0)
+		rc = finalize_wait(fs, db, before);
 	pthread_mutex_unlock(&db->mu);
 	if (err.code < 0)
 		ltfs_error(fs->log, "fs", "%s", err.msg);
@@ -1140,13 +1208,26 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	char path[FS_PATH_MAX];
 	int rc;
 
+	uint64_t before = 0, after = 0;
+	struct fs_db *db = NULL;
+
 	pthread_mutex_lock(&fs->lock);
 	rc = make_path(dir, name, path);
 	if (rc == 0)
 		rc = resolve(fs, dir, name, path, &n);
+	if (rc == 0 && n->kind == FS_JOURNAL && fs->commit_wait) {
+		n->nopen++; /* pinned while fs->lock is let go */
+		pthread_mutex_unlock(&fs->lock);
+		rc = journal_commit_sync(fs, n->db);
+		pthread_mutex_lock(&fs->lock);
+		n->nopen--;
+		if (rc < 0)
+			fs_node_maybe_free(fs, n);
+	}
 	if (rc == 0) {
+		db = n->db;
 		if (is_db_kind(n->kind))
-			rc = unlink_db_file(fs, n);
+			rc = unlink_db_file(fs, n, &before, &after);
 		else if (n->kind == FS_FILE)
 			rc = unlinkat(fs->tree_fd, path, 0) < 0 ? -errno : 0;
 		else
@@ -1161,6 +1242,10 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fs_node_maybe_free(fs, n);
 	}
 	pthread_mutex_unlock(&fs->lock);
+	/* a deletion, or WAL commits the last close left behind (the
+	 * database outlives its name: it keeps its history) */
+	if (rc == 0 && db)
+		rc = commit_wait(fs, db, before, after, true);
 	reply_err(req, rc);
 }
 

@@ -539,6 +539,72 @@ static int reapply_newest(struct fs_db *db, const char *name,
 	return rc;
 }
 
+/*
+ * Before an apply on a node that was the primary, its database file must
+ * hold the whole position, as on any replica. A primary's WAL is seldom
+ * checkpointed: its committed frames are copied into the file and the
+ * WAL emptied. A journal left hot by a transaction the demotion cut off
+ * is played back (the position never included that transaction).
+ * Called with the apply's locks and db->mu held.
+ */
+int fs_db_settle(struct fs_db *db, bool wal_mode, struct ltfs_err *err)
+{
+	struct wal_scan ws;
+	struct stat st;
+	uint8_t *page;
+	int rc = 0;
+
+	if (db->db_fd < 0)
+		return 0;
+	if (!wal_mode) {
+		if (fs_db_open_aux(db, FS_JOURNAL, false) < 0)
+			return 0;
+		rc = play_journal(db, err);
+		if (rc > 0) {
+			ltfs_warn(db->fs->log, "replica", "'%s': rolled back the transaction a demotion "
+							  "cut off", db->name);
+			if (unlinkat(db->dirfd, fs_db_aux_name(FS_JOURNAL), 0) < 0 && errno != ENOENT)
+				return ltfs_err_set(err, -errno, "'%s/journal': %s", db->dir,
+						    strerror(errno));
+		}
+		return rc < 0 ? rc : 0;
+	}
+	if (fs_db_open_aux(db, FS_WAL, false) < 0 || fstat(db->wal_fd, &st) < 0 || st.st_size == 0)
+		return 0;
+	rc = scan_wal(db->wal_fd, &ws);
+	if (rc < 0)
+		return ltfs_err_set(err, rc, "'%s/wal': %s", db->dir, ltfs_strerror(rc));
+	page = ws.valid ? malloc(ws.wh.page_size) : NULL;
+	if (ws.valid && !page)
+		rc = ltfs_err_set(err, -ENOMEM, NULL);
+	for (size_t i = 0, n = page ? newest_frames(&ws) : 0; rc == 0 && i < n; i++) {
+		rc = ltx_pread_full(db->wal_fd, page, ws.wh.page_size, ws.frames[i].off);
+		if (rc == 0)
+			rc = ltx_pwrite_full(db->db_fd, page, ws.wh.page_size,
+					     (uint64_t)(ws.frames[i].pgno - 1) * ws.wh.page_size);
+		if (rc < 0)
+			ltfs_err_set(err, rc, "'%s': folding the WAL into the database: %s", db->dir,
+				     ltfs_strerror(rc));
+	}
+	if (rc == 0 && ws.commit &&
+	    ftruncate(db->db_fd, (off_t)ws.commit * ws.wh.page_size) < 0)
+		rc = ltfs_err_set(err, -errno, "'%s/database': truncate: %s", db->dir, strerror(errno));
+	if (rc == 0 && fsync(db->db_fd) < 0)
+		rc = ltfs_err_set(err, -errno, "'%s/database': fsync: %s", db->dir, strerror(errno));
+	if (rc == 0 && ftruncate(db->wal_fd, 0) < 0)
+		rc = ltfs_err_set(err, -errno, "'%s/wal': truncate: %s", db->dir, strerror(errno));
+	if (rc == 0) {
+		memset(&db->wal, 0, sizeof(db->wal));
+		if (ws.nframes)
+			ltfs_info(db->fs->log, "replica", "'%s': folded %zu WAL pages into the database "
+							  "before applying", db->name, ws.nframes);
+	}
+	free(page);
+	free(ws.frames);
+	free(ws.commit_ends);
+	return rc;
+}
+
 static void mark_broken(struct fs_db *db, const char *fmt, ...) LTFS_PRINTF(2, 3);
 static void mark_broken(struct fs_db *db, const char *fmt, ...)
 {

@@ -698,8 +698,10 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 	}
 
 	pthread_mutex_lock(&db->mu);
+	rc = fs_db_settle(db, p.wal_mode, err);
 	/* nothing else applies, but the position must still be the planned one */
-	rc = check_continues(db, &p.h, err);
+	if (rc == 0)
+		rc = check_continues(db, &p.h, err);
 	if (rc == 0)
 		rc = publish(fs, db, &p, stage_name, file, err);
 	if (rc == 0) {
