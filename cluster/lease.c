@@ -545,7 +545,7 @@ static void observe(struct cl_lease *l)
 			ltfs_error(c->log, "lease", "%s", err.msg);
 			l->warned_at = now;
 		}
-		if (l->candidate && now >= l->no_take_until && now - l->seen_at >= LEASE_TTL_DEFAULT) {
+		if (l->candidate && now >= l->no_take_until && now - l->seen_at >= l->ttl_ms) {
 			struct lease_doc blank = { .epoch = 0 };
 
 			pthread_mutex_lock(&c->mu);

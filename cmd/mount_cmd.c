@@ -300,6 +300,12 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		advertise = advertise_buf;
 	}
 	lopts.advertise_url = advertise;
+	if (lopts.enabled && (!s3 || (ccfg.replica_of && ccfg.replica_of[0]))) {
+		s3_free(s3);
+		cmd_config_release(&conf);
+		return cmd_usage_error("mount", "--lease s3 %s", !s3 ? "needs a bucket (--s3 or s3.url)"
+					   : "and --replica-of exclude each other: the lease names the primary");
+	}
 	ccfg.lease = &lopts;
 	ccfg.sync = sync && strcmp(sync, "s3") == 0 ? CLUSTER_SYNC_S3 : CLUSTER_SYNC_NONE;
 	if (ccfg.sync == CLUSTER_SYNC_S3 && !s3) {

@@ -1,0 +1,436 @@
+#!/bin/sh
+# Primary election through the lease object in a real S3 bucket (Ceph RGW
+# on loopback): several candidates racing on a fresh prefix, kill -9 and
+# SIGSTOP of the primary under write load, the bucket going away, clean
+# shutdown, non-candidates, ltfs promote, synchronous mode, a long run of
+# random kills and pauses, and bad input. Every node runs the same flags
+# except its ports: no node is told who the primary is.
+. tests/lib.sh
+
+s3_suite_start
+
+TTL=${TTL:-2s}
+TTL_MS=2000
+
+# lstart N CASE [ARGS...]: node N in lease mode on the case's prefix.
+lstart() {
+	_n=$1
+	_p=$2
+	shift 2
+	node_start "$_n" --s3 "$(url "$_p")" --lease s3 --lease-ttl "$TTL" --upload-interval 0 "$@"
+}
+
+# field N KEY: a top-level string field of node N's /v1/info ("" if down).
+field() {
+	curl -sf -m 2 "$(node_url "$1")/v1/info" 2>/dev/null |
+		sed -n "s/^  \"$2\": \"\\([^\"]*\\)\".*/\\1/p" | head -1
+}
+role() { field "$1" role; }
+
+# primaries N...: the nodes that say they are the primary.
+primaries() {
+	_out=""
+	for _n in "$@"; do
+		[ "$(role "$_n")" = primary ] && _out="$_out $_n"
+	done
+	echo $_out
+}
+
+# wait_primary N...: until exactly one of the nodes is the primary; prints
+# it (at most 15 s).
+wait_primary() {
+	_i=0
+	while :; do
+		_p=$(primaries "$@")
+		case "$_p" in
+		*" "*) ;;
+		?*) echo "$_p"; return 0 ;;
+		esac
+		_i=$((_i + 1))
+		if [ $_i -gt 150 ]; then
+			echo "    no single primary among $* (have: '$_p')" >&2
+			for _n in "$@"; do tail -4 "$T/n$_n.log" | sed "s/^/    n$_n | /" >&2; done
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+now_ms() { date +%s%3N; }
+
+# The lease object of a case, as JSON text.
+lease_of() { s3 get "$SUITE-$1/.ltfs/lease.json"; }
+
+# ins N DB SQL: one write on node N; quiet, the exit status says.
+ins() { sqlite3 -cmd ".timeout 3000" "$T/m$1/$2" "$3" >/dev/null 2>&1; }
+
+# writer NAME MODE COUNT NODES...: in the background, insert ids 1..COUNT
+# into app.db table t (row tag NAME) on whichever node is the primary,
+# appending every acknowledged id to $T/acked.NAME; at most 120 s.
+writer() {
+	_name=$1
+	_mode=$2
+	_count=$3
+	shift 3
+	: >"$T/acked.$_name"
+	(
+		_end=$(($(date +%s) + 120))
+		_i=1
+		_at=$1
+		while [ $_i -le "$_count" ] && [ "$(date +%s)" -lt $_end ]; do
+			if ins "$_at" app.db "PRAGMA journal_mode=$_mode; INSERT INTO t VALUES('$_name', $_i)"; then
+				echo $_i >>"$T/acked.$_name"
+				_i=$((_i + 1))
+			else
+				# find the primary again
+				for _n in "$@"; do
+					[ "$(role "$_n")" = primary ] && _at=$_n && break
+				done
+				sleep 0.05
+			fi
+		done
+	) &
+	echo $! >"$T/writer.$_name"
+}
+acked() { grep -c '^[0-9]' "$T/acked.$1" 2>/dev/null || true; }
+fails() { ! "$@" >/dev/null 2>&1; }
+wait_writer() {
+	_i=0
+	while kill -0 "$(cat "$T/writer.$1")" 2>/dev/null; do
+		_i=$((_i + 1))
+		[ $_i -gt 1300 ] && { echo "    writer $1 did not finish" >&2; return 1; }
+		sleep 0.1
+	done
+}
+# wait_acked NAME N: until writer NAME has N acknowledged ids (30 s).
+wait_acked() {
+	_i=0
+	while [ "$(acked "$1")" -lt "$2" ]; do
+		_i=$((_i + 1))
+		[ $_i -gt 300 ] && { echo "    writer $1 stuck at $(acked "$1") acks" >&2; return 1; }
+		sleep 0.1
+	done
+}
+
+# make_table N MODE: the table the writers use, on node N.
+make_table() {
+	sql "$T/m$1/app.db" "PRAGMA journal_mode=$2; CREATE TABLE t(tag TEXT, id INTEGER)" >/dev/null
+}
+
+# same_everywhere N...: app.db has one position on all nodes, passes
+# integrity_check on each, and the same rows.
+same_everywhere() {
+	wait_sync app.db "$@"
+	_rows=""
+	for _n in "$@"; do
+		check "integrity on node $_n" [ "$(sql "$T/m$_n/app.db" 'PRAGMA integrity_check')" = ok ]
+		_r=$(sql "$T/m$_n/app.db" "SELECT count(*), total(id) FROM t")
+		[ -z "$_rows" ] && _rows=$_r
+		check "node $_n has the rows of the others ($_r vs $_rows)" [ "$_r" = "$_rows" ]
+	done
+}
+
+# ---- election -----------------------------------------------------------
+
+case_election_race() {
+	# candidates started at once on a fresh prefix: one winner each round
+	for r in 1 2 3 4 5 6; do
+		rm -rf "$T"/d1 "$T"/d2 "$T"/d3
+		for n in 1 2 3; do
+			lstart $n "race$r" &
+		done
+		wait
+		p=$(wait_primary 1 2 3)
+		for k in 1 2 3 4 5 6 7 8; do
+			check "round $r: one primary" [ "$(primaries 1 2 3)" = "$p" ]
+			sleep 0.1
+		done
+		lease_of "race$r" >"$T/lease.json"
+		contains "$T/lease.json" "\"node\":\"$(field "$p" node)\""
+		contains "$T/lease.json" '"epoch":"0000000000000001"'
+		won=$(cat "$T"/n1.log "$T"/n2.log "$T"/n3.log | grep -c "took the lease" || true)
+		check "round $r: one node took the lease (took it $won times)" [ "$won" -eq 1 ]
+		for n in 1 2 3; do node_stop $n; done
+		: >"$T/n1.log"
+		: >"$T/n2.log"
+		: >"$T/n3.log"
+	done
+}
+
+# ---- failures of the primary -------------------------------------------
+
+case_kill_primary() {
+	for n in 1 2 3; do lstart $n kill; done
+	p=$(wait_primary 1 2 3)
+	make_table "$p" wal
+	writer w wal 400 1 2 3
+	wait_acked w 50
+	t0=$(now_ms)
+	node_kill "$p"
+	before=$(acked w)
+	# the first write on a new primary: within TTL + 2 s
+	i=0
+	while [ "$(acked w)" -le "$before" ]; do
+		i=$((i + 1))
+		check "writes resume within TTL + 2 s" [ $(($(now_ms) - t0)) -lt $((TTL_MS + 2000)) ]
+		sleep 0.02
+	done
+	echo "    failover: $(($(now_ms) - t0)) ms (TTL $TTL)" >&2
+	q=$(wait_primary 1 2 3)
+	check "a new primary" [ "$q" != "$p" ]
+	wait_acked w 150
+	# the old node comes back as a replica of the new primary
+	lstart "$p" kill
+	wait_writer w
+	same_everywhere 1 2 3
+	check "the old primary is a replica" [ "$(role "$p")" = replica ]
+	contains "$T/n$p.log" "primary is node $(field "$q" node)"
+}
+
+case_sigstop_primary() {
+	# rollback mode: the commit point is a request ltfs answers, so a
+	# deposed primary's commits fail where the app sees it
+	for n in 1 2 3; do lstart $n stop; done
+	p=$(wait_primary 1 2 3)
+	make_table "$p" delete
+	writer old delete 100000 "$p"
+	wait_acked old 30
+	kill -STOP "$(cat "$T/ltfs.pid.$p")"
+	echo STOP >>"$T/acked.old"
+	others=$(echo 1 2 3 | tr ' ' '\n' | grep -vx "$p" | tr '\n' ' ')
+	# shellcheck disable=SC2086
+	q=$(wait_primary $others)
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		check "the new primary takes writes" ins "$q" app.db "INSERT INTO t VALUES('new', $i)"
+	done
+	sleep 1
+	echo CONT >>"$T/acked.old"
+	kill -CONT "$(cat "$T/ltfs.pid.$p")"
+	sleep 3
+	kill "$(cat "$T/writer.old")" 2>/dev/null || true
+	after=$(sed -n '/^CONT$/,$p' "$T/acked.old" | grep -c '^[0-9]' || true)
+	check "the deposed primary acknowledged no write after it woke ($after did)" [ "$after" -eq 0 ]
+	check "the old primary is a replica" [ "$(role "$p")" = replica ]
+	check "writes on it are refused" fails ins "$p" app.db "INSERT INTO t VALUES('late', 1)"
+	same_everywhere 1 2 3
+	# no row of the deposed primary that it did not acknowledge before the
+	# pause, on any node and in the bucket
+	last=$(sed -n '/^STOP$/q;p' "$T/acked.old" | tail -1)
+	maxold=$(sql "$T/m$q/app.db" "SELECT coalesce(max(id), 0) FROM t WHERE tag = 'old'")
+	check "old rows end at the last acknowledged ($maxold > $last + 1)" [ "$maxold" -le $((last + 1)) ]
+	check "the new primary's rows are there" \
+		[ "$(sql "$T/m$q/app.db" "SELECT count(*) FROM t WHERE tag = 'new'")" -eq 10 ]
+	"$LTFS" restore -o "$T/restored.db" "$(url stop)/app.db" >/dev/null 2>"$T/restore.err"
+	check "the bucket holds what the nodes hold" \
+		[ "$(sqlite3 "$T/restored.db" "SELECT count(*), total(id) FROM t")" = \
+		  "$(sql "$T/m$q/app.db" "SELECT count(*), total(id) FROM t")" ]
+}
+
+case_s3_down() {
+	for n in 1 2; do lstart $n down; done
+	p=$(wait_primary 1 2)
+	make_table "$p" wal
+	check "writes work" ins "$p" app.db "INSERT INTO t VALUES('a', 1)"
+	"$S3SERVER" pause "$S3DIR"
+	t0=$(now_ms)
+	while [ "$(role "$p")" = primary ]; do
+		if [ $(($(now_ms) - t0)) -gt $((TTL_MS + 1000)) ]; then
+			"$S3SERVER" resume "$S3DIR"
+			check "the primary steps down within its TTL" false
+		fi
+		sleep 0.05
+	done
+	echo "    stepped down $(($(now_ms) - t0)) ms after the bucket stopped" >&2
+	check "writes are refused without the bucket" fails ins "$p" app.db "INSERT INTO t VALUES('b', 1)"
+	"$S3SERVER" resume "$S3DIR"
+	q=$(wait_primary 1 2)
+	check "writes work again" ins "$q" app.db "INSERT INTO t VALUES('c', 1)"
+	same_everywhere 1 2
+}
+
+case_clean_shutdown() {
+	for n in 1 2; do lstart $n clean; done
+	p=$(wait_primary 1 2)
+	o=$((3 - p))
+	make_table "$p" wal
+	wait_sync app.db 1 2
+	t0=$(now_ms)
+	node_stop "$p"
+	while ! ins "$o" app.db "INSERT INTO t VALUES('x', 1)"; do
+		check "takeover within 1 s of a clean shutdown" [ $(($(now_ms) - t0)) -lt 1000 ]
+		sleep 0.02
+	done
+	echo "    takeover: $(($(now_ms) - t0)) ms after the unmount began" >&2
+	contains "$T/n$p.log" "released the lease"
+}
+
+case_non_candidate() {
+	lstart 1 nocand --no-candidate
+	sleep $((TTL_MS * 2 / 1000 + 1))
+	check "a non-candidate alone stays a replica" [ "$(role 1)" = replica ]
+	check "and wrote no lease" fails s3 head "$SUITE-nocand/.ltfs/lease.json"
+	lstart 2 nocand
+	check "the candidate becomes the primary" [ "$(wait_primary 1 2)" = 2 ]
+	make_table 2 wal
+	wait_sync app.db 1 2
+	node_kill 2
+	sleep $((TTL_MS * 2 / 1000 + 1))
+	check "the non-candidate never promotes" [ "$(role 1)" = replica ]
+	check "and refuses writes" fails ins 1 app.db "INSERT INTO t VALUES('x', 1)"
+	check "promote refuses it" fails "$LTFS" promote --url "$(node_url 1)"
+}
+
+case_promote() {
+	for n in 1 2 3; do lstart $n promote; done
+	p=$(wait_primary 1 2 3)
+	make_table "$p" wal
+	writer w wal 300 1 2 3
+	wait_acked w 40
+	t=$(( p % 3 + 1 ))
+	t0=$(now_ms)
+	expect_exit 0 "$LTFS" promote --url "$(node_url "$t")"
+	took=$(($(now_ms) - t0))
+	echo "    ltfs promote: $took ms" >&2
+	check "promote returned within 1 s ($took ms)" [ "$took" -lt 1000 ]
+	check "the target is the primary" [ "$(role "$t")" = primary ]
+	check "the old primary is not" [ "$(role "$p")" != primary ]
+	check "the target takes writes" ins "$t" app.db "INSERT INTO t VALUES('p', 1)"
+	wait_writer w
+	same_everywhere 1 2 3
+	check "every acknowledged write is there (handoff ships everything)" \
+		[ "$(sql "$T/m$t/app.db" "SELECT count(*) FROM t WHERE tag = 'w'")" -eq 300 ]
+	expect_exit 0 "$LTFS" promote --url "$(node_url "$t")" # already: a no-op
+}
+
+case_catch_up_from_bucket() {
+	# a node that was away must not open for writes at its old position
+	for n in 1 2; do lstart $n catch; done
+	p=$(wait_primary 1 2)
+	o=$((3 - p))
+	make_table "$p" wal
+	wait_sync app.db 1 2
+	node_stop "$o"
+	for i in $(seq 1 20); do ins "$p" app.db "INSERT INTO t VALUES('away', $i)"; done
+	want=$(pos "$p" app.db)
+	sleep 0.5 # uploads land (interval 0)
+	node_kill "$p"
+	lstart "$o" catch
+	check "the returning node becomes the primary" [ "$(wait_primary "$o")" = "$o" ]
+	check "at the bucket's head ($(pos "$o" app.db), want $want)" [ "$(pos "$o" app.db)" = "$want" ]
+	contains "$T/n$o.log" "caught up with the bucket"
+	check "with the rows" [ "$(sql "$T/m$o/app.db" "SELECT count(*) FROM t")" -eq 20 ]
+}
+
+# ---- synchronous mode ----------------------------------------------------
+
+case_sync_no_loss() {
+	for n in 1 2 3; do lstart $n sync --sync s3; done
+	p=$(wait_primary 1 2 3)
+	make_table "$p" wal
+	writer s wal 100000 1 2 3
+	for round in 1 2 3; do
+		wait_acked s $((round * 40))
+		p=$(wait_primary 1 2 3)
+		node_kill "$p"
+		sleep 0.3
+		lstart "$p" sync --sync s3
+	done
+	wait_acked s 160
+	kill "$(cat "$T/writer.s")" 2>/dev/null || true
+	sleep 0.5
+	q=$(wait_primary 1 2 3)
+	same_everywhere 1 2 3
+	n=$(acked s)
+	have=$(sql "$T/m$q/app.db" "SELECT count(DISTINCT id) FROM t WHERE tag = 's' AND id <= $n")
+	check "every acknowledged commit survived the kills ($have of $n)" [ "$have" -eq "$n" ]
+}
+
+# ---- a long run of failures ---------------------------------------------
+
+case_flip_flop() {
+	for n in 1 2 3; do lstart $n flip; done
+	p=$(wait_primary 1 2 3)
+	make_table "$p" wal
+	writer f wal 100000 1 2 3
+	seed=${SEED:-$$}
+	echo "    seed $seed" >&2
+	for e in 1 2 3 4 5 6 7 8; do
+		seed=$(((seed * 1103515245 + 12345) % 2147483648))
+		p=$(wait_primary 1 2 3)
+		if [ $((seed % 2)) -eq 0 ]; then
+			node_kill "$p"
+			sleep 0.$((seed % 9))
+			lstart "$p" flip
+		else
+			kill -STOP "$(cat "$T/ltfs.pid.$p")"
+			sleep $((TTL_MS / 1000 + 1))
+			kill -CONT "$(cat "$T/ltfs.pid.$p")"
+		fi
+		sleep 0.5
+	done
+	kill "$(cat "$T/writer.f")" 2>/dev/null || true
+	sleep 0.5
+	wait_primary 1 2 3 >/dev/null
+	ins "$(wait_primary 1 2 3)" app.db "INSERT INTO t VALUES('end', 1)"
+	same_everywhere 1 2 3
+	check "writes went on through it all ($(acked f) acks)" [ "$(acked f)" -gt 20 ]
+	"$LTFS" restore -o "$T/restored.db" "$(url flip)/app.db" >/dev/null 2>"$T/restore.err"
+	check "the bucket restores to what the nodes hold" \
+		[ "$(sqlite3 "$T/restored.db" "SELECT count(*), total(id) FROM t")" = \
+		  "$(sql "$T/m1/app.db" "SELECT count(*), total(id) FROM t")" ]
+}
+
+# ---- bad input -------------------------------------------------------------
+
+case_bad_lease_object() {
+	printf '{"version":1,"node":"zz"' >"$T/bad.json"
+	s3 put "$SUITE-badlease/.ltfs/lease.json" "$T/bad.json" >/dev/null
+	lstart 1 badlease
+	p=$(wait_primary 1)
+	contains "$T/n1.log" "badlease/.ltfs/lease.json: not JSON"
+	lease_of badlease >"$T/lease.json"
+	contains "$T/lease.json" '"version":1'
+	# a lease from a future version is not overwritten before its TTL
+	sed 's/"version":1/"version":7/' "$T/lease.json" >"$T/v7.json"
+	node_stop 1
+	s3 put "$SUITE-badlease/.ltfs/lease.json" "$T/v7.json" >/dev/null
+	lstart 1 badlease
+	sleep 0.5
+	check "not the primary at once" [ "$(role 1)" = replica ]
+	contains "$T/n1.log" "field 'version' is 7"
+}
+
+case_config_errors() {
+	expect_exit 2 "$LTFS" mount --data "$T/d" --lease s3 "$T/m"
+	contains "$T/err" "needs a bucket"
+	expect_exit 2 "$LTFS" mount --data "$T/d" --lease s3 --lease-ttl 1s "$T/m"
+	contains "$T/err" "--lease-ttl"
+	expect_exit 2 "$LTFS" mount --data "$T/d" --lease etcd "$T/m"
+	contains "$T/err" "want s3 or none"
+	expect_exit 2 "$LTFS" mount --data "$T/d" --s3 "$(url cfg)" --lease s3 \
+		--replica-of http://127.0.0.1:1 "$T/m"
+	contains "$T/err" "exclude each other"
+	expect_exit 2 "$LTFS" mount --data "$T/d" --s3 "$(url cfg)" --lease s3 --http 0.0.0.0:1 "$T/m"
+	contains "$T/err" "--advertise-url"
+	printf 'mount-dir: %s\nlease: consul\n' "$T/m" >"$T/c.yml"
+	expect_exit 2 "$LTFS" mount --config "$T/c.yml"
+	contains "$T/err" "line 2: 'lease' must be one of s3|none"
+	printf 'mount-dir: %s\nlease-ttl: 500ms\n' "$T/m" >"$T/c.yml"
+	expect_exit 2 "$LTFS" mount --config "$T/c.yml"
+	contains "$T/err" "line 2: 'lease-ttl'"
+	expect_exit 1 "$LTFS" promote --url http://127.0.0.1:1
+}
+
+run_case config_errors
+run_case election_race
+run_case kill_primary
+run_case sigstop_primary
+run_case s3_down
+run_case clean_shutdown
+run_case non_candidate
+run_case promote
+run_case catch_up_from_bucket
+run_case sync_no_loss
+run_case flip_flop
+run_case bad_lease_object
+finish
