@@ -398,38 +398,6 @@ static int stream_once(struct cluster *c, const char *primary, uint64_t gen, boo
 	return rc;
 }
 
-/*
- * Lease mode: the lease won, bring every database up to the published
- * heads in the bucket, then open writes. A node that cannot catch up
- * gives the lease back rather than serve an old state.
- */
-static void promote(struct cluster *c)
-{
-	struct ltfs_err err = { 0 };
-	struct lease_doc d = { 0 };
-	struct s3_conn *conn = NULL;
-	uint64_t epoch = 0;
-	int rc = cl_lease_heads(c, &d, &epoch);
-
-	if (rc == 0)
-		rc = s3_conn_open(c->lease->s3, &conn, &err);
-	for (size_t i = 0; rc == 0 && i < d.nheads; i++)
-		if (d.heads[i].txid)
-			rc = cl_catch_up_db(c, conn, d.heads[i].name, d.heads[i].txid,
-					    d.heads[i].checksum, &err);
-	s3_conn_free(conn);
-	cl_lease_doc_free(&d);
-	if (rc == 0)
-		rc = cl_lease_open_writes(c, epoch);
-	if (rc == LTFS_E_NOT_PRIMARY)
-		return; /* lost meanwhile: the lease thread has said so */
-	if (rc < 0) {
-		ltfs_error(c->log, "lease", "cannot catch up with the bucket: %s; giving the lease "
-					   "back", err.msg);
-		cl_lease_resign(c, "the catch-up failed");
-	}
-}
-
 static void *client_main(void *arg)
 {
 	struct cluster *c = arg;
@@ -457,7 +425,7 @@ static void *client_main(void *arg)
 		}
 		pthread_mutex_unlock(&c->mu);
 		if (promoting) {
-			promote(c);
+			cl_promote(c);
 			continue;
 		}
 		rc = stream_once(c, primary, gen, &was_ready, &err);

@@ -63,6 +63,9 @@ struct cluster {
 bool cl_is_primary(struct cluster *c);
 
 int64_t cl_now_ms(void);      /* wall clock, ms since the epoch */
+/* Percent-encode s into b as SigV4 and URL paths want it: everything but
+ * unreserved characters (and '/' when keep_slash). */
+int cl_url_encode(struct ltfs_buf *b, const char *s, bool keep_slash);
 int64_t cl_mono_ms(void);     /* monotonic, ms */
 /* Wait on cv (mu held) for at most ms milliseconds. */
 void cl_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms);
@@ -235,6 +238,12 @@ int cl_lease_read_head(struct s3 *s3, const char *db, uint64_t *txid, uint64_t *
 		       struct ltfs_err *err);
 /* At a demotion: log and count what this node committed past the heads. */
 void cl_note_unpublished(struct cluster *c, const struct lease_doc *d);
+
+/* promote.c: the lease won, catch up (bucket, then the other nodes) and
+ * open writes; the registry of nodes in the bucket. */
+void cl_promote(struct cluster *c);
+int cl_node_register(struct cl_lease *l, struct ltfs_err *err);
+void cl_node_unregister(struct cl_lease *l);
 
 /* restore.c: bring one local database to the bucket's TXID `txid`
  * (published checksum `checksum`) through fs_apply_ltx. */

@@ -817,6 +817,8 @@ int cl_lease_start(struct cluster *c, struct s3 *s3, const struct cluster_lease_
 					      : s3_conn_open(s3, &l->conn, err);
 	if (rc == 0)
 		rc = probe(l, err);
+	if (rc == 0)
+		rc = cl_node_register(l, err);
 	if (rc == 0 && pthread_create(&l->thread, NULL, lease_main, l) != 0)
 		rc = ltfs_err_set(err, -EAGAIN, "cannot start the lease thread");
 	if (rc == 0) {
@@ -863,6 +865,8 @@ void cl_lease_stop(struct cluster *c)
 				  err.msg);
 		l->held = false;
 	}
+	if (l->conn)
+		cl_node_unregister(l);
 	pthread_mutex_unlock(&l->mu);
 	doc_clear(&l->doc);
 	s3_conn_free(l->conn);

@@ -253,8 +253,7 @@ long s3_conn_status(const struct s3_conn *c, const char **code)
 
 /* ---- encoding ------------------------------------------------------------ */
 
-/* Percent-encode s into b; '/' is kept when keep_slash. */
-static int encode(struct ltfs_buf *b, const char *s, bool keep_slash)
+int cl_url_encode(struct ltfs_buf *b, const char *s, bool keep_slash)
 {
 	static const char hex[] = "0123456789ABCDEF";
 
@@ -279,7 +278,7 @@ static int build_url(const struct s3 *s3, const char *key, const char *query,
 	int rc = ltfs_buf_printf(url, "%s/", s3->base);
 
 	if (rc == 0)
-		rc = encode(url, key, true);
+		rc = cl_url_encode(url, key, true);
 	if (rc == 0 && query)
 		rc = ltfs_buf_printf(url, "?%s", query);
 	return rc;
@@ -972,14 +971,14 @@ int s3_list(struct s3_conn *c, const char *prefix,
 		if (token[0]) {
 			rc = ltfs_buf_printf(&query, "continuation-token=");
 			if (rc == 0)
-				rc = encode(&query, token, false);
+				rc = cl_url_encode(&query, token, false);
 			if (rc == 0)
 				rc = ltfs_buf_printf(&query, "&");
 		}
 		if (rc == 0)
 			rc = ltfs_buf_printf(&query, "list-type=2&max-keys=1000&prefix=");
 		if (rc == 0)
-			rc = encode(&query, prefix, false);
+			rc = cl_url_encode(&query, prefix, false);
 		if (rc < 0) {
 			rc = ltfs_err_set(err, rc, "s3 list '%s': prefix too long", prefix);
 			break;

@@ -321,6 +321,35 @@ case_catch_up_from_bucket() {
 	check "with the rows" [ "$(sql "$T/m$o/app.db" "SELECT count(*) FROM t")" -eq 20 ]
 }
 
+case_catch_up_from_peer() {
+	# the winner is behind another replica and the bucket is behind too
+	# (uploads every 10 s): it takes the missing TXIDs from that replica
+	lstart 1 peer --upload-interval 10s
+	check "node 1 is the primary" [ "$(wait_primary 1)" = 1 ]
+	lstart 2 peer --upload-interval 10s --no-candidate
+	lstart 3 peer --upload-interval 10s
+	make_table 1 wal
+	wait_sync app.db 1 2 3
+	kill -STOP "$(cat "$T/ltfs.pid.3")"
+	# more than the socket buffers hold for the stopped node
+	for i in $(seq 1 20); do
+		ins 1 app.db "INSERT INTO t VALUES('p', $i); CREATE TABLE IF NOT EXISTS b(x);
+			WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < 8)
+			INSERT INTO b SELECT randomblob(100000) FROM n"
+	done
+	wait_sync app.db 1 2
+	want=$(pos 2 app.db)
+	node_kill 1
+	kill -CONT "$(cat "$T/ltfs.pid.3")"
+	check "node 3 becomes the primary" [ "$(wait_primary 2 3)" = 3 ]
+	check "at the newest position a node had ($(pos 3 app.db), want $want)" \
+		[ "$(pos 3 app.db)" = "$want" ]
+	contains "$T/n3.log" "from $(node_url 2)"
+	check "with every row" [ "$(sql "$T/m3/app.db" "SELECT count(*) FROM t")" -eq 20 ]
+	ins 3 app.db "INSERT INTO t VALUES('q', 1)"
+	wait_sync app.db 2 3
+}
+
 # ---- synchronous mode ----------------------------------------------------
 
 case_sync_no_loss() {
@@ -430,6 +459,7 @@ run_case clean_shutdown
 run_case non_candidate
 run_case promote
 run_case catch_up_from_bucket
+run_case catch_up_from_peer
 run_case sync_no_loss
 run_case flip_flop
 run_case bad_lease_object
