@@ -50,7 +50,14 @@ static void print_table(json_t *info)
 	long long lag = (long long)json_integer_value(json_object_get(info, "lag_ms"));
 	size_t i;
 
+	json_t *lease = json_object_get(info, "lease");
+
 	printf("node    %s\n", str(info, "node"));
+	if (lease)
+		printf("lease   epoch %lld%s%s\n",
+		       (long long)json_integer_value(json_object_get(lease, "max_epoch")),
+		       json_is_true(json_object_get(lease, "candidate")) ? "" : ", never a candidate",
+		       json_is_true(json_object_get(lease, "promoting")) ? ", catching up to take writes" : "");
 	if (primary) {
 		printf("role    primary (%lld replication streams)\n",
 		       (long long)json_integer_value(json_object_get(info, "streams")));
