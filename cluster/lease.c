@@ -283,7 +283,7 @@ static int lease_put(struct cl_lease *l, const struct lease_doc *d, bool create,
 		l->sent_at = sent;
 		__atomic_store_n(&l->valid_until, sent + l->ttl_ms - l->margin_ms, __ATOMIC_SEQ_CST);
 		pthread_mutex_lock(&c->mu);
-		if (c->serving)
+		if (c->serving && !c->handing_off) /* a handoff keeps writes stopped */
 			fs_set_write_deadline(c->fs, l->valid_until);
 		pthread_mutex_unlock(&c->mu);
 	}

@@ -754,7 +754,7 @@ static int write_db(struct fs *fs, struct fs_node *n, struct fs_handle *h,
 {
 	struct fs_db *db = n->db;
 	struct ltfs_err err = { 0 };
-	uint64_t before;
+	uint64_t before, after;
 	int rc;
 
 	pthread_mutex_lock(&db->mu);
@@ -801,9 +801,14 @@ static int write_db(struct fs *fs, struct fs_node *n, struct fs_handle *h,
 		rc = db->shm_resetting ? 0 : pwrite_all(h->fd, buf, size, off);
 		break;
 	}
+	after = db->txid;
 	pthread_mutex_unlock(&db->mu);
 	if (rc < 0 && err.code < 0)
 		ltfs_error(fs->log, "fs", "%s", err.msg);
+	/* a WAL commit is recorded as its commit frame lands: a failed wait
+	 * fails the write, and SQLite the COMMIT */
+	if (rc == 0 && n->kind == FS_WAL)
+		rc = commit_wait(fs, db, before, after, true);
 	return rc;
 }
 
