@@ -581,13 +581,16 @@ static void *lease_main(void *arg)
 	struct cl_lease *l = arg;
 	struct cluster *c = l->c;
 
+	bool poked = false;
+
 	for (;;) {
 		struct ltfs_err err = { 0 };
 		int64_t wait;
 
 		pthread_mutex_lock(&l->mu);
 		if (l->held) {
-			if (cl_mono_ms() - l->sent_at >= l->renew_ms)
+			/* poked: someone saw a newer epoch; a write finds out at once */
+			if (poked || cl_mono_ms() - l->sent_at >= l->renew_ms)
 				renew(l, &err);
 			if (l->held && cl_mono_ms() >= l->valid_until)
 				lose(l, "no renewal succeeded within the TTL");
@@ -601,6 +604,7 @@ static void *lease_main(void *arg)
 		pthread_mutex_lock(&c->mu);
 		if (!c->stopping && !l->poked && wait > 0)
 			cl_cond_wait_ms(&l->cv, &c->mu, wait);
+		poked = l->poked;
 		l->poked = false;
 		if (c->stopping) {
 			pthread_mutex_unlock(&c->mu);
