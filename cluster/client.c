@@ -69,6 +69,7 @@ struct recv {
 	const char *url;         /* the primary's */
 	uint64_t gen;            /* c->follow_gen when the stream opened */
 	uint64_t epoch;          /* Ltfs-Epoch of the answer; 0 = none */
+	bool want_ack;           /* Ltfs-Ack: the primary waits for our applies */
 	CURL *curl;
 	struct frame_parser fp;
 	enum frame_type type;
@@ -168,6 +169,14 @@ static int on_end(void *ctx, struct ltfs_err *err)
 		r->applied++;
 		if (r->ready)
 			fs_set_primary_time(c->fs, h.timestamp);
+		if (r->want_ack) {
+			pthread_mutex_lock(&c->mu);
+			c->ack_gen++;
+			c->ack_epoch = r->epoch;
+			snprintf(c->ack_url, sizeof(c->ack_url), "%s", r->url);
+			pthread_cond_broadcast(&c->cv);
+			pthread_mutex_unlock(&c->mu);
+		}
 		return 0;
 	case FRAME_READY:
 	case FRAME_HEARTBEAT:
@@ -207,6 +216,8 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *ctx)
 
 	if (n > 11 && strncasecmp(p, "Ltfs-Epoch:", 11) == 0)
 		r->epoch = strtoull(p + 11, NULL, 10);
+	else if (n > 9 && strncasecmp(p, "Ltfs-Ack:", 9) == 0)
+		r->want_ack = strtoul(p + 9, NULL, 10) == 1;
 	return n;
 }
 
@@ -299,7 +310,8 @@ static void add_position(void *ctx, const struct fs_db_info *info)
 						"txid", txid, "checksum", sum));
 }
 
-static char *request_body(struct cluster *c)
+/* {"node", "dbs": positions} (with "epoch" for an ack). */
+static char *request_body(struct cluster *c, uint64_t epoch)
 {
 	struct body b = { .dbs = json_array() };
 	char node[17], *s = NULL;
@@ -310,6 +322,8 @@ static char *request_body(struct cluster *c)
 	fs_db_foreach(c->fs, add_position, &b);
 	snprintf(node, sizeof(node), "%016llx", (unsigned long long)fs_node_id(c->fs));
 	o = json_pack("{s:s, s:o}", "node", node, "dbs", b.dbs);
+	if (o && epoch)
+		json_object_set_new(o, "epoch", json_integer((json_int_t)epoch));
 	if (o)
 		s = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
@@ -333,7 +347,7 @@ static int stream_once(struct cluster *c, const char *primary, uint64_t gen, boo
 	struct recv r = { .c = c, .url = primary, .gen = gen, .fd = -1 };
 	struct curl_slist *hdrs = NULL;
 	char url[URL_MAX + 16], node[64], epoch[64], curl_err[CURL_ERROR_SIZE] = "";
-	char *body = request_body(c);
+	char *body = request_body(c, 0);
 	CURLcode cc;
 	int rc = 0;
 
@@ -466,12 +480,54 @@ static void *client_main(void *arg)
 	return NULL;
 }
 
+/*
+ * sync: replicas=N on the primary: after applies, tell it our positions
+ * (POST /v1/ack). One request at a time; applies meanwhile are coalesced
+ * into the next.
+ */
+static void *acker_main(void *arg)
+{
+	struct cluster *c = arg;
+
+	pthread_mutex_lock(&c->mu);
+	while (!c->stopping) {
+		struct ltfs_err err = { 0 };
+		char url[URL_MAX + 16], *body;
+		uint64_t gen = c->ack_gen, epoch = c->ack_epoch;
+		struct ltfs_buf answer;
+		long status = 0;
+		int rc;
+
+		if (gen == c->ack_sent) {
+			cl_wait(c, 1000);
+			continue;
+		}
+		snprintf(url, sizeof(url), "%s/v1/ack", c->ack_url);
+		pthread_mutex_unlock(&c->mu);
+		body = request_body(c, epoch);
+		ltfs_buf_init(&answer, 4096);
+		rc = body ? cluster_http_post(url, c->token, body, &answer, &status, &err) : -ENOMEM;
+		ltfs_buf_release(&answer);
+		free(body);
+		pthread_mutex_lock(&c->mu);
+		if (rc == 0 && status == 200)
+			c->ack_sent = gen;
+		else if (!c->stopping)
+			cl_wait(c, 100); /* the primary is away: the stream notices too */
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
 int cl_client_start(struct cluster *c, struct ltfs_err *err)
 {
 	fs_set_role(c->fs, FS_ROLE_REPLICA, "");
 	if (pthread_create(&c->client, NULL, client_main, c) != 0)
 		return ltfs_err_set(err, -EAGAIN, "cannot start the replica thread");
 	c->client_started = true;
+	if (pthread_create(&c->acker, NULL, acker_main, c) != 0)
+		return ltfs_err_set(err, -EAGAIN, "cannot start the replica's ack thread");
+	c->acker_started = true;
 	return 0;
 }
 
@@ -480,6 +536,10 @@ void cl_client_stop(struct cluster *c)
 	if (c->client_started) {
 		pthread_join(c->client, NULL);
 		c->client_started = false;
+	}
+	if (c->acker_started) {
+		pthread_join(c->acker, NULL);
+		c->acker_started = false;
 	}
 }
 
@@ -493,7 +553,7 @@ static size_t on_get_data(char *p, size_t size, size_t nmemb, void *ctx)
 }
 
 static int http_request(const char *url, const char *token, const char *body,
-			struct ltfs_buf *out, long *status, long timeout_s, struct ltfs_err *err)
+			struct ltfs_buf *out, long *status, long timeout_ms, struct ltfs_err *err)
 {
 	CURL *curl = curl_easy_init();
 	struct curl_slist *hdrs = NULL;
@@ -513,8 +573,9 @@ static int http_request(const char *url, const char *token, const char *body,
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_get_data);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, out);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
-	curl_easy_setopt(curl, CURLOPT_TIMEOUT, timeout_s);
+	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+			 timeout_ms < CONNECT_TIMEOUT_MS ? timeout_ms : (long)CONNECT_TIMEOUT_MS);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
 	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_err);
 	cc = curl_easy_perform(curl);
 	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
@@ -529,11 +590,17 @@ static int http_request(const char *url, const char *token, const char *body,
 int cluster_http_get(const char *url, const char *token, struct ltfs_buf *out,
 		     long *status, struct ltfs_err *err)
 {
-	return http_request(url, token, NULL, out, status, 30, err);
+	return http_request(url, token, NULL, out, status, 30000, err);
+}
+
+int cl_http_get_within(const char *url, const char *token, struct ltfs_buf *out, long *status,
+		       long timeout_ms, struct ltfs_err *err)
+{
+	return http_request(url, token, NULL, out, status, timeout_ms, err);
 }
 
 int cluster_http_post(const char *url, const char *token, const char *body,
 		      struct ltfs_buf *out, long *status, struct ltfs_err *err)
 {
-	return http_request(url, token, body ? body : "", out, status, 60, err);
+	return http_request(url, token, body ? body : "", out, status, 60000, err);
 }

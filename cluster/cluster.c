@@ -25,7 +25,8 @@ static void on_commit(void *ctx, const struct fs_commit_info *info)
 
 /*
  * sync: s3. A commit's request waits until the bucket holds its TXID (and,
- * with a lease, the lease publishes it). A node that stops being the
+ * with a lease, the lease publishes it). sync: replicas=N: until N replicas
+ * have applied it (their acks, POST /v1/ack). A node that stops being the
  * primary can no longer make it safe: the request fails where SQLite
  * reports it, and otherwise is never answered, so that no commit is
  * acknowledged that a failover may lose.
@@ -33,11 +34,12 @@ static void on_commit(void *ctx, const struct fs_commit_info *info)
 static int on_commit_wait(void *ctx, const char *db, uint64_t txid, bool can_fail)
 {
 	struct cluster *c = ctx;
-	bool warned = false, stuck;
+	bool warned = false, stuck = false;
 	int rc = 0;
 
 	pthread_mutex_lock(&c->mu);
-	while (cl_backup_remote_txid(c, db, &stuck) < txid) {
+	while (c->sync_replicas ? cl_acks_at(c, db, txid) < c->sync_replicas
+				: cl_backup_remote_txid(c, db, &stuck) < txid) {
 		bool lost = c->lease ? !c->serving : !fs_is_primary(c->fs);
 
 		if (c->stopping) {
@@ -49,7 +51,7 @@ static int on_commit_wait(void *ctx, const char *db, uint64_t txid, bool can_fai
 			break;
 		}
 		if ((lost || stuck) && !warned) {
-			ltfs_error(c->log, "sync", "'%s': TXID %llu cannot reach the bucket (%s); its "
+			ltfs_error(c->log, "sync", "'%s': TXID %llu cannot be made safe (%s); its "
 						   "COMMIT stays unanswered",
 				   db, (unsigned long long)txid,
 				   stuck ? "uploads are stuck" : "this node is no longer the primary");
@@ -59,7 +61,7 @@ static int on_commit_wait(void *ctx, const char *db, uint64_t txid, bool can_fai
 	}
 	pthread_mutex_unlock(&c->mu);
 	if (rc < 0 && rc != -ECANCELED)
-		ltfs_warn(c->log, "sync", "'%s': TXID %llu is not in the bucket and this node is no "
+		ltfs_warn(c->log, "sync", "'%s': TXID %llu is not safe yet and this node is no "
 					  "longer the primary: its COMMIT fails", db,
 			  (unsigned long long)txid);
 	return rc;
@@ -117,6 +119,8 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 		while (n && c->replica_of[n - 1] == '/')
 			c->replica_of[--n] = '\0';
 	}
+	if (rc == 0 && cfg->sync == CLUSTER_SYNC_REPLICAS && cfg->sync_replicas == 0)
+		rc = ltfs_err_set(err, LTFS_E_CONFIG, "sync: replicas=N needs N >= 1");
 	if (rc == 0 && cfg->sync == CLUSTER_SYNC_S3 && !cfg->s3)
 		rc = ltfs_err_set(err, LTFS_E_CONFIG, "sync: s3 needs a bucket (--s3 or s3.url)");
 	if (rc == 0 && lease && (!cfg->s3 || c->replica_of[0] || strcmp(c->addr, "off") == 0))
@@ -129,7 +133,8 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 		rc = ltfs_err_set(err, -ENOMEM, "curl_global_init failed");
 	if (rc == 0) {
 		fs_set_commit_hook(c->fs, on_commit, c);
-		if (cfg->sync == CLUSTER_SYNC_S3)
+		c->sync_replicas = cfg->sync == CLUSTER_SYNC_REPLICAS ? cfg->sync_replicas : 0;
+		if (cfg->sync != CLUSTER_SYNC_NONE)
 			fs_set_commit_wait(c->fs, on_commit_wait, c);
 		if (!c->replica_of[0] && !lease)
 			fs_set_role(c->fs, FS_ROLE_PRIMARY, NULL);
@@ -170,6 +175,7 @@ void cluster_stop(struct cluster *c)
 	cl_http_stop(c);
 	fs_set_commit_hook(c->fs, NULL, NULL);
 	fs_set_commit_wait(c->fs, NULL, NULL);
+	cl_acks_clear(c);
 	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mu);
 	free(c);

@@ -45,6 +45,7 @@ void cluster_lease_defaults(struct cluster_lease_opts *o);
 enum cluster_sync {
 	CLUSTER_SYNC_NONE = 0,   /* commits never wait (default) */
 	CLUSTER_SYNC_S3 = 1,     /* a commit returns once published in the bucket */
+	CLUSTER_SYNC_REPLICAS = 2, /* ... once sync_replicas replicas applied it */
 };
 
 struct cluster_config {
@@ -58,6 +59,7 @@ struct cluster_config {
 	const struct cluster_backup_opts *backup; /* NULL = defaults */
 	const struct cluster_lease_opts *lease;   /* NULL or !enabled = static roles */
 	enum cluster_sync sync;
+	unsigned sync_replicas;  /* CLUSTER_SYNC_REPLICAS: how many */
 };
 
 /*

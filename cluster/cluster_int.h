@@ -57,6 +57,22 @@ struct cluster {
 	bool handing_off;         /* ltfs promote: writes stopped, shipping */
 	uint64_t promotions, demotions;
 	uint64_t unpublished_txids; /* committed here, never published, at demotions */
+
+	/* sync: replicas=N (c->mu) */
+	unsigned sync_replicas;   /* 0 = not that mode */
+	struct cl_ack *acks;      /* primary: what each replica applied */
+	size_t nacks;
+	uint64_t ack_gen, ack_sent; /* replica: applies since, and as of, the last ack */
+	uint64_t ack_epoch;       /* replica: epoch of the stream that applied them */
+	char ack_url[URL_MAX];    /* replica: the primary that wants them */
+	pthread_t acker;
+	bool acker_started;
+};
+
+struct cl_ack {
+	uint64_t node;
+	char *name;
+	uint64_t txid;
 };
 
 /* The primary: serves streams and ships to the bucket. */
@@ -72,6 +88,10 @@ void cl_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms);
 /* Wait on c->cv (c->mu held) for at most ms milliseconds. */
 void cl_wait(struct cluster *c, int64_t ms);
 
+/* client.c: cluster_http_get with a total timeout. */
+int cl_http_get_within(const char *url, const char *token, struct ltfs_buf *out, long *status,
+		       long timeout_ms, struct ltfs_err *err);
+
 /* http.c */
 int cl_http_start(struct cluster *c, struct ltfs_err *err);
 void cl_http_stop(struct cluster *c);
@@ -80,6 +100,11 @@ void cl_http_stop(struct cluster *c);
 struct cl_stream;
 int cl_stream_open(struct cluster *c, const char *body, size_t len,
 		   const char *peer, struct cl_stream **out, struct ltfs_err *err);
+/* POST /v1/ack: a replica's applied positions for sync: replicas=N. */
+int cl_ack_record(struct cluster *c, const char *body, size_t len, struct ltfs_err *err);
+/* With c->mu held: how many replicas have applied db up to txid. */
+size_t cl_acks_at(struct cluster *c, const char *db, uint64_t txid);
+void cl_acks_clear(struct cluster *c);    /* c->mu held */
 /* libmicrohttpd content reader and its free callback. */
 ssize_t cl_stream_read(void *cls, uint64_t pos, char *buf, size_t max);
 void cl_stream_free(void *cls);

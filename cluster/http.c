@@ -474,6 +474,8 @@ static enum MHD_Result serve_stream(struct cluster *c, struct MHD_Connection *co
 	MHD_add_response_header(resp, "Content-Type", "application/x-ltfs-stream");
 	snprintf(epoch_text, sizeof(epoch_text), "%llu", (unsigned long long)epoch);
 	MHD_add_response_header(resp, "Ltfs-Epoch", epoch_text);
+	if (c->sync_replicas)
+		MHD_add_response_header(resp, "Ltfs-Ack", "1"); /* POST /v1/ack after applies */
 	ret = MHD_queue_response(conn, 200, resp);
 	MHD_destroy_response(resp);
 	return ret;
@@ -556,6 +558,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	if (strcmp(url, "/v1/stream") == 0)
 		return strcmp(method, "POST") == 0 ? serve_stream(c, conn, r, peer)
 						   : reply_error(conn, 405, "use POST");
+	if (strcmp(url, "/v1/ack") == 0) {
+		struct ltfs_err err = { 0 };
+
+		if (strcmp(method, "POST") != 0)
+			return reply_error(conn, 405, "use POST");
+		if (r->too_big)
+			return reply_error(conn, 413, "request body over 1 MiB");
+		if (cl_ack_record(c, (const char *)r->body.data, r->body.len, &err) < 0)
+			return reply_error(conn, err.code == LTFS_E_STATE ? 409 : 400, err.msg);
+		return reply_text(conn, 200, "ok\n");
+	}
 	if (strcmp(url, "/v1/handoff") == 0 || strcmp(url, "/v1/promote") == 0) {
 		if (strcmp(method, "POST") != 0)
 			return reply_error(conn, 405, "use POST");

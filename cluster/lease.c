@@ -564,9 +564,9 @@ static void observe(struct cl_lease *l)
 		pthread_mutex_unlock(&c->mu);
 	}
 	if (l->candidate && now >= l->no_take_until) {
-		if (!d.released && strcmp(d.node, l->node) == 0)
-			take(l, &d, "it still names this node from an earlier run");
-		else if (d.released && (!d.handoff[0] || strcmp(d.handoff, l->node) == 0))
+		/* a lease naming this node is waited out like any other: the
+		 * process holding it may be a copy of this data dir */
+		if (d.released && (!d.handoff[0] || strcmp(d.handoff, l->node) == 0))
 			take(l, &d, d.handoff[0] ? "handed over to this node" : "released");
 		else if (now - l->seen_at >= d.ttl_ms)
 			take(l, &d, "expired: unchanged for a whole TTL");
@@ -639,6 +639,7 @@ int cl_lease_open_writes(struct cluster *c, uint64_t epoch)
 		fs_set_write_deadline(c->fs, l->valid_until);
 		fs_set_role(c->fs, FS_ROLE_PRIMARY, NULL);
 		pthread_mutex_lock(&c->mu);
+		cl_acks_clear(c); /* acks of an earlier epoch of ours count no more */
 		c->serving = true;
 		c->promoting = false;
 		c->handing_off = false;

@@ -23,6 +23,7 @@
 #define NODE_DOC_MAX 4096
 #define PEERS_MAX 64
 #define PEER_LTX_MAX (1ull << 30)   /* one catch-up file from a peer */
+#define PEER_INFO_MS 1000           /* a peer that does not answer is skipped */
 
 static int node_key(struct cl_lease *l, char key[S3_KEY_MAX])
 {
@@ -156,7 +157,9 @@ static void catch_up_from(struct cluster *c, const char *url)
 
 	snprintf(req, sizeof(req), "%s/v1/info", url);
 	ltfs_buf_init(&b, 64u << 20);
-	if (cluster_http_get(req, c->token, &b, &status, &err) < 0 || status != 200) {
+	/* briefly: a paused or cut-off node must not delay the failover */
+	if (cl_http_get_within(req, c->token, &b, &status, PEER_INFO_MS, &err) < 0 ||
+	    status != 200) {
 		ltfs_buf_release(&b);
 		return; /* gone, or not answering: nothing to take from it */
 	}

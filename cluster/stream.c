@@ -479,3 +479,75 @@ ssize_t cl_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 		pthread_mutex_unlock(&c->mu);
 	}
 }
+
+/* ---- acknowledgements (sync: replicas=N) ---------------------------------- */
+
+/* Record a replica's applied positions (POST /v1/ack: a stream request's
+ * body with the "epoch" of the stream that brought them). */
+int cl_ack_record(struct cluster *c, const char *body, size_t len, struct ltfs_err *err)
+{
+	struct cl_stream tmp = { .c = c, .fd = -1 };
+	json_t *root = json_loadb(body, len, 0, NULL);
+	uint64_t node = 0, epoch = (uint64_t)json_integer_value(json_object_get(root, "epoch"));
+	int rc = parse_hex64(json_string_value(json_object_get(root, "node")), &node) < 0
+			 ? ltfs_err_set(err, LTFS_E_CORRUPT, "request body: want \"node\" as 16 hex digits")
+			 : parse_request(&tmp, body, len, err);
+
+	json_decref(root);
+	pthread_mutex_lock(&c->mu);
+	/* acks of another epoch's stream say nothing about this primary's commits */
+	if (rc == 0 && epoch != c->epoch)
+		rc = ltfs_err_set(err, LTFS_E_STATE, "ack for epoch %llu, this primary holds %llu",
+				  (unsigned long long)epoch, (unsigned long long)c->epoch);
+	for (size_t i = 0; rc == 0 && i < tmp.n; i++) {
+		struct cl_ack *a = NULL;
+
+		for (size_t k = 0; k < c->nacks && !a; k++)
+			if (c->acks[k].node == node && strcmp(c->acks[k].name, tmp.dbs[i].name) == 0)
+				a = &c->acks[k];
+		if (!a) {
+			struct cl_ack *v = realloc(c->acks, (c->nacks + 1) * sizeof(*v));
+
+			if (!v) {
+				rc = ltfs_err_set(err, -ENOMEM, NULL);
+				break;
+			}
+			c->acks = v;
+			a = &c->acks[c->nacks];
+			a->node = node;
+			a->txid = 0;
+			a->name = strdup(tmp.dbs[i].name);
+			if (!a->name) {
+				rc = ltfs_err_set(err, -ENOMEM, NULL);
+				break;
+			}
+			c->nacks++;
+		}
+		if (tmp.dbs[i].txid > a->txid)
+			a->txid = tmp.dbs[i].txid;
+	}
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+	for (size_t i = 0; i < tmp.n; i++)
+		free(tmp.dbs[i].name);
+	free(tmp.dbs);
+	return rc;
+}
+
+size_t cl_acks_at(struct cluster *c, const char *db, uint64_t txid)
+{
+	size_t n = 0;
+
+	for (size_t k = 0; k < c->nacks; k++)
+		n += strcmp(c->acks[k].name, db) == 0 && c->acks[k].txid >= txid;
+	return n;
+}
+
+void cl_acks_clear(struct cluster *c)
+{
+	for (size_t k = 0; k < c->nacks; k++)
+		free(c->acks[k].name);
+	free(c->acks);
+	c->acks = NULL;
+	c->nacks = 0;
+}

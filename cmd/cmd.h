@@ -86,6 +86,9 @@ int cmd_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out);
 /* A duration ("500ms", "1s", "2.5m", "1h", or "0") up to hi_ms, in ms:
  * 0, or -1 for anything else (a bare non-zero number has no unit). */
 int cmd_parse_duration_ms(const char *s, unsigned hi_ms, unsigned *out);
+/* "none" (0), "s3" (1) or "replicas=N" (2, *n = N in 1..16): 0, or -1.
+ * mode and n may be NULL. */
+int cmd_parse_sync(const char *s, int *mode, unsigned *n);
 /* True if argv holds -h or --help before any "--". */
 bool cmd_wants_help(int argc, char **argv);
 

@@ -520,7 +520,11 @@ int cmd_config_load(const char *path, struct cmd_config *c, struct ltfs_err *err
 		} else if (strcmp(n->key, "advertise-url") == 0)
 			rc = want_str(n, &c->advertise_url, err);
 		else if (strcmp(n->key, "sync") == 0)
-			rc = want_choice(n, "none|s3", &c->sync, err);
+			rc = n->kind == CFG_SCALAR && cmd_parse_sync(n->value, NULL, NULL) == 0
+				     ? want_str(n, &c->sync, err)
+				     : ltfs_err_set(err, LTFS_E_CONFIG,
+						    "line %d: 'sync' must be none, s3 or replicas=N (N 1..16)",
+						    n->line);
 		else if (strcmp(n->key, "http") == 0)
 			rc = n->kind == CFG_MAP ? apply_http(n, c, err)
 						: ltfs_err_set(err, LTFS_E_CONFIG,

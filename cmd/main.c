@@ -78,6 +78,26 @@ int cmd_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
 	return 0;
 }
 
+int cmd_parse_sync(const char *s, int *mode, unsigned *n)
+{
+	unsigned k = 0;
+	int m;
+
+	if (strcmp(s, "none") == 0)
+		m = 0;
+	else if (strcmp(s, "s3") == 0)
+		m = 1;
+	else if (strncmp(s, "replicas=", 9) == 0 && cmd_parse_uint(s + 9, 1, 16, &k) == 0)
+		m = 2;
+	else
+		return -1;
+	if (mode)
+		*mode = m;
+	if (n)
+		*n = k;
+	return 0;
+}
+
 int cmd_parse_duration_ms(const char *s, unsigned hi_ms, unsigned *out)
 {
 	static const struct { const char *unit; unsigned ms; } units[] = {

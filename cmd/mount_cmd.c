@@ -64,6 +64,7 @@ static const char mount_usage[] =
 	"  --sync s3         a commit returns only once it is in the bucket: no\n"
 	"                    acknowledged commit is lost in a failover (default\n"
 	"                    none: commits never wait for the bucket)\n"
+	"  --sync replicas=N a commit returns only once N replicas applied it\n"
 	"\n"
 	"Data dir layout: DATA/dbs/NAME/database (the SQLite file), .../ltx/ (the\n"
 	"LTX history, inspect with 'ltfs ltx dump'), DATA/tree (other files).\n";
@@ -154,6 +155,7 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	const char *lease = NULL, *advertise = NULL, *sync = NULL;
 	char advertise_buf[300];
 	unsigned lease_ttl = 0;
+	int sync_mode = 0;
 	bool no_candidate = false;
 	struct cluster *cl = NULL;
 	bool debug = false, allow_other = false;
@@ -213,8 +215,8 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 			no_candidate = true;
 			break;
 		case 'Y':
-			if (strcmp(optarg, "s3") != 0 && strcmp(optarg, "none") != 0)
-				return cmd_usage_error("mount", "--sync: '%s': want s3 or none", optarg);
+			if (cmd_parse_sync(optarg, NULL, NULL) < 0)
+				return cmd_usage_error("mount", "--sync: '%s': want none, s3 or replicas=N (N 1..16)", optarg);
 			sync = optarg;
 			break;
 		case 'h':
@@ -261,9 +263,11 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		s3_url = conf.s3_url;
 	if (!sync)
 		sync = conf.sync;
+	if (sync)
+		cmd_parse_sync(sync, &sync_mode, &ccfg.sync_replicas); /* checked already */
 	if (upload_ms < 0) /* commits that wait for the bucket upload at once */
 		upload_ms = conf.upload_interval_ms >= 0 ? conf.upload_interval_ms
-			  : sync && strcmp(sync, "s3") == 0 ? 0 : 1000;
+			  : sync_mode == 1 ? 0 : 1000;
 	if (s3_url && cmd_s3_open(&conf, s3_url, &s3, &err) < 0) {
 		cmd_config_release(&conf);
 		return cmd_usage_error("mount", "%s", err.msg);
@@ -307,7 +311,8 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 					   : "and --replica-of exclude each other: the lease names the primary");
 	}
 	ccfg.lease = &lopts;
-	ccfg.sync = sync && strcmp(sync, "s3") == 0 ? CLUSTER_SYNC_S3 : CLUSTER_SYNC_NONE;
+	ccfg.sync = sync_mode == 1 ? CLUSTER_SYNC_S3 : sync_mode == 2 ? CLUSTER_SYNC_REPLICAS
+									 : CLUSTER_SYNC_NONE;
 	if (ccfg.sync == CLUSTER_SYNC_S3 && !s3) {
 		cmd_config_release(&conf);
 		return cmd_usage_error("mount", "--sync s3 needs a bucket (--s3 or s3.url)");

@@ -374,6 +374,40 @@ case_sync_no_loss() {
 	check "every acknowledged commit survived the kills ($have of $n)" [ "$have" -eq "$n" ]
 }
 
+case_sync_replicas() {
+	# commits wait for one replica's ack: kill -9 of the primary loses none
+	for n in 1 2 3; do lstart $n syncr --sync replicas=1 --upload-interval 10s; done
+	p=$(wait_primary 1 2 3)
+	make_table "$p" wal
+	writer r wal 100000 1 2 3
+	for round in 1 2 3; do
+		wait_acked r $((round * 40))
+		p=$(wait_primary 1 2 3)
+		node_kill "$p"
+		sleep 0.3
+		lstart "$p" syncr --sync replicas=1 --upload-interval 10s
+	done
+	wait_acked r 160
+	kill "$(cat "$T/writer.r")" 2>/dev/null || true
+	sleep 0.5
+	q=$(wait_primary 1 2 3)
+	same_everywhere 1 2 3
+	n=$(acked r)
+	have=$(sql "$T/m$q/app.db" "SELECT count(DISTINCT id) FROM t WHERE tag = 'r' AND id <= $n")
+	check "every acknowledged commit survived the kills ($have of $n)" [ "$have" -eq "$n" ]
+}
+
+case_sync_replicas_alone() {
+	# with no replica to acknowledge, a rollback-mode commit does not return
+	lstart 1 syncalone --sync replicas=1
+	wait_primary 1 >/dev/null
+	sql "$T/m1/app.db" "PRAGMA journal_mode=delete; CREATE TABLE t(x)" >/dev/null &
+	sleep 2
+	check "the commit waits for an ack" kill -0 $!
+	lstart 2 syncalone
+	check "and returns once a replica has it" wait $!
+}
+
 # ---- a long run of failures ---------------------------------------------
 
 case_flip_flop() {
@@ -447,6 +481,11 @@ case_config_errors() {
 	printf 'mount-dir: %s\nlease-ttl: 500ms\n' "$T/m" >"$T/c.yml"
 	expect_exit 2 "$LTFS" mount --config "$T/c.yml"
 	contains "$T/err" "line 2: 'lease-ttl'"
+	expect_exit 2 "$LTFS" mount --data "$T/d" --sync replicas=0 "$T/m"
+	contains "$T/err" "replicas=N (N 1..16)"
+	printf 'mount-dir: %s\nsync: all\n' "$T/m" >"$T/c.yml"
+	expect_exit 2 "$LTFS" mount --config "$T/c.yml"
+	contains "$T/err" "line 2: 'sync' must be none, s3 or replicas=N"
 	expect_exit 1 "$LTFS" promote --url http://127.0.0.1:1
 }
 
@@ -461,6 +500,8 @@ run_case promote
 run_case catch_up_from_bucket
 run_case catch_up_from_peer
 run_case sync_no_loss
+run_case sync_replicas
+run_case sync_replicas_alone
 run_case flip_flop
 run_case bad_lease_object
 finish
