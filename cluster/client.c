@@ -151,6 +151,21 @@ static void set_connected(struct cluster *c, const char *url, bool connected, bo
 		fs_set_role(c->fs, FS_ROLE_REPLICA, connected ? url : "");
 }
 
+/* sync: replicas=N on the primary: have the ack thread report our positions. */
+static void want_ack(struct recv *r)
+{
+	struct cluster *c = r->c;
+
+	if (!r->want_ack)
+		return;
+	pthread_mutex_lock(&c->mu);
+	c->ack_gen++;
+	c->ack_epoch = r->epoch;
+	snprintf(c->ack_url, sizeof(c->ack_url), "%s", r->url);
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
 static int on_end(void *ctx, struct ltfs_err *err)
 {
 	struct recv *r = ctx;
@@ -169,20 +184,14 @@ static int on_end(void *ctx, struct ltfs_err *err)
 		r->applied++;
 		if (r->ready)
 			fs_set_primary_time(c->fs, h.timestamp);
-		if (r->want_ack) {
-			pthread_mutex_lock(&c->mu);
-			c->ack_gen++;
-			c->ack_epoch = r->epoch;
-			snprintf(c->ack_url, sizeof(c->ack_url), "%s", r->url);
-			pthread_cond_broadcast(&c->cv);
-			pthread_mutex_unlock(&c->mu);
-		}
+		want_ack(r);
 		return 0;
 	case FRAME_READY:
 	case FRAME_HEARTBEAT:
 		t = (int64_t)ltx_get_be64(r->clock);
 		if (r->type == FRAME_READY && !r->ready) {
 			r->ready = true;
+			want_ack(r); /* a replica caught up already holds what waits */
 			set_connected(c, r->url, true, true);
 			ltfs_info(c->log, "replica", "caught up with %s (%llu files applied)",
 				  r->url, (unsigned long long)r->applied);

@@ -402,10 +402,11 @@ case_sync_replicas_alone() {
 	lstart 1 syncalone --sync replicas=1
 	wait_primary 1 >/dev/null
 	sql "$T/m1/app.db" "PRAGMA journal_mode=delete; CREATE TABLE t(x)" >/dev/null &
+	commit=$!
 	sleep 2
-	check "the commit waits for an ack" kill -0 $!
+	check "the commit waits for an ack" kill -0 $commit
 	lstart 2 syncalone
-	check "and returns once a replica has it" wait $!
+	check "and returns once a replica has it" wait $commit
 }
 
 # ---- a long run of failures ---------------------------------------------
