@@ -2,16 +2,20 @@
 # (sourced after B, the benchmark's dir, and LTFS are set). Node NAME has
 # mount $B/NAME, pid file $B/NAME.pid and log $B/NAME.log.
 
+# alive PID: running (a killed child of this shell stays a zombie until
+# waited for, and kill -0 still reaches it)
+alive() { kill -0 "$1" 2>/dev/null && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+
 stop_pid() { # PIDFILE: wait up to 10 s for the process, then TERM, then KILL
 	[ -s "$1" ] || return 0
 	_p=$(cat "$1")
 	_i=0
-	while kill -0 "$_p" 2>/dev/null && [ $_i -lt 100 ]; do
+	while alive "$_p" && [ $_i -lt 100 ]; do
 		_i=$((_i + 1))
 		[ $_i = 50 ] && kill "$_p" 2>/dev/null
 		sleep 0.1
 	done
-	kill -0 "$_p" 2>/dev/null && kill -9 "$_p" 2>/dev/null
+	alive "$_p" && kill -9 "$_p" 2>/dev/null
 	wait "$_p" 2>/dev/null
 	rm -f "$1"
 }
