@@ -79,6 +79,11 @@ struct cl_ack {
 bool cl_is_primary(struct cluster *c);
 
 int64_t cl_now_ms(void);      /* wall clock, ms since the epoch */
+/* 1..16 hex digits into *out: 0, or -1 for anything else (stream.c). */
+int cl_parse_hex64(const char *s, uint64_t *out);
+/* v as 16 lowercase hex digits, as the protocol and the lease write them
+ * (http.c). */
+void cl_hex16(uint64_t v, char out[17]);
 /* Percent-encode s into b as SigV4 and URL paths want it: everything but
  * unreserved characters (and '/' when keep_slash). */
 int cl_url_encode(struct ltfs_buf *b, const char *s, bool keep_slash);

@@ -110,7 +110,7 @@ static bool authorized(struct cluster *c, struct MHD_Connection *conn)
 
 /* ---- /v1/info and /healthz ------------------------------------------------ */
 
-static void hex16(uint64_t v, char out[17])
+void cl_hex16(uint64_t v, char out[17])
 {
 	snprintf(out, 17, "%016llx", (unsigned long long)v);
 }
@@ -128,8 +128,8 @@ static void add_db_json(void *ctx, const struct fs_db_info *info)
 	json_t *o;
 	char txid[17], sum[17], ts[40] = "";
 
-	hex16(info->txid, txid);
-	hex16(info->checksum, sum);
+	cl_hex16(info->txid, txid);
+	cl_hex16(info->checksum, sum);
 	if (info->timestamp)
 		ltx_format_timestamp(info->timestamp, ts, sizeof(ts));
 	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:b, s:b, s:I, s:I, s:I}",
@@ -142,7 +142,7 @@ static void add_db_json(void *ctx, const struct fs_db_info *info)
 		bool stuck;
 		uint64_t remote = cl_backup_remote_txid(dj->c, info->name, &stuck);
 
-		hex16(remote, txid);
+		cl_hex16(remote, txid);
 		json_object_set_new(o, "backup_txid", json_string(txid));
 		json_object_set_new(o, "backup_stuck", json_boolean(stuck));
 	}
@@ -194,7 +194,7 @@ static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn
 	if (dj.arr)
 		fs_db_foreach(c->fs, add_db_json, &dj);
 	pthread_mutex_unlock(&c->mu);
-	hex16(fs_node_id(c->fs), node);
+	cl_hex16(fs_node_id(c->fs), node);
 	o = json_pack("{s:s, s:s, s:s?, s:s?, s:b, s:b, s:I, s:I, s:o}", "node", node,
 		      "role", primary ? "primary" : "replica",
 		      "primary", primary || !primary_url[0] ? NULL : primary_url,

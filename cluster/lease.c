@@ -103,22 +103,6 @@ static int doc_copy(struct lease_doc *dst, const struct lease_doc *src)
 	return 0;
 }
 
-static void hex16(uint64_t v, char out[17])
-{
-	snprintf(out, 17, "%016llx", (unsigned long long)v);
-}
-
-static int parse_hex(const char *s, uint64_t *out)
-{
-	char *end;
-
-	if (!s || !*s || strlen(s) > 16)
-		return -1;
-	errno = 0;
-	*out = strtoull(s, &end, 16);
-	return errno || *end ? -1 : 0;
-}
-
 static char *doc_encode(const struct lease_doc *d)
 {
 	json_t *o, *dbs = json_object();
@@ -129,12 +113,12 @@ static char *doc_encode(const struct lease_doc *d)
 	for (size_t i = 0; i < d->nheads; i++) {
 		char txid[17], sum[17];
 
-		hex16(d->heads[i].txid, txid);
-		hex16(d->heads[i].checksum, sum);
+		cl_hex16(d->heads[i].txid, txid);
+		cl_hex16(d->heads[i].checksum, sum);
 		json_object_set_new(dbs, d->heads[i].name,
 				    json_pack("{s:s, s:s}", "txid", txid, "checksum", sum));
 	}
-	hex16(d->epoch, epoch);
+	cl_hex16(d->epoch, epoch);
 	ltx_format_timestamp(cl_now_ms(), at, sizeof(at));
 	/* "written" is for people reading the object: nodes never compare it
 	 * with their clocks */
@@ -175,7 +159,7 @@ static int doc_decode(const char *key, const void *p, size_t n, struct lease_doc
 		rc = ltfs_err_set(err, LTFS_E_CORRUPT, "%s: field '%s' has the wrong length", key,
 				  strlen(node) != 16 ? "node" : strlen(url) >= sizeof(d->url) ? "url"
 										: "handoff");
-	} else if (parse_hex(epoch, &d->epoch) < 0 || d->epoch == 0) {
+	} else if (cl_parse_hex64(epoch, &d->epoch) < 0 || d->epoch == 0) {
 		rc = ltfs_err_set(err, LTFS_E_CORRUPT, "%s: field 'epoch' is not a hex number > 0", key);
 	} else if (ttl < 1 || ttl > 3600000) {
 		rc = ltfs_err_set(err, LTFS_E_CORRUPT, "%s: field 'ttl_ms' is out of range", key);
@@ -191,8 +175,8 @@ static int doc_decode(const char *key, const void *p, size_t n, struct lease_doc
 		json_object_foreach(dbs, name, v) {
 			uint64_t txid, sum;
 
-			if (parse_hex(json_string_value(json_object_get(v, "txid")), &txid) < 0 ||
-			    parse_hex(json_string_value(json_object_get(v, "checksum")), &sum) < 0) {
+			if (cl_parse_hex64(json_string_value(json_object_get(v, "txid")), &txid) < 0 ||
+			    cl_parse_hex64(json_string_value(json_object_get(v, "checksum")), &sum) < 0) {
 				rc = ltfs_err_set(err, LTFS_E_CORRUPT,
 						  "%s: dbs.'%s': want txid and checksum as hex", key, name);
 				break;
@@ -811,7 +795,7 @@ int cl_lease_start(struct cluster *c, struct s3 *s3, const struct cluster_lease_
 	l->margin_ms = o.ttl_ms / 10 < 100 ? 100 : o.ttl_ms / 10 > 500 ? 500 : o.ttl_ms / 10;
 	l->poll_ms = l->margin_ms;
 	l->candidate = o.candidate;
-	hex16(fs_node_id(c->fs), l->node);
+	cl_hex16(fs_node_id(c->fs), l->node);
 	snprintf(l->url, sizeof(l->url), "%s", o.advertise_url);
 	while (strlen(l->url) && l->url[strlen(l->url) - 1] == '/')
 		l->url[strlen(l->url) - 1] = '\0';

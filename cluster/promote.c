@@ -135,16 +135,6 @@ static int fetch_from_peer(struct cluster *c, const char *url, const char *db, u
 	return rc;
 }
 
-static int hex64(const char *s, uint64_t *out)
-{
-	char *end;
-
-	if (!s || !*s)
-		return -1;
-	*out = strtoull(s, &end, 16);
-	return *end ? -1 : 0;
-}
-
 /* Ask one peer for its positions; take what it has ahead of us. */
 static void catch_up_from(struct cluster *c, const char *url)
 {
@@ -170,7 +160,7 @@ static void catch_up_from(struct cluster *c, const char *url)
 		const char *name = json_string_value(json_object_get(d, "name"));
 		uint64_t theirs, ours = 0, sum;
 
-		if (!name || hex64(json_string_value(json_object_get(d, "txid")), &theirs) < 0 ||
+		if (!name || cl_parse_hex64(json_string_value(json_object_get(d, "txid")), &theirs) < 0 ||
 		    !json_is_true(json_object_get(d, "exists")) || fs_db_name_check(name, &err) < 0)
 			continue;
 		if (fs_db_position(c->fs, name, &ours, &sum) < 0)

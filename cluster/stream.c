@@ -84,7 +84,7 @@ static int add_rdb(struct cl_stream *s, const char *name, uint64_t txid,
 	return 0;
 }
 
-static int parse_hex64(const char *s, uint64_t *out)
+int cl_parse_hex64(const char *s, uint64_t *out)
 {
 	uint64_t v = 0;
 	size_t i;
@@ -130,8 +130,8 @@ static int parse_request(struct cl_stream *s, const char *body, size_t len,
 		const char *name = json_string_value(json_object_get(d, "name"));
 		uint64_t txid, cksum;
 
-		if (!name || parse_hex64(json_string_value(json_object_get(d, "txid")), &txid) < 0 ||
-		    parse_hex64(json_string_value(json_object_get(d, "checksum")), &cksum) < 0) {
+		if (!name || cl_parse_hex64(json_string_value(json_object_get(d, "txid")), &txid) < 0 ||
+		    cl_parse_hex64(json_string_value(json_object_get(d, "checksum")), &cksum) < 0) {
 			rc = ltfs_err_set(err, LTFS_E_CORRUPT,
 					  "request body: dbs[%zu] needs \"name\", and \"txid\" and \"checksum\" as 1..16 hex digits",
 					  i);
@@ -489,7 +489,7 @@ int cl_ack_record(struct cluster *c, const char *body, size_t len, struct ltfs_e
 	struct cl_stream tmp = { .c = c, .fd = -1 };
 	json_t *root = json_loadb(body, len, 0, NULL);
 	uint64_t node = 0, epoch = (uint64_t)json_integer_value(json_object_get(root, "epoch"));
-	int rc = parse_hex64(json_string_value(json_object_get(root, "node")), &node) < 0
+	int rc = cl_parse_hex64(json_string_value(json_object_get(root, "node")), &node) < 0
 			 ? ltfs_err_set(err, LTFS_E_CORRUPT, "request body: want \"node\" as 16 hex digits")
 			 : parse_request(&tmp, body, len, err);
 

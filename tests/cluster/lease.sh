@@ -352,50 +352,37 @@ case_catch_up_from_peer() {
 
 # ---- synchronous mode ----------------------------------------------------
 
-case_sync_no_loss() {
-	for n in 1 2 3; do lstart $n sync --sync s3; done
+# no_commit_lost TAG PREFIX ARGS...: three nodes with ARGS, a WAL writer,
+# three kill -9 of the primary: every acknowledged commit survives.
+no_commit_lost() {
+	_tag=$1
+	_pfx=$2
+	shift 2
+	for n in 1 2 3; do lstart $n "$_pfx" "$@"; done
 	p=$(wait_primary 1 2 3)
 	make_table "$p" wal
-	writer s wal 100000 1 2 3
+	writer "$_tag" wal 100000 1 2 3
 	for round in 1 2 3; do
-		wait_acked s $((round * 40))
+		wait_acked "$_tag" $((round * 40))
 		p=$(wait_primary 1 2 3)
 		node_kill "$p"
 		sleep 0.3
-		lstart "$p" sync --sync s3
+		lstart "$p" "$_pfx" "$@"
 	done
-	wait_acked s 160
-	kill "$(cat "$T/writer.s")" 2>/dev/null || true
+	wait_acked "$_tag" 160
+	kill "$(cat "$T/writer.$_tag")" 2>/dev/null || true
 	sleep 0.5
 	q=$(wait_primary 1 2 3)
 	same_everywhere 1 2 3
-	n=$(acked s)
-	have=$(sql "$T/m$q/app.db" "SELECT count(DISTINCT id) FROM t WHERE tag = 's' AND id <= $n")
+	n=$(acked "$_tag")
+	have=$(sql "$T/m$q/app.db" "SELECT count(DISTINCT id) FROM t WHERE tag = '$_tag' AND id <= $n")
 	check "every acknowledged commit survived the kills ($have of $n)" [ "$have" -eq "$n" ]
 }
 
-case_sync_replicas() {
-	# commits wait for one replica's ack: kill -9 of the primary loses none
-	for n in 1 2 3; do lstart $n syncr --sync replicas=1 --upload-interval 10s; done
-	p=$(wait_primary 1 2 3)
-	make_table "$p" wal
-	writer r wal 100000 1 2 3
-	for round in 1 2 3; do
-		wait_acked r $((round * 40))
-		p=$(wait_primary 1 2 3)
-		node_kill "$p"
-		sleep 0.3
-		lstart "$p" syncr --sync replicas=1 --upload-interval 10s
-	done
-	wait_acked r 160
-	kill "$(cat "$T/writer.r")" 2>/dev/null || true
-	sleep 0.5
-	q=$(wait_primary 1 2 3)
-	same_everywhere 1 2 3
-	n=$(acked r)
-	have=$(sql "$T/m$q/app.db" "SELECT count(DISTINCT id) FROM t WHERE tag = 'r' AND id <= $n")
-	check "every acknowledged commit survived the kills ($have of $n)" [ "$have" -eq "$n" ]
-}
+case_sync_no_loss() { no_commit_lost s sync --sync s3; }
+
+# commits wait for one replica's ack (the bucket lags 10 s behind)
+case_sync_replicas() { no_commit_lost r syncr --sync replicas=1 --upload-interval 10s; }
 
 case_sync_replicas_alone() {
 	# with no replica to acknowledge, a rollback-mode commit does not return
