@@ -257,7 +257,7 @@ run_case() {
 		echo "FAIL $1"
 		# what the case's daemons said last, for the report
 		for _l in "$T"/n*.log "$T"/ltfs.log; do
-			[ -s "$_l" ] && tail -n 6 "$_l" | cut -c1-240 | sed "s|^|    $(basename "$_l") | |"
+			[ -s "$_l" ] && tail -n 6 "$_l" | cut -c1-240 | sed "s#^#    $(basename "$_l") | #"
 		done
 		_failed=$((_failed + 1))
 	fi

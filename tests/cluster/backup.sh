@@ -177,7 +177,11 @@ refused_when_bad() {
 	s3 get "$2" >"$T/good.ltx"
 	size=$(stat -c %s "$T/good.ltx")
 	cp "$T/good.ltx" "$T/flip.ltx"
-	printf '\377' | dd of="$T/flip.ltx" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+	# invert the byte: writing a fixed value changes nothing 1 time in 256
+	byte=$(od -An -tu1 -j $((size / 2)) -N1 "$T/good.ltx" | tr -d ' ')
+	printf "\\$(printf %03o $((byte ^ 255)))" |
+		dd of="$T/flip.ltx" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+	cmp -s "$T/good.ltx" "$T/flip.ltx" && { echo "    the flip changed nothing" >&2; exit 1; }
 	head -c "$3" "$T/good.ltx" >"$T/short.ltx"
 	for bad in flip short; do
 		s3 put "$2" "$T/$bad.ltx" >/dev/null
