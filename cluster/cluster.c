@@ -87,6 +87,23 @@ bool cl_is_primary(struct cluster *c)
 	return serving && cl_lease_valid(c);
 }
 
+bool cluster_ready(struct cluster *c, bool *primary)
+{
+	bool p = cl_is_primary(c), ready;
+
+	if (primary)
+		*primary = p;
+	pthread_mutex_lock(&c->mu);
+	ready = p || c->ready;
+	pthread_mutex_unlock(&c->mu);
+	return ready;
+}
+
+bool cluster_is_candidate(struct cluster *c)
+{
+	return c->lease ? c->lease->candidate : !c->replica_of[0];
+}
+
 int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 		  struct ltfs_err *err)
 {

@@ -71,6 +71,15 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 /* Stop the client and the server (streams get an END frame); frees. */
 void cluster_stop(struct cluster *c);
 
+/*
+ * Whether the node serves yet: the primary with writes open, or a replica
+ * that caught up with its primary (what /healthz reports). *primary says
+ * which; may be NULL.
+ */
+bool cluster_ready(struct cluster *c, bool *primary);
+/* May this node become the primary (a static primary, or a lease candidate)? */
+bool cluster_is_candidate(struct cluster *c);
+
 /* ---- stream frames (docs/protocol.md), shared with tests and fuzzing --- */
 
 enum frame_type {

@@ -221,15 +221,11 @@ static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn
 
 static enum MHD_Result serve_health(struct cluster *c, struct MHD_Connection *conn)
 {
-	bool ready;
+	bool primary;
 
-	if (cl_is_primary(c))
-		return reply_text(conn, 200, "ok: primary\n");
-	pthread_mutex_lock(&c->mu);
-	ready = c->ready;
-	pthread_mutex_unlock(&c->mu);
-	return ready ? reply_text(conn, 200, "ok: replica in sync\n")
-		     : reply_text(conn, 503, "not ready: replica not caught up with the primary\n");
+	if (!cluster_ready(c, &primary))
+		return reply_text(conn, 503, "not ready: replica not caught up with the primary\n");
+	return reply_text(conn, 200, primary ? "ok: primary\n" : "ok: replica in sync\n");
 }
 
 /* ---- /metrics ------------------------------------------------------------- */

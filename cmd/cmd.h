@@ -5,6 +5,7 @@
 #ifndef LTFS_CMD_H
 #define LTFS_CMD_H
 
+#include <signal.h>
 #include <stdbool.h>
 
 #include "ltx/ltx.h"
@@ -21,6 +22,13 @@ struct cmd_ctx {
 	const char *prog;     /* "ltfs" */
 	bool log_level_set;   /* given on the command line: wins over config */
 	bool log_format_set;
+};
+
+/* One command of `exec:` in the config. */
+struct cmd_exec {
+	char *cmd;            /* split into words when run; no shell */
+	bool if_candidate;    /* run only on a node that may become the primary */
+	bool if_primary;      /* run only on the primary */
 };
 
 /* Settings from the YAML config file (docs/ltfs.example.yml). Flags given
@@ -55,6 +63,9 @@ struct cmd_config {
 	char *sync;             /* "none" or "s3" */
 	enum ltfs_log_level log_level;
 	enum ltfs_log_format log_format;
+	struct cmd_exec *exec;  /* exec: migrations first, the app last */
+	size_t nexec;
+	bool skip_sync;         /* start exec before the node is ready */
 };
 
 /* Read FILE into `c` (which holds defaults); LTFS_E_CONFIG naming the key
@@ -67,6 +78,35 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_status(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_restore(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_promote(struct cmd_ctx *ctx, int argc, char **argv);
+
+/* ---- exec.c: the app supervisor of "ltfs mount DIR -- CMD" ---- */
+
+struct fs;
+struct cluster;
+struct supervisor;
+
+struct cmd_exec_plan {
+	const struct cmd_exec *cmds; /* exec: from the config */
+	size_t n;
+	char **argv;                 /* "-- CMD ARGS": replaces cmds */
+	bool skip_sync;              /* start before the node serves */
+};
+
+/* Block SIGINT, SIGTERM, SIGHUP and SIGCHLD in the calling thread and the
+ * threads it starts from now on (the supervisor takes them); *old = the
+ * mask before, which the commands get back. 0 or a negative errno. */
+int cmd_sup_block_signals(sigset_t *old);
+/* Start the supervisor thread: it waits until the node serves, runs the
+ * commands, forwards signals, and stops fs when the app exits. */
+int cmd_sup_start(struct supervisor **out, const struct cmd_exec_plan *plan,
+		  const sigset_t *child_mask, struct fs *fs, struct cluster *cl,
+		  struct ltfs_log *log, struct ltfs_err *err);
+/* After fs_run() returned: stop a command still running (SIGTERM, then
+ * SIGKILL after 10 s), join, free; the code "ltfs mount" exits with. */
+int cmd_sup_finish(struct supervisor *s);
+/* A command line into words (quotes and backslashes as in a shell; no
+ * expansion). *out is freed by free((*out)[0]) then free(*out). */
+int cmd_split_words(const char *s, char ***out, struct ltfs_err *err);
 
 /* The bucket at url (s3://BUCKET/PREFIX) with the config's s3.* settings
  * (the AWS_* variables fill what the config leaves out). */

@@ -472,6 +472,76 @@ static int apply_s3(const struct cfg_node *map, struct cmd_config *c,
 	return 0;
 }
 
+/* A command that will split into words when it runs. */
+static int check_words(const char *cmd, int line, struct ltfs_err *err)
+{
+	char **argv;
+	int rc = cmd_split_words(cmd, &argv, err);
+
+	if (rc < 0) {
+		ltfs_err_prefix(err, "line %d: exec command '%s'", line, cmd);
+		return rc;
+	}
+	free(argv[0]);
+	free(argv);
+	return 0;
+}
+
+/* One item of exec: a command, or {cmd, if-candidate, if-primary}. */
+static int want_exec_item(const struct cfg_node *n, struct cmd_exec *e, struct ltfs_err *err)
+{
+	static const char what[] = "must be a command or a mapping (cmd, if-candidate, if-primary)";
+
+	if (n->kind == CFG_SCALAR) {
+		e->cmd = strdup(n->value);
+		return e->cmd ? check_words(e->cmd, n->line, err) : ltfs_err_set(err, -ENOMEM, NULL);
+	}
+	if (n->kind != CFG_MAP)
+		return ltfs_err_set(err, LTFS_E_CONFIG, "line %d: an exec item %s", n->line, what);
+	for (const struct cfg_node *k = n->child; k; k = k->next) {
+		int rc;
+
+		if (strcmp(k->key, "cmd") == 0)
+			rc = want_str(k, &e->cmd, err);
+		else if (strcmp(k->key, "if-candidate") == 0)
+			rc = want_bool(k, &e->if_candidate, err);
+		else if (strcmp(k->key, "if-primary") == 0)
+			rc = want_bool(k, &e->if_primary, err);
+		else
+			rc = unknown(k, "an 'exec' item", err);
+		if (rc < 0)
+			return rc;
+	}
+	if (!e->cmd)
+		return ltfs_err_set(err, LTFS_E_CONFIG, "line %d: an exec item has no 'cmd'", n->line);
+	return check_words(e->cmd, n->line, err);
+}
+
+/* exec: one command, or a list of them (all but the last must succeed). */
+static int want_exec(const struct cfg_node *n, struct cmd_config *c, struct ltfs_err *err)
+{
+	const struct cfg_node *first = n->kind == CFG_SEQ ? n->child : n;
+	size_t count = 0;
+
+	for (const struct cfg_node *i = first; i; i = n->kind == CFG_SEQ ? i->next : NULL)
+		count++;
+	if (count == 0 || count > 64)
+		return ltfs_err_set(err, LTFS_E_CONFIG, "line %d: 'exec' must hold 1 to 64 commands",
+				    n->line);
+	c->exec = calloc(count, sizeof(*c->exec));
+	if (!c->exec)
+		return ltfs_err_set(err, -ENOMEM, NULL);
+	c->nexec = count;
+	count = 0;
+	for (const struct cfg_node *i = first; i; i = n->kind == CFG_SEQ ? i->next : NULL) {
+		int rc = want_exec_item(i, &c->exec[count++], err);
+
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
 void cmd_config_init(struct cmd_config *c, const struct cmd_ctx *ctx)
 {
 	memset(c, 0, sizeof(*c));
@@ -525,6 +595,10 @@ int cmd_config_load(const char *path, struct cmd_config *c, struct ltfs_err *err
 				     : ltfs_err_set(err, LTFS_E_CONFIG,
 						    "line %d: 'sync' must be none, s3 or replicas=N (N 1..16)",
 						    n->line);
+		else if (strcmp(n->key, "exec") == 0)
+			rc = want_exec(n, c, err);
+		else if (strcmp(n->key, "skip-sync") == 0)
+			rc = want_bool(n, &c->skip_sync, err);
 		else if (strcmp(n->key, "http") == 0)
 			rc = n->kind == CFG_MAP ? apply_http(n, c, err)
 						: ltfs_err_set(err, LTFS_E_CONFIG,
@@ -566,5 +640,8 @@ void cmd_config_release(struct cmd_config *c)
 	if (c->s3_secret_key)
 		explicit_bzero(c->s3_secret_key, strlen(c->s3_secret_key));
 	free(c->s3_secret_key);
+	for (size_t i = 0; i < c->nexec; i++)
+		free(c->exec[i].cmd);
+	free(c->exec);
 	memset(c, 0, sizeof(*c));
 }

@@ -17,8 +17,8 @@
 #include "fs/fs.h"
 
 static const char mount_usage[] =
-	"usage: ltfs mount [OPTIONS] MOUNTDIR\n"
-	"       ltfs mount --config FILE [OPTIONS] [MOUNTDIR]\n"
+	"usage: ltfs mount [OPTIONS] MOUNTDIR [-- CMD [ARGS...]]\n"
+	"       ltfs mount --config FILE [OPTIONS] [MOUNTDIR] [-- CMD [ARGS...]]\n"
 	"\n"
 	"Mounts MOUNTDIR in the foreground. SQLite databases created or opened\n"
 	"under it work unchanged; every committed transaction is recorded as an\n"
@@ -65,6 +65,14 @@ static const char mount_usage[] =
 	"                    acknowledged commit is lost in a failover (default\n"
 	"                    none: commits never wait for the bucket)\n"
 	"  --sync replicas=N a commit returns only once N replicas applied it\n"
+	"\n"
+	"Running the app (see exec: in docs/ltfs.example.yml):\n"
+	"  -- CMD [ARGS...]  once the node serves (the primary with writes open, or\n"
+	"                    a replica caught up), run CMD; SIGINT, SIGTERM and\n"
+	"                    SIGHUP go to it; when it exits, unmount, release the\n"
+	"                    lease and exit with its code. Replaces exec: in the\n"
+	"                    config. CMD cannot be found: exit 127\n"
+	"  --skip-sync       start CMD at once, before the node serves\n"
 	"\n"
 	"Data dir layout: DATA/dbs/NAME/database (the SQLite file), .../ltx/ (the\n"
 	"LTX history, inspect with 'ltfs ltx dump'), DATA/tree (other files).\n";
@@ -137,6 +145,7 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		{ "advertise-url", required_argument, NULL, 'A' },
 		{ "no-candidate", no_argument, NULL, 'N' },
 		{ "sync", required_argument, NULL, 'Y' },
+		{ "skip-sync", no_argument, NULL, 'K' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -158,10 +167,23 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	int sync_mode = 0;
 	bool no_candidate = false;
 	struct cluster *cl = NULL;
-	bool debug = false, allow_other = false;
+	bool debug = false, allow_other = false, skip_sync = false;
 	unsigned threads = 0, keep = 0, ms;
-	int c, rc;
+	struct cmd_exec_plan plan = { 0 };
+	struct supervisor *sup = NULL;
+	sigset_t child_mask;
+	int c, rc, code = EXIT_OK;
 
+	/* "-- CMD ARGS": the app; what comes before is ours */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0) {
+			if (i + 1 == argc)
+				return cmd_usage_error("mount", "'--' must be followed by the command to run");
+			plan.argv = argv + i + 1;
+			argc = i;
+			break;
+		}
+	}
 	cmd_config_init(&conf, ctx);
 	while ((c = getopt_long(argc, argv, "+c:dh", opts, NULL)) != -1) {
 		switch (c) {
@@ -218,6 +240,9 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 			if (cmd_parse_sync(optarg, NULL, NULL) < 0)
 				return cmd_usage_error("mount", "--sync: '%s': want none, s3 or replicas=N (N 1..16)", optarg);
 			sync = optarg;
+			break;
+		case 'K':
+			skip_sync = true;
 			break;
 		case 'h':
 			fputs(mount_usage, stdout);
@@ -318,6 +343,16 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		return cmd_usage_error("mount", "--sync s3 needs a bucket (--s3 or s3.url)");
 	}
 
+	plan.cmds = conf.exec;
+	plan.n = conf.nexec;
+	plan.skip_sync = skip_sync || conf.skip_sync;
+	/* before any thread starts, so that none of them takes these signals */
+	if ((plan.argv || plan.n) && cmd_sup_block_signals(&child_mask) < 0) {
+		s3_free(s3);
+		cmd_config_release(&conf);
+		return cmd_fail("mount", "cannot block signals for the exec supervisor");
+	}
+
 	raise_fd_limit(ctx);
 	/* with a lease every node may become the primary: all start from the bucket */
 	rc = s3 && !(ccfg.replica_of && ccfg.replica_of[0]) ? bootstrap(ctx, s3, data_dir, &err) : 0;
@@ -332,8 +367,12 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		ccfg.fs = fs;
 		rc = cluster_start(&cl, &ccfg, &err);
 	}
+	if (rc == 0 && (plan.argv || plan.n))
+		rc = cmd_sup_start(&sup, &plan, &child_mask, fs, cl, &ctx->log, &err);
 	if (rc == 0)
 		rc = fs_run(fs, &err);
+	if (sup)
+		code = cmd_sup_finish(sup);
 	cluster_stop(cl);
 	fs_close(fs);
 	s3_free(s3);
@@ -344,5 +383,5 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	}
 	ltfs_info(&ctx->log, "mount", "unmounted '%s'", cfg.mountpoint);
 	cmd_config_release(&conf);
-	return EXIT_OK;
+	return code;
 }

@@ -59,7 +59,9 @@ int fs_open(struct fs **out, const struct fs_config *cfg, struct ltfs_err *err);
 int fs_mount(struct fs *fs, struct ltfs_err *err);
 /* Returns 0 after a clean unmount or a SIGINT/SIGTERM, < 0 on error. */
 int fs_run(struct fs *fs, struct ltfs_err *err);
-/* Ask fs_run() to return (async-signal-safe). */
+/* Ask fs_run() to return, from a signal handler or another thread (which
+ * may have to ask again: a wake-up can slip in just before the loop
+ * waits; calling it until fs_run() returned is safe). */
 void fs_stop(struct fs *fs);
 void fs_close(struct fs *fs);
 

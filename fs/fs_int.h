@@ -181,6 +181,8 @@ struct fs {
 	uint64_t stage_seq;
 	int64_t primary_time;      /* ms, for .lag; 0 = not caught up */
 	bool stopping;
+	pthread_t run_thread;      /* in fs_run(), which fs_stop() wakes */
+	bool running;              /* atomic */
 	char fault[64];            /* LTFS_FAULT=OP[:N], test builds only */
 	int fault_left;            /* failures still to inject */
 	bool fault_always;

@@ -365,13 +365,28 @@ int fs_mount(struct fs *fs, struct ltfs_err *err)
 	return 0;
 }
 
+/* fs_stop() from another thread: only a signal gets the loop's waiting
+ * thread out of its wait (the flag alone is read once it wakes). */
+#define FS_WAKE_SIGNAL SIGUSR2
+
+static void on_wake(int sig)
+{
+	(void)sig;
+}
+
 int fs_run(struct fs *fs, struct ltfs_err *err)
 {
 	struct fuse_loop_config *cfg;
+	struct sigaction sa = { .sa_handler = on_wake };
 	int rc;
 
-	if (fuse_set_signal_handlers(fs->se) != 0)
+	sigemptyset(&sa.sa_mask);
+	if (fuse_set_signal_handlers(fs->se) != 0 || sigaction(FS_WAKE_SIGNAL, &sa, NULL) != 0)
 		return ltfs_err_set(err, -EIO, "cannot install signal handlers");
+	fs->run_thread = pthread_self();
+	__atomic_store_n(&fs->running, true, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&fs->stopping, __ATOMIC_SEQ_CST))
+		fuse_session_exit(fs->se); /* asked before the loop began */
 	cfg = fuse_loop_cfg_create();
 	if (!cfg) {
 		fuse_remove_signal_handlers(fs->se);
@@ -380,6 +395,7 @@ int fs_run(struct fs *fs, struct ltfs_err *err)
 	fuse_loop_cfg_set_max_threads(cfg, fs->cfg.max_threads ? fs->cfg.max_threads : 16);
 	fuse_loop_cfg_set_clone_fd(cfg, 0);
 	rc = fuse_session_loop_mt(fs->se, cfg);
+	__atomic_store_n(&fs->running, false, __ATOMIC_SEQ_CST);
 	fuse_loop_cfg_destroy(cfg);
 	fuse_remove_signal_handlers(fs->se);
 	if (rc < 0)
@@ -389,9 +405,12 @@ int fs_run(struct fs *fs, struct ltfs_err *err)
 
 void fs_stop(struct fs *fs)
 {
-	__atomic_store_n(&fs->stopping, true, __ATOMIC_RELAXED);
+	__atomic_store_n(&fs->stopping, true, __ATOMIC_SEQ_CST);
 	if (fs->se)
 		fuse_session_exit(fs->se);
+	if (__atomic_load_n(&fs->running, __ATOMIC_SEQ_CST) &&
+	    !pthread_equal(pthread_self(), fs->run_thread))
+		pthread_kill(fs->run_thread, FS_WAKE_SIGNAL);
 }
 
 void fs_close(struct fs *fs)
