@@ -561,8 +561,8 @@ static size_t on_get_data(char *p, size_t size, size_t nmemb, void *ctx)
 	return ltfs_buf_append(b, p, size * nmemb) < 0 ? CURL_WRITEFUNC_ERROR : size * nmemb;
 }
 
-static int http_request(const char *url, const char *token, const char *body,
-			struct ltfs_buf *out, long *status, long timeout_ms, struct ltfs_err *err)
+int cl_http_request(const char *url, const char *token, const char *body, cl_http_sink_fn sink,
+		    void *ctx, long *status, long timeout_ms, struct ltfs_err *err)
 {
 	CURL *curl = curl_easy_init();
 	struct curl_slist *hdrs = NULL;
@@ -579,8 +579,8 @@ static int http_request(const char *url, const char *token, const char *body,
 	}
 	curl_easy_setopt(curl, CURLOPT_URL, url);
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_get_data);
-	curl_easy_setopt(curl, CURLOPT_WRITEDATA, out);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, sink);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, ctx);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
 			 timeout_ms < CONNECT_TIMEOUT_MS ? timeout_ms : (long)CONNECT_TIMEOUT_MS);
@@ -594,6 +594,12 @@ static int http_request(const char *url, const char *token, const char *body,
 		return ltfs_err_set(err, -EIO, "%s: %s", url,
 				    curl_err[0] ? curl_err : curl_easy_strerror(cc));
 	return 0;
+}
+
+static int http_request(const char *url, const char *token, const char *body,
+			struct ltfs_buf *out, long *status, long timeout_ms, struct ltfs_err *err)
+{
+	return cl_http_request(url, token, body, on_get_data, out, status, timeout_ms, err);
 }
 
 int cluster_http_get(const char *url, const char *token, struct ltfs_buf *out,

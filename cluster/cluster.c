@@ -116,6 +116,7 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 		return ltfs_err_set(err, -ENOMEM, NULL);
 	c->fs = cfg->fs;
 	c->log = cfg->log;
+	c->allow_run = cfg->allow_run;
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
 	rc = copy_setting(c->addr, sizeof(c->addr),
@@ -136,6 +137,9 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 		while (n && c->replica_of[n - 1] == '/')
 			c->replica_of[--n] = '\0';
 	}
+	if (rc == 0 && c->allow_run && !c->token[0])
+		rc = ltfs_err_set(err, LTFS_E_CONFIG, "allow-run needs a token (http.token or LTFS_TOKEN): "
+						      "whoever reaches the port could run commands");
 	if (rc == 0 && cfg->sync == CLUSTER_SYNC_REPLICAS && cfg->sync_replicas == 0)
 		rc = ltfs_err_set(err, LTFS_E_CONFIG, "sync: replicas=N needs N >= 1");
 	if (rc == 0 && cfg->sync == CLUSTER_SYNC_S3 && !cfg->s3)

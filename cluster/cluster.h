@@ -60,6 +60,7 @@ struct cluster_config {
 	const struct cluster_lease_opts *lease;   /* NULL or !enabled = static roles */
 	enum cluster_sync sync;
 	unsigned sync_replicas;  /* CLUSTER_SYNC_REPLICAS: how many */
+	bool allow_run;          /* run commands for ltfs run (needs a token) */
 };
 
 /*
@@ -79,6 +80,21 @@ void cluster_stop(struct cluster *c);
 bool cluster_ready(struct cluster *c, bool *primary);
 /* May this node become the primary (a static primary, or a lease candidate)? */
 bool cluster_is_candidate(struct cluster *c);
+
+/* ---- ltfs run --on-primary (cluster/run.c) ------------------------------ */
+
+struct cluster_run_opts {
+	const char *url;         /* the primary's HTTP URL */
+	const char *token;       /* required by the primary */
+	char *const *argv;       /* NULL-terminated */
+	unsigned timeout_ms;     /* the command's; 0 = 10 min */
+	int out_fd;              /* its output (stdout and stderr) goes here */
+};
+
+/* Run argv on the primary, in its mount dir: 0 with *code its exit code
+ * (124 killed at the timeout), LTFS_E_NOT_PRIMARY if url is no longer the
+ * primary, or another error naming the URL and the node's message. */
+int cluster_run(const struct cluster_run_opts *o, int *code, struct ltfs_err *err);
 
 /* ---- stream frames (docs/protocol.md), shared with tests and fuzzing --- */
 

@@ -28,6 +28,7 @@ struct cluster {
 	char addr[256];           /* listen address as configured */
 	char token[TOKEN_MAX];    /* "" = none */
 	char replica_of[URL_MAX]; /* "" = this node is the primary */
+	bool allow_run;           /* POST /v1/run (ltfs run --on-primary) */
 	struct MHD_Daemon *mhd;
 
 	pthread_mutex_t mu;
@@ -93,9 +94,21 @@ void cl_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms);
 /* Wait on c->cv (c->mu held) for at most ms milliseconds. */
 void cl_wait(struct cluster *c, int64_t ms);
 
+/* client.c: one request (POST when body is not NULL), the answer's bytes
+ * to sink as curl hands them over (which returns n, or less to stop). */
+typedef size_t (*cl_http_sink_fn)(char *p, size_t size, size_t nmemb, void *ctx);
+int cl_http_request(const char *url, const char *token, const char *body, cl_http_sink_fn sink,
+		    void *ctx, long *status, long timeout_ms, struct ltfs_err *err);
 /* client.c: cluster_http_get with a total timeout. */
 int cl_http_get_within(const char *url, const char *token, struct ltfs_buf *out, long *status,
 		       long timeout_ms, struct ltfs_err *err);
+
+/* run.c: POST /v1/run, a command run on the primary for ltfs run */
+struct cl_run;
+int cl_run_open(struct cluster *c, const char *body, size_t len, const char *peer,
+		struct cl_run **out, struct ltfs_err *err);
+ssize_t cl_run_read(void *cls, uint64_t pos, char *buf, size_t max);
+void cl_run_free(void *cls);
 
 /* http.c */
 int cl_http_start(struct cluster *c, struct ltfs_err *err);

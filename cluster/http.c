@@ -517,6 +517,38 @@ static enum MHD_Result serve_promote(struct cluster *c, struct MHD_Connection *c
 	return reply_text(conn, 200, "this node is the primary\n");
 }
 
+/* ---- /v1/run -------------------------------------------------------------- */
+
+static enum MHD_Result serve_run(struct cluster *c, struct MHD_Connection *conn, struct req *r,
+				 const char *peer)
+{
+	struct ltfs_err err = { 0 };
+	struct MHD_Response *resp;
+	struct cl_run *run;
+	enum MHD_Result ret;
+
+	if (r->too_big)
+		return reply_error(conn, 413, "request body over 1 MiB");
+	if (cl_run_open(c, (const char *)r->body.data, r->body.len, peer, &run, &err) < 0) {
+		ltfs_warn(c->log, "http", "run for %s refused: %s", peer, err.msg);
+		return reply_error(conn, err.code == LTFS_E_NOT_PRIMARY ? 409
+					 : err.code == LTFS_E_STATE   ? 403
+					 : err.code == LTFS_E_USAGE   ? 400
+								      : 500,
+				   err.msg);
+	}
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, cl_run_read, run,
+						 cl_run_free);
+	if (!resp) {
+		cl_run_free(run);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/x-ltfs-run");
+	ret = MHD_queue_response(conn, 200, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
 /* ---- dispatch ------------------------------------------------------------- */
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
@@ -565,6 +597,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 			return reply_error(conn, err.code == LTFS_E_STATE ? 409 : 400, err.msg);
 		return reply_text(conn, 200, "ok\n");
 	}
+	if (strcmp(url, "/v1/run") == 0)
+		return strcmp(method, "POST") == 0 ? serve_run(c, conn, r, peer)
+						   : reply_error(conn, 405, "use POST");
 	if (strcmp(url, "/v1/handoff") == 0 || strcmp(url, "/v1/promote") == 0) {
 		if (strcmp(method, "POST") != 0)
 			return reply_error(conn, 405, "use POST");

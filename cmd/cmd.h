@@ -42,6 +42,7 @@ struct cmd_config {
 	unsigned history_keep;
 	char *http_addr;      /* http.addr */
 	char *http_token;     /* http.token */
+	bool allow_run;       /* http.allow-run */
 	char *replica_of;     /* the primary's URL; none = this node is it */
 	char *s3_url;         /* s3.url: s3://BUCKET/PREFIX */
 	char *s3_endpoint;    /* s3.endpoint */
@@ -78,6 +79,7 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_status(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_restore(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_promote(struct cmd_ctx *ctx, int argc, char **argv);
+int cmd_run(struct cmd_ctx *ctx, int argc, char **argv);
 
 /* ---- exec.c: the app supervisor of "ltfs mount DIR -- CMD" ---- */
 
@@ -129,6 +131,8 @@ int cmd_parse_duration_ms(const char *s, unsigned hi_ms, unsigned *out);
 /* "none" (0), "s3" (1) or "replicas=N" (2, *n = N in 1..16): 0, or -1.
  * mode and n may be NULL. */
 int cmd_parse_sync(const char *s, int *mode, unsigned *n);
+/* A node's base URL (trailing slashes dropped) joined with path. */
+void cmd_node_url(const char *base, const char *path, char *out, size_t n);
 /* True if argv holds -h or --help before any "--". */
 bool cmd_wants_help(int argc, char **argv);
 

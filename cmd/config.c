@@ -362,6 +362,8 @@ static int apply_http(const struct cfg_node *map, struct cmd_config *c,
 			rc = want_str(n, &c->http_addr, err);
 		else if (strcmp(n->key, "token") == 0)
 			rc = want_str(n, &c->http_token, err);
+		else if (strcmp(n->key, "allow-run") == 0)
+			rc = want_bool(n, &c->allow_run, err);
 		else
 			rc = unknown(n, "'http'", err);
 		if (rc < 0)

@@ -25,6 +25,7 @@ static const char usage_text[] =
 	"  mount MOUNTDIR     mount the filesystem and record every commit\n"
 	"  status             role, primary and database positions of a node\n"
 	"  promote            make a node the primary now (lease mode)\n"
+	"  run -- CMD         run a command on the primary from any node\n"
 	"  restore URL|NAME   bring a database back from the bucket, at any TXID\n"
 	"                     or moment\n"
 	"  ltx SUBCOMMAND     inspect, verify, apply and compact LTX files\n"
@@ -129,6 +130,15 @@ int cmd_parse_duration_ms(const char *s, unsigned hi_ms, unsigned *out)
 	return -1;
 }
 
+void cmd_node_url(const char *base, const char *path, char *out, size_t n)
+{
+	size_t len = strlen(base);
+
+	while (len && base[len - 1] == '/')
+		len--;
+	snprintf(out, n, "%.*s%s", (int)len, base, path);
+}
+
 bool cmd_wants_help(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
@@ -148,6 +158,7 @@ static const struct {
 	{ "status", cmd_status },
 	{ "restore", cmd_restore },
 	{ "promote", cmd_promote },
+	{ "run", cmd_run },
 	{ "ltx", cmd_ltx },
 };
 

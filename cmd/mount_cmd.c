@@ -73,6 +73,9 @@ static const char mount_usage[] =
 	"                    lease and exit with its code. Replaces exec: in the\n"
 	"                    config. CMD cannot be found: exit 127\n"
 	"  --skip-sync       start CMD at once, before the node serves\n"
+	"  --allow-run       run commands sent by 'ltfs run --on-primary' from other\n"
+	"                    nodes while primary (needs a token: whoever holds it\n"
+	"                    runs commands as this daemon's user)\n"
 	"\n"
 	"Data dir layout: DATA/dbs/NAME/database (the SQLite file), .../ltx/ (the\n"
 	"LTX history, inspect with 'ltfs ltx dump'), DATA/tree (other files).\n";
@@ -146,6 +149,7 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		{ "no-candidate", no_argument, NULL, 'N' },
 		{ "sync", required_argument, NULL, 'Y' },
 		{ "skip-sync", no_argument, NULL, 'K' },
+		{ "allow-run", no_argument, NULL, 'X' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -167,7 +171,7 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	int sync_mode = 0;
 	bool no_candidate = false;
 	struct cluster *cl = NULL;
-	bool debug = false, allow_other = false, skip_sync = false;
+	bool debug = false, allow_other = false, skip_sync = false, allow_run = false;
 	unsigned threads = 0, keep = 0, ms;
 	struct cmd_exec_plan plan = { 0 };
 	struct supervisor *sup = NULL;
@@ -244,6 +248,9 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		case 'K':
 			skip_sync = true;
 			break;
+		case 'X':
+			allow_run = true;
+			break;
 		case 'h':
 			fputs(mount_usage, stdout);
 			return EXIT_OK;
@@ -283,6 +290,7 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	ccfg.http_addr = http ? http : conf.http_addr;
 	ccfg.token = conf.http_token ? conf.http_token : getenv("LTFS_TOKEN");
 	ccfg.replica_of = replica_of ? replica_of : conf.replica_of;
+	ccfg.allow_run = allow_run || conf.allow_run;
 
 	if (!s3_url)
 		s3_url = conf.s3_url;

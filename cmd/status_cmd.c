@@ -112,15 +112,6 @@ static void print_table(json_t *info)
 }
 
 /* URL without trailing slashes, then path. */
-static void node_url(const char *base, const char *path, char *out, size_t n)
-{
-	size_t len = strlen(base);
-
-	while (len && base[len - 1] == '/')
-		len--;
-	snprintf(out, n, "%.*s%s", (int)len, base, path);
-}
-
 int cmd_status(struct cmd_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -157,7 +148,7 @@ int cmd_status(struct cmd_ctx *ctx, int argc, char **argv)
 	}
 	if (optind != argc)
 		return cmd_usage_error("status", "unexpected argument '%s' (see --help)", argv[optind]);
-	node_url(base, "/v1/info", url, sizeof(url));
+	cmd_node_url(base, "/v1/info", url, sizeof(url));
 	ltfs_buf_init(&body, 64u << 20);
 	rc = cluster_http_get(url, getenv("LTFS_TOKEN"), &body, &status, &err);
 	if (rc < 0) {
@@ -231,7 +222,7 @@ int cmd_promote(struct cmd_ctx *ctx, int argc, char **argv)
 	}
 	if (optind != argc)
 		return cmd_usage_error("promote", "unexpected argument '%s' (see --help)", argv[optind]);
-	node_url(base, "/v1/promote", url, sizeof(url));
+	cmd_node_url(base, "/v1/promote", url, sizeof(url));
 	ltfs_buf_init(&body, 1u << 20);
 	rc = cluster_http_post(url, getenv("LTFS_TOKEN"), NULL, &body, &status, &err);
 	if (rc == 0 && status != 200)

@@ -158,6 +158,9 @@ int fs_seed_db(const char *data_dir, const char *name, const char *db_file, uint
 /* True if data_dir holds any database (a node that has been running). */
 bool fs_data_dir_has_dbs(const char *data_dir);
 
+/* The mount point as configured. */
+const char *fs_mountpoint(struct fs *fs);
+
 /* Node id (random, kept in DATA/node). */
 uint64_t fs_node_id(struct fs *fs);
 

@@ -403,6 +403,11 @@ int fs_run(struct fs *fs, struct ltfs_err *err)
 	return 0;
 }
 
+const char *fs_mountpoint(struct fs *fs)
+{
+	return fs->mountpoint;
+}
+
 void fs_stop(struct fs *fs)
 {
 	__atomic_store_n(&fs->stopping, true, __ATOMIC_SEQ_CST);

@@ -211,6 +211,15 @@ contains() {
 	fi
 }
 
+# lacks FILE TEXT: FILE does not hold TEXT.
+lacks() {
+	if grep -qF -- "$2" "$1"; then
+		echo "    '$1' holds '$2':" >&2
+		grep -F -- "$2" "$1" | head -5 | sed 's/^/    | /' >&2
+		return 1
+	fi
+}
+
 # s3_suite_start: a private S3 server for the suite (tests/tools/s3-server),
 # its settings exported (AWS_*, LTFS_S3_BUCKET), stopped when the suite
 # exits. A suite whose server does not start fails as a whole.

@@ -449,15 +449,13 @@ run_case bootstrap
 
 # Wrong credentials and a missing bucket stop the mount with the S3 error
 # code and endpoint; an unreachable endpoint is logged, the node serves.
-not_in() { ! grep -qF -- "$2" "$1"; }
-
 case_start_errors() {
 	mkdir -p "$T/m1"
 	AWS_SECRET_ACCESS_KEY=wrong expect_exit 1 "$LTFS" mount --http off --data "$T/d1" \
 		--s3 "$(url start)" "$T/m1"
 	contains "$T/err" "SignatureDoesNotMatch"
 	contains "$T/err" "$AWS_ENDPOINT_URL_S3"
-	check "secret not logged" not_in "$T/err" "$AWS_SECRET_ACCESS_KEY"
+	check "secret not logged" lacks "$T/err" "$AWS_SECRET_ACCESS_KEY"
 	expect_exit 1 "$LTFS" mount --http off --data "$T/d1" --s3 s3://no-such-bucket/x "$T/m1"
 	contains "$T/err" "NoSuchBucket"
 	AWS_ACCESS_KEY_ID= expect_exit 2 "$LTFS" mount --http off --data "$T/d1" --s3 "$(url start)" "$T/m1"

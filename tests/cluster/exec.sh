@@ -194,6 +194,41 @@ case_config_errors() {
 }
 run_case config_errors
 
+# ltfs run --on-primary from a replica: the primary runs the command in its
+# mount dir, the output and exit code come back, and what it wrote
+# replicates. Timeouts, missing commands, a node without --allow-run and a
+# wrong token each end with a clear message.
+case_run_on_primary() {
+	export LTFS_TOKEN=exec-test-token
+	node_start 1 --allow-run
+	node_start 3
+	node_replica 2 1
+	expect_exit 3 "$LTFS" run --url "$(node_url 2)" --on-primary -- sh -c \
+		"pwd; sqlite3 app.db 'CREATE TABLE t(x); INSERT INTO t VALUES (42)'; echo to-stderr >&2; exit 3"
+	check "ran in the primary's mount" [ "$(head -1 "$T/out")" = "$T/m1" ]
+	contains "$T/out" "to-stderr"
+	wait_sync app.db 1 2
+	check "replicated" [ "$(sql "$T/m2/app.db" 'SELECT x FROM t')" = 42 ]
+	expect_exit 124 "$LTFS" run --url "$(node_url 2)" --timeout 1s -- sh -c 'echo started; sleep 20; echo never'
+	contains "$T/out" "started"
+	lacks "$T/out" never
+	contains "$T/n1.log" "killed at its deadline"
+	expect_exit 127 "$LTFS" run --url "$(node_url 1)" -- ltfs-no-such-command
+	contains "$T/out" "cannot run 'ltfs-no-such-command'"
+	expect_exit 1 "$LTFS" run --url "$(node_url 3)" -- true
+	contains "$T/err" "start it with --allow-run"
+	LTFS_TOKEN=wrong expect_exit 1 "$LTFS" run --url "$(node_url 2)" -- true
+	contains "$T/err" "answered 401"
+	expect_exit 2 "$LTFS" run --url "$(node_url 2)" true
+	node_stop 2
+	node_stop 3
+	node_stop 1
+	unset LTFS_TOKEN
+	expect_exit 2 "$LTFS" mount --data "$T/d4" --http "127.0.0.1:$((PORT_BASE + 4))" --allow-run "$T/m1"
+	contains "$T/err" "allow-run needs a token"
+}
+run_case run_on_primary
+
 # With a lease: the app's exit releases the lease, and a waiting candidate
 # takes over at once instead of after the TTL.
 case_lease_release() {
