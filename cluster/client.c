@@ -614,6 +614,39 @@ int cl_http_get_within(const char *url, const char *token, struct ltfs_buf *out,
 	return http_request(url, token, NULL, out, status, timeout_ms, err);
 }
 
+struct fd_sink {
+	int fd;
+	uint64_t bytes;
+};
+
+static size_t on_fd_data(char *p, size_t size, size_t nmemb, void *ctx)
+{
+	struct fd_sink *f = ctx;
+	size_t n = size * nmemb, done = 0;
+
+	while (done < n) {
+		ssize_t w = write(f->fd, p + done, n - done);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return 0; /* curl reports a write error */
+		done += (size_t)w;
+	}
+	f->bytes += n;
+	return n;
+}
+
+int cluster_http_get_fd(const char *url, const char *token, int fd, uint64_t *bytes,
+			long *status, long timeout_ms, struct ltfs_err *err)
+{
+	struct fd_sink f = { .fd = fd };
+	int rc = cl_http_request(url, token, NULL, on_fd_data, &f, status, timeout_ms, err);
+
+	*bytes = f.bytes;
+	return rc;
+}
+
 int cluster_http_post(const char *url, const char *token, const char *body,
 		      struct ltfs_buf *out, long *status, struct ltfs_err *err)
 {

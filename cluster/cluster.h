@@ -152,6 +152,11 @@ bool frame_parser_idle(const struct frame_parser *fp);
 int cluster_http_get(const char *url, const char *token, struct ltfs_buf *out,
 		     long *status, struct ltfs_err *err);
 
+/* GET url, the answer's body written to fd (unbounded: the caller's file
+ * holds it); *bytes = how many. */
+int cluster_http_get_fd(const char *url, const char *token, int fd, uint64_t *bytes,
+			long *status, long timeout_ms, struct ltfs_err *err);
+
 /* POST body (JSON, may be NULL) to url; the answer as cluster_http_get. */
 int cluster_http_post(const char *url, const char *token, const char *body,
 		      struct ltfs_buf *out, long *status, struct ltfs_err *err);
@@ -288,6 +293,17 @@ struct cluster_restore_result {
 /* Restore o->db into o->out (written as OUT.tmp, verified, synced, renamed). */
 int cluster_restore(const struct cluster_restore_opts *o, struct cluster_restore_result *res,
 		    struct ltfs_err *err);
+
+/* ltfs export: a node's database at its newest TXID, from its HTTP API. */
+struct cluster_export_opts {
+	const char *url;        /* the node */
+	const char *token;      /* may be NULL */
+	const char *db;         /* database name in the mount */
+	const char *out;        /* written as OUT.tmp, verified, synced, renamed */
+	bool force;             /* replace out (and remove its -wal, -shm, -journal) */
+};
+int cluster_export(const struct cluster_export_opts *o, struct cluster_restore_result *res,
+		   struct ltfs_err *err);
 
 /*
  * A node with an empty data dir: restore every database under the bucket's

@@ -384,7 +384,7 @@ static int check_target_free(const char *out, bool force, struct ltfs_err *err)
 					    path);
 		if (!force)
 			return ltfs_err_set(err, LTFS_E_USAGE,
-					    "'%s' exists; restore does not overwrite without --force", path);
+					    "'%s' exists; not overwritten without --force", path);
 	}
 	return 0;
 }
@@ -399,6 +399,33 @@ static int remove_companions(const char *out, struct ltfs_err *err)
 		snprintf(path, sizeof(path), "%s%s", out, companions[i]);
 		if (unlink(path) != 0 && errno != ENOENT)
 			return ltfs_err_set(err, -errno, "'%s': %s", path, strerror(errno));
+	}
+	return 0;
+}
+
+/*
+ * OUT.tmp (open as fd, complete, its checksum checked) becomes OUT: synced,
+ * the stale companions removed under force, renamed (never over an
+ * existing OUT without force), the directory synced.
+ */
+static int commit_output(int fd, const char *tmp, const char *out, bool force,
+			 struct ltfs_err *err)
+{
+	char dirbuf[4096];
+	int dfd;
+
+	if (fsync(fd) != 0)
+		return ltfs_err_set(err, -errno, "fsync '%s': %s", tmp, strerror(errno));
+	if (force && remove_companions(out, err) < 0)
+		return err->code;
+	if ((force ? rename(tmp, out)
+		   : renameat2(AT_FDCWD, tmp, AT_FDCWD, out, RENAME_NOREPLACE)) != 0)
+		return ltfs_err_set(err, -errno, "'%s': %s", out, strerror(errno));
+	snprintf(dirbuf, sizeof(dirbuf), "%s", out);
+	dfd = open(dirname(dirbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
 	}
 	return 0;
 }
@@ -456,8 +483,7 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 	pthread_t threads[RESTORE_PARALLEL_MAX], flusher;
 	bool flusher_started = false;
 	size_t nthreads = 0, *plan = NULL, np = 0;
-	char prefix[S3_KEY_MAX], tmp[4096], dirbuf[4096];
-	const char *dir;
+	char prefix[S3_KEY_MAX], tmp[4096];
 	struct ltx_build build;
 	struct s3_conn *c = NULL;
 	uint64_t cksum = LTX_CHECKSUM_FLAG, total = 0, done_bytes = 0, reached = 0, txid = o->txid;
@@ -500,9 +526,7 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 		goto out;
 	}
 
-	snprintf(dirbuf, sizeof(dirbuf), "%s", o->out);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", o->out);
-	dir = dirname(dirbuf);
 	unlink(tmp);
 	out = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (out < 0) {
@@ -563,20 +587,9 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 					  tmp, (unsigned long long)again, (unsigned long long)cksum);
 		cksum = again;
 	}
-	if (rc == 0 && fsync(out) != 0)
-		rc = ltfs_err_set(err, -errno, "fsync '%s': %s", tmp, strerror(errno));
-	if (rc == 0 && o->force)
-		rc = remove_companions(o->out, err);
-	if (rc == 0 && (o->force ? rename(tmp, o->out) : renameat2(AT_FDCWD, tmp, AT_FDCWD, o->out,
-								     RENAME_NOREPLACE)) != 0)
-		rc = ltfs_err_set(err, -errno, "'%s': %s", o->out, strerror(errno));
+	if (rc == 0)
+		rc = commit_output(out, tmp, o->out, o->force, err);
 	if (rc == 0) {
-		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-		if (dfd >= 0) {
-			fsync(dfd);
-			close(dfd);
-		}
 		res->txid = h.max_txid;
 		res->checksum = cksum;
 		res->page_size = h.page_size;
@@ -805,5 +818,78 @@ int cl_catch_up_db(struct cluster *c, struct s3_conn *conn, const char *db, uint
 	if (rc == 0)
 		ltfs_info(c->log, "lease", "'%s': caught up with the bucket to TXID %llu", db,
 			  (unsigned long long)target);
+	return rc;
+}
+
+/* ---- export: a node's database through its HTTP API ---------------------- */
+
+int cluster_export(const struct cluster_export_opts *o, struct cluster_restore_result *res,
+		   struct ltfs_err *err)
+{
+	struct ltfs_buf url;
+	char tmp[4096], dirbuf[4096], msg[512] = "";
+	struct ltx_header h = { 0 };
+	uint64_t cksum = LTX_CHECKSUM_FLAG, bytes = 0;
+	long status = 0;
+	int lfd = -1, out = -1, rc;
+	ssize_t n;
+
+	memset(res, 0, sizeof(*res));
+	ltfs_buf_init(&url, 16384);
+	rc = fs_db_name_check(o->db, err);
+	if (rc == 0)
+		rc = check_target_free(o->out, o->force, err);
+	if (rc == 0 && (size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", o->out) >= sizeof(tmp))
+		rc = ltfs_err_set(err, LTFS_E_USAGE, "output path too long");
+	if (rc == 0 && (ltfs_buf_printf(&url, "%s/v1/db/", o->url) < 0 ||
+			cl_url_encode(&url, o->db, false) < 0 || ltfs_buf_printf(&url, "/ltx") < 0))
+		rc = ltfs_err_set(err, -ENOMEM, NULL);
+	/* the node's history from TXID 1, compacted: one snapshot of its head */
+	if (rc == 0) {
+		unlink(tmp);
+		out = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		snprintf(dirbuf, sizeof(dirbuf), "%s", o->out);
+		lfd = out < 0 ? -1 : open(dirname(dirbuf), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		if (out < 0 || lfd < 0)
+			rc = ltfs_err_set(err, -errno, "'%s': %s", tmp, strerror(errno));
+	}
+	if (rc == 0)
+		rc = cluster_http_get_fd((const char *)url.data, o->token, lfd, &bytes, &status,
+					 3600000L, err);
+	if (rc == 0 && status != 200) {
+		n = pread(lfd, msg, sizeof(msg) - 1, 0);
+		msg[n > 0 ? n : 0] = '\0';
+		rc = ltfs_err_set(err, status == 404 ? -ENOENT : -EIO, "%s answered %ld: %s",
+				  (const char *)url.data, status, msg);
+	}
+	if (rc == 0 && lseek(lfd, 0, SEEK_SET) < 0)
+		rc = ltfs_err_set(err, -errno, "lseek: %s", strerror(errno));
+	if (rc == 0) {
+		rc = ltx_apply_fd(out, lfd, &cksum, &h, err);
+		if (rc < 0)
+			ltfs_err_prefix(err, "the snapshot from %s", (const char *)url.data);
+	}
+	if (rc == 0 && h.commit == 0)
+		rc = ltfs_err_set(err, -ENOENT, "'%s' is deleted on that node (TXID %llu)", o->db,
+				  (unsigned long long)h.max_txid);
+	if (rc == 0)
+		rc = commit_output(out, tmp, o->out, o->force, err);
+	if (rc == 0) {
+		res->txid = h.max_txid;
+		res->checksum = cksum;
+		res->page_size = h.page_size;
+		res->pages = h.commit;
+		res->timestamp_ms = h.timestamp;
+		res->files = 1;
+		res->bytes = bytes;
+	}
+	if (lfd >= 0)
+		close(lfd);
+	if (out >= 0) {
+		close(out);
+		if (rc < 0)
+			unlink(tmp);
+	}
+	ltfs_buf_release(&url);
 	return rc;
 }

@@ -80,6 +80,8 @@ int cmd_status(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_restore(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_promote(struct cmd_ctx *ctx, int argc, char **argv);
 int cmd_run(struct cmd_ctx *ctx, int argc, char **argv);
+int cmd_export(struct cmd_ctx *ctx, int argc, char **argv);
+int cmd_import(struct cmd_ctx *ctx, int argc, char **argv);
 
 /* ---- exec.c: the app supervisor of "ltfs mount DIR -- CMD" ---- */
 

@@ -26,6 +26,8 @@ static const char usage_text[] =
 	"  status             role, primary and database positions of a node\n"
 	"  promote            make a node the primary now (lease mode)\n"
 	"  run -- CMD         run a command on the primary from any node\n"
+	"  export NAME OUT    write a node's database to a plain SQLite file\n"
+	"  import NAME IN     replace a database on the primary, as one transaction\n"
 	"  restore URL|NAME   bring a database back from the bucket, at any TXID\n"
 	"                     or moment\n"
 	"  ltx SUBCOMMAND     inspect, verify, apply and compact LTX files\n"
@@ -159,6 +161,8 @@ static const struct {
 	{ "restore", cmd_restore },
 	{ "promote", cmd_promote },
 	{ "run", cmd_run },
+	{ "export", cmd_export },
+	{ "import", cmd_import },
 	{ "ltx", cmd_ltx },
 };
 

@@ -507,10 +507,14 @@ static int open_node(struct fs *fs, struct fs_node *n, int flags,
 		break;
 	}
 	if ((flags & O_TRUNC) && n->kind != FS_FILE) {
-		/* SQLite never opens its files with O_TRUNC */
+		/* SQLite never opens its files with O_TRUNC: this is cp or a
+		 * shell redirection replacing a live database behind SQLite */
 		if (fd >= 0)
 			close(fd);
-		return -EINVAL;
+		ltfs_warn(fs->log, "fs", "'%s' is a database: refusing to truncate it on open "
+					 "(cp over it?); use 'ltfs import %s FILE' to replace it",
+			  n->path, n->db ? n->db->name : n->path);
+		return -EPERM;
 	}
 	rc = handle_new(n, fd, out);
 	if (rc < 0) {
