@@ -341,7 +341,7 @@ static int apply_log(const struct cfg_node *map, struct cmd_config *c,
 			rc = want_str(n, &v, err);
 			if (rc == 0 && ltfs_log_parse_format(v, &c->log_format) < 0)
 				rc = ltfs_err_set(err, LTFS_E_CONFIG,
-						  "line %d: 'format' must be text or json", n->line);
+						  "line %d: 'format' must be text, json or journal", n->line);
 		} else {
 			rc = unknown(n, "'log'", err);
 		}

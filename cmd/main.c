@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cmd/cmd.h"
 
@@ -15,7 +16,7 @@
 #endif
 
 static const char usage_text[] =
-	"usage: ltfs [--log-level LEVEL] [--log-format text|json] COMMAND [ARGS]\n"
+	"usage: ltfs [--log-level LEVEL] [--log-format text|json|journal] COMMAND [ARGS]\n"
 	"\n"
 	"ltfs makes a SQLite database replicated and recoverable without\n"
 	"changing the application: it mounts a FUSE filesystem, turns every\n"
@@ -36,7 +37,9 @@ static const char usage_text[] =
 	"\n"
 	"global options:\n"
 	"  --log-level LEVEL    error, warn, info (default) or debug\n"
-	"  --log-format FMT     text (default) or json, one record per line\n"
+	"  --log-format FMT     text (default), json (one object per line) or\n"
+	"                       journal (<N> priority prefixes, no time; the\n"
+	"                       default when stderr is the systemd journal)\n"
 	"\n"
 	"Exit status: 0 success, 1 runtime error or invalid data, 2 usage error.\n";
 
@@ -152,6 +155,17 @@ bool cmd_wants_help(int argc, char **argv)
 	return false;
 }
 
+/* systemd sets JOURNAL_STREAM=DEV:INO when stderr goes to the journal. */
+static bool under_journald(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	return js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
+	       (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 static const struct {
 	const char *name;
 	int (*fn)(struct cmd_ctx *, int, char **);
@@ -200,7 +214,7 @@ int main(int argc, char **argv)
 			break;
 		case 'f':
 			if (ltfs_log_parse_format(optarg, &format) < 0)
-				return cmd_usage_error(NULL, "--log-format: '%s' is not one of text, json",
+				return cmd_usage_error(NULL, "--log-format: '%s' is not one of text, json, journal",
 						       optarg);
 			ctx.log_format_set = true;
 			break;
@@ -214,6 +228,8 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (!ctx.log_format_set && under_journald())
+		format = LTFS_LOG_JOURNAL;
 	ltfs_log_init(&ctx.log, level, format, 2);
 	argc -= optind;
 	argv += optind;

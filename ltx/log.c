@@ -43,6 +43,8 @@ int ltfs_log_parse_format(const char *s, enum ltfs_log_format *out)
 		*out = LTFS_LOG_TEXT;
 	else if (strcmp(s, "json") == 0)
 		*out = LTFS_LOG_JSON;
+	else if (strcmp(s, "journal") == 0)
+		*out = LTFS_LOG_JOURNAL;
 	else
 		return LTFS_E_USAGE;
 	return 0;
@@ -111,6 +113,14 @@ void ltfs_vlogf(const struct ltfs_log *log, enum ltfs_log_level level,
 		len = json_escape(line, len, sizeof(line) - 3, msg);
 		memcpy(line + len, "\"}\n", 3);
 		len += 3;
+	} else if (log->format == LTFS_LOG_JOURNAL) {
+		/* syslog priorities: err, warning, info, debug */
+		static const char prio[] = { '3', '4', '6', '7' };
+
+		len = clamp(snprintf(line, sizeof(line), "<%c>%s: %s\n", prio[level], subsys, msg),
+			    sizeof(line));
+		if (len == sizeof(line) - 1)
+			line[len - 1] = '\n';
 	} else {
 		len = clamp(snprintf(line, sizeof(line), "%s %s %s: %s\n", when,
 				     level_tags[level], subsys, msg),

@@ -109,6 +109,7 @@ void ltfs_buf_release(struct ltfs_buf *b); /* free memory, back to init */
  * threads never interleave.
  *   text: 2026-11-21T10:14:24.123Z INFO  fs: mounted '/data'
  *   json: {"time":"...","level":"info","subsys":"fs","msg":"mounted '/data'"}
+ *   journal: <6>fs: mounted '/data'
  */
 enum ltfs_log_level {
 	LTFS_LOG_ERROR = 0,
@@ -120,6 +121,8 @@ enum ltfs_log_level {
 enum ltfs_log_format {
 	LTFS_LOG_TEXT = 0,
 	LTFS_LOG_JSON = 1,
+	LTFS_LOG_JOURNAL = 2, /* <3>fs: msg - journald stamps the time and takes
+			       * the priority from the <N> prefix */
 };
 
 struct ltfs_log {
@@ -130,7 +133,7 @@ struct ltfs_log {
 
 void ltfs_log_init(struct ltfs_log *log, enum ltfs_log_level level,
 		   enum ltfs_log_format format, int fd);
-/* Parse "error|warn|info|debug" and "text|json"; 0 or LTFS_E_USAGE. */
+/* Parse "error|warn|info|debug" and "text|json|journal"; 0 or LTFS_E_USAGE. */
 int ltfs_log_parse_level(const char *s, enum ltfs_log_level *out);
 int ltfs_log_parse_format(const char *s, enum ltfs_log_format *out);
 void ltfs_logf(const struct ltfs_log *log, enum ltfs_log_level level,

@@ -98,6 +98,27 @@ case_debug_logs_requests() {
 
 # Writes SQLite never makes are refused, logged with the file's name, and
 # leave the database as it was.
+# Under systemd (JOURNAL_STREAM names stderr) records carry syslog
+# priorities and no time of their own; --log-format json wins over that.
+case_journald_format() {
+	: >"$T/ltfs.log"
+	JOURNAL_STREAM=$(stat -c '%d:%i' "$T/ltfs.log") ltfs_mount "$T/mnt"
+	ltfs_umount "$T/mnt"
+	check "journal lines: $(head -1 "$T/ltfs.log")" grep -q "^<6>fs: mounted " "$T/ltfs.log"
+	lacks "$T/ltfs.log" "INFO"
+	: >"$T/ltfs.log"
+	JOURNAL_STREAM=1:2 ltfs_mount "$T/mnt"
+	ltfs_umount "$T/mnt"
+	check "text elsewhere" grep -q "INFO  fs: mounted " "$T/ltfs.log"
+	: >"$T/ltfs.log"
+	JOURNAL_STREAM=$(stat -c '%d:%i' "$T/ltfs.log") \
+		sh -c '"$LTFS" --log-format json mount --data "$1/data" --http off "$1/mnt" 2>>"$1/ltfs.log" &
+		echo $! >"$1/ltfs.pid"' - "$T"
+	_wait_mounted "$T/mnt" "$T/ltfs.pid" "$T/ltfs.log"
+	ltfs_umount "$T/mnt"
+	check "json wins" grep -q '"level":"info","subsys":"fs","msg":"mounted ' "$T/ltfs.log"
+}
+
 case_bad_writes() {
 	M=$T/mnt
 	ltfs_mount "$M"
@@ -176,6 +197,7 @@ run_case refuses_nested_dirs
 run_case config_file
 run_case sigterm_and_stale_mount
 run_case debug_logs_requests
+run_case journald_format
 run_case bad_writes
 run_case hostile_operations
 run_case open_file_limit

@@ -89,6 +89,14 @@ TEST(base_log_json)
 			"\"msg\":\"bad \\\"name\\\"\\n\\u0009tab\"}\n") != NULL);
 }
 
+TEST(base_log_journal)
+{
+	CHECK_STR(log_line(LTFS_LOG_JOURNAL, LTFS_LOG_WARN, "disk 'x' is full"),
+		  "<4>fs: disk 'x' is full\n");
+	CHECK_STR(log_line(LTFS_LOG_JOURNAL, LTFS_LOG_ERROR, "gone"), "<3>fs: gone\n");
+	CHECK_STR(log_line(LTFS_LOG_JOURNAL, LTFS_LOG_INFO, "ok"), "<6>fs: ok\n");
+}
+
 TEST(base_log_parse)
 {
 	enum ltfs_log_level lvl;
@@ -99,6 +107,8 @@ TEST(base_log_parse)
 	CHECK_RC(ltfs_log_parse_level("loud", &lvl), LTFS_E_USAGE);
 	CHECK_OK(ltfs_log_parse_format("json", &fmt), NULL);
 	CHECK_EQ(fmt, LTFS_LOG_JSON);
+	CHECK_OK(ltfs_log_parse_format("journal", &fmt), NULL);
+	CHECK_EQ(fmt, LTFS_LOG_JOURNAL);
 	CHECK_RC(ltfs_log_parse_format("xml", &fmt), LTFS_E_USAGE);
 }
 
