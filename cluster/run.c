@@ -125,8 +125,12 @@ static int spawn(struct cl_run *r, char **argv, struct ltfs_err *err)
 			_exit(126);
 		close_range(3, ~0u, 0);
 		execvp(argv[0], argv);
-		dprintf(2, "ltfs run: cannot run '%s': %s\n", argv[0], strerror(errno));
-		_exit(errno == ENOENT ? 127 : 126);
+		/* no strerror() here: it may take a lock another thread held at fork */
+		e = errno;
+		dprintf(2, "ltfs run: cannot run '%s': %s\n", argv[0],
+			e == ENOENT ? "No such file or directory" : e == EACCES ? "Permission denied"
+			: strerrorname_np(e) ? strerrorname_np(e) : "exec failed");
+		_exit(e == ENOENT ? 127 : 126);
 	}
 	e = errno;
 	close(null_fd);
