@@ -2,6 +2,7 @@
 # What the container examples in deploy/ rely on, tested with the kernel's
 # namespaces directly (no container engine runs here; docs/containers.md
 # says what stays untested):
+#   - ltfs mounts over a volume at its mount dir (refusing only FUSE there);
 #   - sidecar: ltfs mounts in its own mount namespace onto a shared mount
 #     point; an app in another mount namespace (a slave, made before the
 #     mount, like Kubernetes' HostToContainer) sees the mount come and go
@@ -115,6 +116,25 @@ case_sidecar_propagation() {
 	check "the app sees the bare directory" [ -z "$(in_ns app ls -A "$S")" ]
 	kill "$(cat "$T/ltfs.pid.app")" "$(cat "$T/ltfs.pid.none")"
 	umount "$S"
+}
+
+# The mount dir is often a mount already (a volume, an emptyDir, a bind
+# mount): ltfs mounts over it, and leaves it as it was. Only a live FUSE
+# mount there is refused.
+case_mount_over_volume() {
+	M=$T/vol
+	mkdir -p "$M"
+	mount -t tmpfs -o size=4m ltfs-test-volume "$M"
+	echo below >"$M/below.txt"
+	ltfs_mount "$M"
+	check "ltfs on top" fuse_in self "$M"
+	sql "$M/app.db" "CREATE TABLE t(x); INSERT INTO t VALUES (1);"
+	check "the volume is hidden" [ ! -e "$M/below.txt" ]
+	expect_exit 1 "$LTFS" mount --data "$T/data2" --http off "$M"
+	contains "$T/err" "already mounted"
+	ltfs_umount "$M"
+	check "the volume is back, untouched" [ "$(ls -A "$M")" = below.txt ]
+	umount "$M"
 }
 
 # ---- a node in its own network namespace ---------------------------------
@@ -396,6 +416,7 @@ open("'"$T"'/k8s.yml", "w").write(cm["data"]["ltfs.yml"])
 }
 
 run_case sidecar_propagation
+run_case mount_over_volume
 run_case netns_token
 run_case allow_other_non_root
 run_case deploy_files
