@@ -10,7 +10,7 @@
 #
 # ltfs itself runs as root in its container: mounting takes CAP_SYS_ADMIN and
 # /dev/fuse (docker run --device /dev/fuse --cap-add SYS_ADMIN
-# --security-opt apparmor:unconfined). The image also has a non-root user,
+# --security-opt apparmor=unconfined). The image also has a non-root user,
 # "app" (uid 10001), for the application: with allow-other (--allow-other)
 # it reads and writes the databases through the mount as that user.
 #

@@ -48,6 +48,9 @@ wait_until() {
 fuse_in() { awk -v d="$2" '$5 == d && / - fuse/ { f = 1 } END { exit !f }' "/proc/$1/mountinfo"; }
 no_fuse_in() { ! fuse_in "$@"; }
 
+# fails COMMAND...: COMMAND fails (its output dropped).
+fails() { ! "$@" >/dev/null 2>&1; }
+
 # ns_holder NAME PROPAGATION: a process (pid in $T/ltfs.pid.NAME, so that a
 # failed case kills it) holding a new mount namespace with PROPAGATION.
 ns_holder() {
@@ -147,7 +150,8 @@ case_netns_token() {
 	a=$(($$ % 256))
 	b=$(((($$ / 256) % 64) * 4))
 	_tries=0
-	while ip -o addr show | grep -q "inet 10\.201\.$a\.$((b + 1))/"; do
+	# taken when the host side of another run's veth has it
+	while ip -o addr show | grep -q "inet 10\.201\.$a\.$((b + 2))/"; do
 		b=$(((b + 4) % 256))
 		_tries=$((_tries + 1))
 		check "a free /30 in 10.201.$a.0/24" [ $_tries -lt 64 ]
@@ -256,8 +260,6 @@ case_allow_other_non_root() {
 
 # ---- the files in deploy/ -------------------------------------------------
 
-fails() { ! "$@" >/dev/null 2>&1; }
-
 # stage_has STAGE WORD: the Dockerfile's stage STAGE (FROM ... AS STAGE)
 # names WORD outside comments.
 stage_has() {
@@ -304,7 +306,7 @@ for n in nodes:
     d = s[n]
     assert "/dev/fuse" in " ".join(d["devices"]), n
     assert "SYS_ADMIN" in d["cap_add"], n
-    assert "apparmor:unconfined" in d["security_opt"], n
+    assert {"apparmor=unconfined", "apparmor:unconfined"} & set(d["security_opt"]), n
     cfg = [v for v in d["volumes"] if v.split(":")[1] == "/etc/ltfs/ltfs.yml"]
     assert cfg, n + ": no config mounted"
     src = "deploy/" + cfg[0].split(":")[0].lstrip("./")
