@@ -313,7 +313,12 @@ fail:
 	return rc;
 }
 
-/* A live mount at the same place is somebody else's: refuse. */
+/*
+ * A live FUSE mount at the same place is somebody else's: refuse. Any other
+ * file system there (a bind mount, a container volume, an emptyDir shared
+ * with a sidecar) is what ltfs mounts over. The last line naming the place
+ * is the mount on top.
+ */
 static int refuse_live_mount(struct fs *fs, struct ltfs_err *err)
 {
 	char line[8192];
@@ -321,11 +326,13 @@ static int refuse_live_mount(struct fs *fs, struct ltfs_err *err)
 	FILE *f = fopen("/proc/self/mountinfo", "r");
 
 	while (f && fgets(line, sizeof(line), f)) {
-		char mp[FS_PATH_MAX];
+		char mp[FS_PATH_MAX], type[64];
+		const char *sep = strstr(line, " - ");
 
 		if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) == 1 &&
 		    strcmp(mp, fs->mountpoint) == 0)
-			mounted = true;
+			mounted = sep && sscanf(sep + 3, "%63s", type) == 1 &&
+				  strncmp(type, "fuse", 4) == 0;
 	}
 	if (f)
 		fclose(f);
