@@ -10,10 +10,22 @@
  * Each round (every `interval` ms after a commit, or at once with 0) takes
  * the files of each database's local history past what the bucket holds,
  * merges a run of them into one LTX file when there are several, and
- * uploads it. The bucket is listed once, at start; after that the thread
- * keeps the bucket's head per database in memory. While the bucket cannot
- * be reached the backlog stays in the local history (fs_set_shipped()
- * tells folding what it may take) and the round is retried with backoff.
+ * uploads it. A run spans at most `interval` of commit time, so a drained
+ * backlog keeps that granularity; with 0 it is bounded only in files and
+ * bytes: 0 means "do not wait to gather", and whatever piled up while an
+ * upload was under way goes up as one object, not one per commit.
+ *
+ * With a lease an upload counts only once the lease names its TXID. A
+ * round first uploads every database's run(s), then writes the lease once
+ * for all of them (publish_round): one conditional PUT per round instead
+ * of one per object, which is what lets the uploader keep up with a fast
+ * writer and a handoff drain its backlog in one round.
+ *
+ * The bucket is listed once, at start and at each new epoch of ours;
+ * after that the thread keeps the bucket's head per database in memory.
+ * While the bucket cannot be reached the backlog stays in the local
+ * history (fs_set_shipped() tells folding what it may take) and the round
+ * is retried with backoff.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -182,16 +194,25 @@ static int list_bucket(struct cl_backup *b, struct ltfs_err *err)
 	for (size_t i = 0; rc == 0 && i < b->ndbs; i++) {
 		b->dbs[i].remote_txid = 0;
 		b->dbs[i].remote_ms = 0;
+		b->dbs[i].nsent = 0; /* what we uploaded unpublished is now an orphan */
+		b->dbs[i].orphans.n = 0;
 		for (int k = 0; k < BUCKET_LEVELS; k++)
 			b->dbs[i].lv[k].n = 0;
 	}
 	for (size_t i = 0; rc == 0 && i < l.n; i++) {
 		struct lobj *o = &l.v[i];
+		bool orphan = heads && heads[i] && o->max > heads[i]; /* unpublished */
 		struct bdb *d;
 
-		if (heads && heads[i] && o->max > heads[i])
-			continue; /* unpublished */
+		if (orphan && o->level != 0)
+			continue;
 		d = cl_bdb_find(b, o->name, true);
+		if (d && orphan) {
+			if (cl_level_add(&d->orphans, o->min, o->max, o->size, o->mtime_ms) < 0)
+				d = NULL;
+			else
+				continue;
+		}
 		if (!d || cl_level_add(&d->lv[o->level], o->min, o->max, o->size, o->mtime_ms) < 0) {
 			rc = ltfs_err_set(err, -ENOMEM, NULL);
 			break;
@@ -228,16 +249,18 @@ static void run_close(struct run *r)
 }
 
 /*
- * Files of the local history from `from` on, as long as they form one run
- * that can be merged: same page size, no deletion inside (a deletion goes
- * alone), bounded in count and bytes, and committed within one upload
- * interval of the first, so that a backlog drained after an outage keeps
- * the time granularity of a point-in-time restore.
+ * Files of the local history from `from` on (the first one whatever it
+ * reaches, the others ending at `upto` at most), as long as they form one
+ * run that can be merged: same page size, no
+ * deletion inside (a deletion goes alone), bounded in count and bytes,
+ * and, with gap_ms > 0, committed within gap_ms of the first, so that a
+ * backlog drained after an outage keeps the time granularity of a
+ * point-in-time restore. gap_ms 0: no time bound.
  */
-static int gather(struct cl_backup *b, const char *name, uint64_t from, uint64_t head,
-		  struct run *r, struct ltfs_err *err)
+static int gather(struct cl_backup *b, const char *name, uint64_t from, uint64_t upto,
+		  unsigned gap_ms, struct run *r, struct ltfs_err *err)
 {
-	while (r->n < BATCH_FILES && from <= head) {
+	while (r->n < BATCH_FILES && from <= upto) {
 		struct ltx_header h;
 		struct stat st;
 		int fd, rc;
@@ -253,9 +276,9 @@ static int gather(struct cl_backup *b, const char *name, uint64_t from, uint64_t
 			return ltfs_err_set(err, rc, "'%s': history file at TXID %llu: %s", name,
 					    (unsigned long long)from, strerror(-rc));
 		}
-		if (r->n > 0 && (h.commit == 0 || r->hdrs[0].commit == 0 ||
+		if (r->n > 0 && (h.max_txid > upto || h.commit == 0 || r->hdrs[0].commit == 0 ||
 				 h.page_size != r->hdrs[0].page_size ||
-				 h.timestamp - r->hdrs[0].timestamp >= (int64_t)b->interval_ms ||
+				 (gap_ms && h.timestamp - r->hdrs[0].timestamp >= (int64_t)gap_ms) ||
 				 r->bytes + (uint64_t)st.st_size > BATCH_BYTES)) {
 			close(fd);
 			break;
@@ -354,15 +377,20 @@ static int replace_orphan(struct cl_backup *b, const char *name, const char *key
 	return rc;
 }
 
-/* Upload one run; on success the bucket's head for the database moves. */
+/*
+ * Upload one run; *out says what went up. It counts for nothing yet: the
+ * caller adds it to the database's sent objects, which the round
+ * publishes (sent_commit).
+ */
 static int upload_run(struct cl_backup *b, const char *name, struct run *r, unsigned level,
-		      struct ltfs_err *err)
+		      struct bsent *out, struct ltfs_err *err)
 {
 	struct ltfs_buf mem;
 	struct ltx_header h = r->hdrs[0];
 	char key[S3_KEY_MAX];
 	struct s3_put_opts o = { .if_none_match = true };
 	uint64_t size = r->sizes[0];
+	uint8_t t[8];
 	int rc = 0;
 
 	ltfs_buf_init(&mem, BATCH_BYTES + (16u << 20));
@@ -405,34 +433,18 @@ static int upload_run(struct cl_backup *b, const char *name, struct run *r, unsi
 					  name, key);
 		}
 	}
-	if (rc == 0 && b->c->lease) {
-		/* the upload counts once the lease names it */
-		uint8_t t[8];
-		int fd = r->n > 1 ? -1 : r->fds[0];
-
-		if (fd >= 0 ? ltx_pread_full(fd, t, 8, size - 16) < 0 : (memcpy(t, mem.data + size - 16, 8), 0))
-			rc = ltfs_err_set(err, -EIO, "'%s': reading back a history file failed", name);
-		if (rc == 0)
-			rc = cl_lease_publish(b->c, name, h.max_txid, ltx_get_be64(t), err);
-	}
+	/* the database checksum after it, which the lease publishes */
+	if (rc == 0 && (r->n > 1 ? (memcpy(t, mem.data + size - 16, 8), 0)
+				 : ltx_pread_full(r->fds[0], t, 8, size - 16)) < 0)
+		rc = ltfs_err_set(err, -EIO, "'%s': reading back a history file failed", name);
 	if (rc == 0) {
-		struct bdb *d;
-
+		*out = (struct bsent){ .f = { .min = h.min_txid, .max = h.max_txid, .size = size,
+					      .ts_ms = h.timestamp },
+				       .level = level, .checksum = ltx_get_be64(t) };
 		pthread_mutex_lock(&b->c->mu);
-		d = cl_bdb_find(b, name, true);
-		if (d) {
-			if (h.max_txid > d->remote_txid) {
-				d->remote_txid = h.max_txid;
-				d->remote_ms = h.timestamp;
-			}
-			cl_level_add(&d->lv[level], h.min_txid, h.max_txid, size, cl_now_ms());
-		}
 		b->uploads++;
 		b->upload_bytes += size;
-		b->last_ok_ms = cl_now_ms();
-		pthread_cond_broadcast(&b->c->cv); /* commits waiting for the bucket */
 		pthread_mutex_unlock(&b->c->mu);
-		fs_set_shipped(b->c->fs, name, h.max_txid);
 		ltfs_debug(b->c->log, "backup", "'%s': uploaded %s (%llu bytes)", name, key,
 			   (unsigned long long)size);
 	}
@@ -440,28 +452,146 @@ static int upload_run(struct cl_backup *b, const char *name, struct run *r, unsi
 	return rc;
 }
 
-/* Ship everything of one database past the bucket's head. */
+/* Add an uploaded object to d's sent ones (c->mu held). */
+static int sent_add(struct bdb *d, const struct bsent *s)
+{
+	if (d->nsent == d->capsent) {
+		size_t cap = d->capsent ? 2 * d->capsent : 8;
+		struct bsent *v = realloc(d->sent, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		d->sent = v;
+		d->capsent = cap;
+	}
+	d->sent[d->nsent++] = *s;
+	return 0;
+}
+
+/*
+ * The sent objects of a database are published (or need not be): they
+ * join the in-memory picture, the head moves, commits waiting for the
+ * bucket are answered and folding may take them.
+ */
+static void sent_commit(struct cl_backup *b, const char *name)
+{
+	struct bdb *d;
+	uint64_t head = 0;
+
+	pthread_mutex_lock(&b->c->mu);
+	d = cl_bdb_find(b, name, false);
+	for (size_t i = 0; d && i < d->nsent; i++) {
+		struct bsent *s = &d->sent[i];
+
+		if (s->f.max > d->remote_txid) {
+			d->remote_txid = s->f.max;
+			d->remote_ms = s->f.ts_ms;
+		}
+		/* out of memory: compaction and retention do not know this one,
+		 * a restore still finds it */
+		cl_level_add(&d->lv[s->level], s->f.min, s->f.max, s->f.size, cl_now_ms());
+	}
+	if (d && d->nsent) {
+		d->nsent = 0;
+		head = d->remote_txid;
+		b->last_ok_ms = cl_now_ms();
+		pthread_cond_broadcast(&b->c->cv); /* commits waiting for the bucket */
+	}
+	pthread_mutex_unlock(&b->c->mu);
+	if (head)
+		fs_set_shipped(b->c->fs, name, head);
+}
+
+/*
+ * Level-0 objects past the published head at the listing are what a
+ * deposed primary uploaded and never published. Ours take their place
+ * only where a key is the same (upload_run); one whose range our uploads
+ * do not repeat would stay beside our chain, and once the published head
+ * passes it a restore could take it for ours. So each is covered: once our
+ * history reaches its end, our own run over exactly its range goes to its
+ * key (replacing it, replace_orphan). An orphan whose range our history
+ * cannot form (the files were folded, or their boundaries differ) is
+ * logged and left.
+ */
+static int cover_orphans(struct cl_backup *b, const char *name, uint64_t head,
+			 struct ltfs_err *err)
+{
+	for (size_t i = 0;;) {
+		struct run r = { .n = 0 };
+		struct bsent s;
+		struct bfile o;
+		struct bdb *d;
+		bool have;
+		int rc;
+
+		pthread_mutex_lock(&b->c->mu);
+		d = cl_bdb_find(b, name, false);
+		have = d && i < d->orphans.n;
+		if (have)
+			o = d->orphans.v[i];
+		pthread_mutex_unlock(&b->c->mu);
+		if (!have)
+			return 0;
+		if (o.max > head) {
+			i++; /* our history has not reached its end yet */
+			continue;
+		}
+		rc = gather(b, name, o.min, o.max, 0, &r, err);
+		if (rc == 0 && r.n && r.hdrs[0].min_txid == o.min && r.hdrs[r.n - 1].max_txid == o.max) {
+			rc = upload_run(b, name, &r, 0, &s, err);
+			if (rc == 0)
+				ltfs_info(b->c->log, "backup", "'%s': covered TXIDs %llu..%llu, left "
+							      "unpublished by a deposed primary",
+					  name, (unsigned long long)o.min, (unsigned long long)o.max);
+		} else if (rc == 0) {
+			ltfs_warn(b->c->log, "backup",
+				  "'%s': TXIDs %llu..%llu in the bucket were left unpublished by a "
+				  "deposed primary and the local history cannot cover them; a restore "
+				  "to a TXID in that range may stop with a checksum error",
+				  name, (unsigned long long)o.min, (unsigned long long)o.max);
+		}
+		run_close(&r);
+		if (rc < 0)
+			return rc;
+		pthread_mutex_lock(&b->c->mu);
+		d = cl_bdb_find(b, name, false);
+		if (d && i < d->orphans.n) {
+			memmove(&d->orphans.v[i], &d->orphans.v[i + 1],
+				(d->orphans.n - i - 1) * sizeof(*d->orphans.v));
+			d->orphans.n--;
+		}
+		pthread_mutex_unlock(&b->c->mu);
+	}
+}
+
+/*
+ * Upload everything of one database past the bucket's head (and past what
+ * this round sent already). With a lease it counts once the round
+ * publishes; without, at once.
+ */
 static int ship_db(struct cl_backup *b, const char *name, uint64_t head, struct ltfs_err *err)
 {
-	for (;;) {
+	int rc = b->c->lease ? cover_orphans(b, name, head, err) : 0;
+
+	while (rc == 0) {
 		struct run r = { .n = 0 };
+		struct bsent s;
 		struct bdb *d;
 		uint64_t remote;
 		unsigned level = 0;
 		bool stuck, found;
-		int rc;
 
 		pthread_mutex_lock(&b->c->mu);
 		d = cl_bdb_find(b, name, true);
 		found = d != NULL;
-		remote = found ? d->remote_txid : 0;
+		remote = !found ? 0 : d->nsent ? d->sent[d->nsent - 1].f.max : d->remote_txid;
 		stuck = found && d->stuck;
 		pthread_mutex_unlock(&b->c->mu);
 		if (!found)
 			return ltfs_err_set(err, -ENOMEM, NULL);
 		if (stuck || remote >= head)
 			return 0;
-		rc = gather(b, name, remote + 1, head, &r, err);
+		rc = gather(b, name, remote + 1, head, b->interval_ms, &r, err);
 		if (rc == 0 && r.n == 0) {
 			/* nothing starts right after the bucket's head: the history
 			 * was folded (or restored) into a snapshot reaching past it */
@@ -488,8 +618,18 @@ static int ship_db(struct cl_backup *b, const char *name, uint64_t head, struct 
 			}
 		}
 		if (rc == 0)
-			rc = upload_run(b, name, &r, level, err);
+			rc = upload_run(b, name, &r, level, &s, err);
 		run_close(&r);
+		if (rc == 0) {
+			pthread_mutex_lock(&b->c->mu);
+			d = cl_bdb_find(b, name, false);
+			rc = d ? sent_add(d, &s) : -ENOMEM;
+			pthread_mutex_unlock(&b->c->mu);
+			if (rc < 0)
+				rc = ltfs_err_set(err, rc, NULL);
+			else if (!b->c->lease)
+				sent_commit(b, name);
+		}
 		if (rc == LTFS_E_CONFLICT && b->c->lease) {
 			/* someone else writes our keys while we hold the lease */
 			ltfs_error(b->c->log, "backup", "%s", err->msg);
@@ -504,9 +644,8 @@ static int ship_db(struct cl_backup *b, const char *name, uint64_t head, struct 
 			pthread_mutex_unlock(&b->c->mu);
 			ltfs_error(b->c->log, "backup", "%s", err->msg);
 		}
-		if (rc < 0)
-			return rc;
 	}
+	return rc;
 }
 
 /* ---- the thread ---------------------------------------------------------- */
@@ -546,18 +685,56 @@ static void collect(void *ctx, const struct fs_db_info *info)
 	r->heads[r->n++] = info->hist_txid;
 }
 
+/*
+ * Publish what the round sent, for every database at once: one write of
+ * the lease. Also after a round that failed half-way, so that what did go
+ * up is answered; what is not published stays sent and goes out with the
+ * next round's write.
+ */
+static int publish_round(struct cl_backup *b, const struct round *r, struct ltfs_err *err)
+{
+	struct lease_head *heads = calloc(r->n ? r->n : 1, sizeof(*heads));
+	size_t n = 0;
+	int rc = 0;
+
+	if (!heads)
+		return ltfs_err_set(err, -ENOMEM, NULL);
+	pthread_mutex_lock(&b->c->mu);
+	for (size_t i = 0; i < r->n; i++) {
+		struct bdb *d = cl_bdb_find(b, r->names[i], false);
+
+		if (d && d->nsent)
+			heads[n++] = (struct lease_head){ .name = r->names[i],
+							   .txid = d->sent[d->nsent - 1].f.max,
+							   .checksum = d->sent[d->nsent - 1].checksum };
+	}
+	pthread_mutex_unlock(&b->c->mu);
+	if (n && b->c->lease)
+		rc = cl_lease_publish(b->c, heads, n, err);
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		sent_commit(b, heads[i].name);
+	free(heads);
+	return rc;
+}
+
 /* One pass over every database: 0, or the first error. */
 static int ship_all(struct cl_backup *b, struct ltfs_err *err)
 {
 	struct round r = { 0 };
+	struct ltfs_err perr = { 0 };
 	uint64_t backlog = 0;
-	int rc = 0;
+	int rc = 0, prc;
 
 	fs_db_foreach(b->c->fs, collect, &r);
 	if (r.nomem)
 		rc = ltfs_err_set(err, -ENOMEM, NULL);
 	for (size_t i = 0; i < r.n && rc == 0; i++)
 		rc = ship_db(b, r.names[i], r.heads[i], err);
+	prc = publish_round(b, &r, &perr);
+	if (rc == 0 && prc < 0) {
+		rc = prc;
+		*err = perr;
+	}
 	pthread_mutex_lock(&b->c->mu);
 	for (size_t i = 0; i < r.n; i++) {
 		struct bdb *d = cl_bdb_find(b, r.names[i], false);
@@ -741,6 +918,8 @@ void cl_backup_stop(struct cluster *c)
 	s3_conn_free(b->cconn);
 	for (size_t i = 0; i < b->ndbs; i++) {
 		free(b->dbs[i].name);
+		free(b->dbs[i].sent);
+		free(b->dbs[i].orphans.v);
 		for (int l = 0; l < BUCKET_LEVELS; l++)
 			free(b->dbs[i].lv[l].v);
 	}

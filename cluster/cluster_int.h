@@ -58,6 +58,7 @@ struct cluster {
 	bool handing_off;         /* ltfs promote: writes stopped, shipping */
 	uint64_t promotions, demotions;
 	uint64_t unpublished_txids; /* committed here, never published, at demotions */
+	uint64_t publishes;       /* lease writes that published new heads */
 
 	/* sync: replicas=N (c->mu) */
 	unsigned sync_replicas;   /* 0 = not that mode */
@@ -153,12 +154,26 @@ struct blevel {
 	size_t n, cap;
 };
 
+/* An object of this round: in the bucket, not yet published. */
+struct bsent {
+	struct bfile f;
+	unsigned level;
+	uint64_t checksum;        /* database checksum after it */
+};
+
 struct bdb {
 	char *name;
-	uint64_t remote_txid;     /* newest TXID in the bucket */
+	uint64_t remote_txid;     /* newest TXID in the bucket (published, with a lease) */
 	int64_t remote_ms;        /* its commit time */
 	bool stuck;               /* bucket and history disagree: needs an operator */
 	struct blevel lv[BUCKET_LEVELS];
+	/* uploaded past remote_txid, counted once the round publishes them
+	 * (at once without a lease); in TXID order */
+	struct bsent *sent;
+	size_t nsent, capsent;
+	/* level-0 objects past the published head at the last listing: a
+	 * deposed primary's, to be covered by ours (backup.c) */
+	struct blevel orphans;
 };
 
 struct cl_backup {
@@ -258,9 +273,11 @@ void cl_lease_stop_thread(struct cluster *c);
 void cl_lease_stop(struct cluster *c);   /* releases a held lease; frees */
 void cl_lease_poke(struct cluster *c);   /* look at the object again now */
 bool cl_lease_valid(struct cluster *c);  /* held and inside its deadline */
-/* Make TXID txid of db part of the published state (one conditional PUT
- * of the lease): 0, or LTFS_E_NOT_PRIMARY once the lease is lost. */
-int cl_lease_publish(struct cluster *c, const char *db, uint64_t txid, uint64_t checksum,
+/* Make the n positions of heads[] (names borrowed) part of the published
+ * state, all in one conditional PUT of the lease: 0, or LTFS_E_NOT_PRIMARY
+ * once the lease is lost. Heads at or behind the published ones are left
+ * alone; when none moves, nothing is written. */
+int cl_lease_publish(struct cluster *c, const struct lease_head *heads, size_t n,
 		     struct ltfs_err *err);
 /* The published TXID of db (0 = none) and its checksum. */
 uint64_t cl_lease_head(struct cluster *c, const char *db, uint64_t *checksum);

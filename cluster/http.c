@@ -271,7 +271,7 @@ static enum MHD_Result serve_metrics(struct cluster *c, struct MHD_Connection *c
 	struct ltfs_buf b;
 	struct metrics m = { .b = &b };
 	bool primary = cl_is_primary(c);
-	uint64_t epoch, promotions, demotions, unpublished;
+	uint64_t epoch, promotions, demotions, unpublished, publishes;
 	unsigned streams;
 	uint64_t total, reconnects;
 	bool connected, ready, have_backup;
@@ -290,6 +290,7 @@ static enum MHD_Result serve_metrics(struct cluster *c, struct MHD_Connection *c
 	promotions = c->promotions;
 	demotions = c->demotions;
 	unpublished = c->unpublished_txids;
+	publishes = c->publishes;
 	pthread_mutex_unlock(&c->mu);
 	m.rc = ltfs_buf_printf(&b,
 		"# HELP ltfs_db_txid Newest transaction of the database.\n"
@@ -341,9 +342,13 @@ static enum MHD_Result serve_metrics(struct cluster *c, struct MHD_Connection *c
 			"ltfs_lease_demotions_total %llu\n"
 			"# HELP ltfs_lease_unpublished_txids_total Transactions committed here but never published, at demotions.\n"
 			"# TYPE ltfs_lease_unpublished_txids_total counter\n"
-			"ltfs_lease_unpublished_txids_total %llu\n",
+			"ltfs_lease_unpublished_txids_total %llu\n"
+			"# HELP ltfs_lease_publishes_total Lease writes that published uploads (one per upload round).\n"
+			"# TYPE ltfs_lease_publishes_total counter\n"
+			"ltfs_lease_publishes_total %llu\n",
 			(unsigned long long)epoch, (unsigned long long)promotions,
-			(unsigned long long)demotions, (unsigned long long)unpublished);
+			(unsigned long long)demotions, (unsigned long long)unpublished,
+			(unsigned long long)publishes);
 	if (m.rc == 0 && have_backup)
 		m.rc = ltfs_buf_printf(&b,
 			"# HELP ltfs_backup_uploads_total Objects uploaded to the bucket.\n"

@@ -339,47 +339,60 @@ static int renew(struct cl_lease *l, struct ltfs_err *err)
 	return rc;
 }
 
-int cl_lease_publish(struct cluster *c, const char *db, uint64_t txid, uint64_t checksum,
+int cl_lease_publish(struct cluster *c, const struct lease_head *heads, size_t n,
 		     struct ltfs_err *err)
 {
 	struct cl_lease *l = c->lease;
-	struct lease_head *h, old = { 0 };
+	struct lease_head *old = NULL;
+	size_t moved = 0;
 	int rc = 0;
 
 	pthread_mutex_lock(&l->mu);
 	if (!l->held || cl_mono_ms() >= l->valid_until) {
 		rc = ltfs_err_set(err, LTFS_E_NOT_PRIMARY,
-				  "'%s': not published: this node no longer holds the lease", db);
+				  "not published: this node no longer holds the lease");
 		goto out;
 	}
-	h = head_find(&l->doc, db);
-	if (h)
-		old = *h;
-	if (h && h->txid >= txid)
-		goto out;
-	rc = head_set(&l->doc, db, txid, checksum);
-	if (rc < 0) {
-		rc = ltfs_err_set(err, rc, NULL);
+	old = calloc(n ? n : 1, sizeof(*old));
+	if (!old) {
+		rc = ltfs_err_set(err, -ENOMEM, NULL);
 		goto out;
 	}
-	for (int tries = 0; tries < 2; tries++) {
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		struct lease_head *h = head_find(&l->doc, heads[i].name);
+
+		if (h && h->txid >= heads[i].txid)
+			continue;
+		old[moved] = h ? *h : (struct lease_head){ 0 };
+		old[moved].name = heads[i].name;
+		rc = head_set(&l->doc, heads[i].name, heads[i].txid, heads[i].checksum);
+		if (rc == 0)
+			moved++;
+	}
+	if (rc < 0)
+		ltfs_err_set(err, rc, NULL);
+	/* one conditional write for every database of the round */
+	for (int tries = 0; rc == 0 && moved && tries < 2; tries++) {
 		rc = renew(l, err);
 		if (rc == 0 || !l->held)
 			break;
 	}
+	if (rc == 0 && moved) {
+		pthread_mutex_lock(&c->mu);
+		c->publishes++;
+		pthread_mutex_unlock(&c->mu);
+	}
 	if (rc < 0) {
-		/* not published: the head stays where the bucket's lease has it */
-		if (old.name)
-			head_set(&l->doc, db, old.txid, old.checksum);
-		else
-			head_set(&l->doc, db, 0, 0);
+		/* not published: the heads stay where the bucket's lease has them */
+		for (size_t i = 0; i < moved; i++)
+			head_set(&l->doc, old[i].name, old[i].txid, old[i].checksum);
 		if (!l->held)
 			rc = ltfs_err_set(err, LTFS_E_NOT_PRIMARY,
-					  "'%s': TXID %llu not published: the lease was lost", db,
-					  (unsigned long long)txid);
+					  "%zu database heads not published: the lease was lost", moved);
 	}
 out:
 	pthread_mutex_unlock(&l->mu);
+	free(old);
 	return rc;
 }
 

@@ -350,6 +350,104 @@ case_catch_up_from_peer() {
 	wait_sync app.db 2 3
 }
 
+# backup_txid N DB: the bucket's (published) TXID of DB as node N reports
+# it, decimal.
+backup_txid() {
+	_h=$(curl -sf -m 2 "$(node_url "$1")/v1/info" 2>/dev/null |
+		awk -v db="\"name\": \"$2\"" 'index($0, db) { f = 1 } f && /"backup_txid"/ { print; exit }' |
+		sed 's/.*"backup_txid": "\([0-9a-f]*\)".*/\1/')
+	echo $((0x${_h:-0}))
+}
+txid_at() { _p=$(pos "$1" "$2"); echo $((0x${_p%/*})); }
+metric() { curl -sf -m 2 "$(node_url "$1")/metrics" | awk -v k="$2" '$1 == k { print $2 }'; }
+
+# level0_chain CASE DB: the level-0 objects of DB form one chain from 1
+# with no gap or overlap; prints "OBJECTS LAST_TXID".
+level0_chain() {
+	_next=1
+	_k=0
+	for _f in $(s3 list "$SUITE-$1/$2/0000/" | awk '{ print $1 }' | sed 's|.*/||; s|\.ltx$||' | sort); do
+		[ $((0x${_f%-*})) -ne $_next ] && { echo "gap at $_f"; return 0; }
+		_next=$((0x${_f#*-} + 1))
+		_k=$((_k + 1))
+	done
+	echo "$_k $((_next - 1))"
+}
+
+case_batch_publish() {
+	# interval 0 under a fast writer of two databases: what piles up during
+	# an upload goes up as one object per database, and one lease write
+	# publishes the round's objects of both
+	lstart 1 batchpub
+	wait_primary 1 >/dev/null
+	for db in app.db two.db; do
+		sql "$T/m1/$db" "PRAGMA journal_mode=wal; CREATE TABLE t(tag TEXT, id INTEGER)" >/dev/null
+	done
+	{
+		echo "ATTACH '$T/m1/two.db' AS two;"
+		for i in $(seq 1 400); do
+			echo "BEGIN; INSERT INTO t VALUES('b', $i); INSERT INTO two.t VALUES('b', $i); COMMIT;"
+		done
+	} | sqlite3 -bail -cmd ".timeout 5000" "$T/m1/app.db" >/dev/null
+	for db in app.db two.db; do
+		i=0
+		while [ "$(backup_txid 1 $db)" -ne "$(txid_at 1 $db)" ]; do
+			i=$((i + 1))
+			[ $i -gt 200 ] && break
+			sleep 0.1
+		done
+		check "$db: published up to the node's TXID" [ "$(backup_txid 1 $db)" -eq "$(txid_at 1 $db)" ]
+		set -- $(level0_chain batchpub $db)
+		check "$db: a chain without gaps ($*)" [ "${2:-0}" -eq "$(txid_at 1 $db)" ]
+		# one object per commit before: each batch counts
+		echo "    $db: $2 commits in $1 level-0 objects" >&2
+		check "$db: fewer level-0 objects ($1) than commits ($2)" [ "$1" -lt "$2" ]
+		lease_of batchpub >"$T/lease.json"
+		contains "$T/lease.json" "\"$db\":{\"checksum\":\"$(pos 1 $db | cut -d/ -f2)\",\"txid\":\"$(pos 1 $db | cut -d/ -f1)\"}"
+	done
+	up=$(metric 1 ltfs_backup_uploads_total)
+	pub=$(metric 1 ltfs_lease_publishes_total)
+	echo "    $up uploads, $pub lease writes to publish them" >&2
+	check "lease writes were counted" [ "${pub:-0}" -gt 0 ]
+	check "fewer lease writes ($pub) than uploads ($up): one per round" [ "$pub" -lt "$up" ]
+	for db in app.db two.db; do
+		"$LTFS" restore -o "$T/r-$db" "$(url batchpub)/$db" >/dev/null 2>"$T/restore.err"
+		check "$db restores exactly" [ "$("$LTFS" ltx checksum "$T/r-$db")" = "$(pos 1 $db | cut -d/ -f2)" ]
+		check "$db: every row" [ "$(sqlite3 "$T/r-$db" "SELECT count(*), total(id) FROM t")" = "400|80200.0" ]
+	done
+}
+
+case_cover_orphan() {
+	# a deposed primary's run of several commits, never published, lies in
+	# the bucket where the next primary's uploads (at other boundaries)
+	# would not replace it: once its history reaches the end of it, the
+	# new primary puts its own run over that exact range at that key
+	lstart 1 cover
+	wait_primary 1 >/dev/null
+	make_table 1 wal
+	ins 1 app.db "INSERT INTO t VALUES('a', 1)"
+	h=$(txid_at 1 app.db)
+	i=0
+	while [ "$(backup_txid 1 app.db)" -ne "$h" ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+	node_stop 1
+	key=$(printf 'app.db/0000/%016x-%016x.ltx' $((h + 1)) $((h + 3)))
+	echo "not what the chain holds" >"$T/orphan"
+	s3 put "$SUITE-cover/$key" "$T/orphan" >/dev/null
+	lstart 1 cover
+	wait_primary 1 >/dev/null
+	for i in 2 3 4 5 6; do ins 1 app.db "INSERT INTO t VALUES('a', $i)"; done
+	i=0
+	while [ "$(backup_txid 1 app.db)" -ne "$(txid_at 1 app.db)" ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+	contains "$T/n1.log" "covered TXIDs $((h + 1))..$((h + 3))"
+	s3 get "$SUITE-cover/$key" >"$T/now"
+	check "the orphan's key holds our run now" fails cmp -s "$T/orphan" "$T/now"
+	# the planner takes the longest file at a TXID: the orphan's key
+	expect_exit 0 "$LTFS" restore --txid $((h + 3)) -o "$T/r.db" "$(url cover)/app.db"
+	check "restored at its end" [ "$(sqlite3 "$T/r.db" "SELECT count(*), total(id) FROM t")" = "4|10.0" ]
+	expect_exit 0 "$LTFS" restore -o "$T/r2.db" "$(url cover)/app.db"
+	check "and at the head" [ "$(sqlite3 "$T/r2.db" "SELECT count(*), total(id) FROM t")" = "6|21.0" ]
+}
+
 # ---- synchronous mode ----------------------------------------------------
 
 # no_commit_lost TAG PREFIX ARGS...: three nodes with ARGS, a WAL writer,
@@ -487,6 +585,8 @@ run_case non_candidate
 run_case promote
 run_case catch_up_from_bucket
 run_case catch_up_from_peer
+run_case batch_publish
+run_case cover_orphan
 run_case sync_no_loss
 run_case sync_replicas
 run_case sync_replicas_alone
