@@ -109,6 +109,11 @@ $(BUILD)/fake-primary: $(BUILD)/obj/tests/tools/fake_primary.o
 	@[ "$(V)" = 1 ] || echo "  LINK    $@"
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^
 
+# The web app and raw client of the proxy tests and benchmark.
+$(BUILD)/proxy-app: $(BUILD)/obj/tests/tools/proxy_app.o
+	@[ "$(V)" = 1 ] || echo "  LINK    $@"
+	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+
 test-unit: $(BUILD)/test-unit
 	$(BUILD)/test-unit
 
@@ -117,7 +122,8 @@ $(BUILD)/s3-tool: $(BUILD)/obj/tests/tools/s3_tool.o $(BUILD)/libltfs.a
 	@[ "$(V)" = 1 ] || echo "  LINK    $@"
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
-test: $(BUILD)/ltfs $(BUILD)/ltfs-faults $(BUILD)/test-unit $(BUILD)/fake-primary $(BUILD)/s3-tool
+test: $(BUILD)/ltfs $(BUILD)/ltfs-faults $(BUILD)/test-unit $(BUILD)/fake-primary $(BUILD)/s3-tool \
+	$(BUILD)/proxy-app
 	@tests/run $(BUILD)
 
 # Sanitizers: -O1 keeps stacks readable; recover off so any report fails.
@@ -142,7 +148,7 @@ fuzz: deps
 	build-fuzz/fuzz-frame -max_total_time=$(FUZZ_FRAME_TIME) -rss_limit_mb=1024 \
 		-timeout=10 build-fuzz/corpus-frame tests/fuzz/corpus/frame
 
-bench: $(BUILD)/ltfs $(patsubst tests/bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
+bench: $(BUILD)/ltfs $(BUILD)/proxy-app $(patsubst tests/bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
 	@tests/bench/run $(BUILD)
 
 run: $(BUILD)/ltfs

@@ -42,6 +42,26 @@ struct cluster_lease_opts {
 };
 void cluster_lease_defaults(struct cluster_lease_opts *o);
 
+/*
+ * The write-forwarding HTTP proxy in front of the app (cluster/proxy.c,
+ * docs/operations.md). Strings are copied; 0 fields take defaults.
+ */
+struct cluster_proxy_opts {
+	const char *addr;          /* listen HOST:PORT; NULL or "" = no proxy */
+	const char *target;        /* the app, HOST:PORT; required with addr */
+	const char *db;            /* database the __txid cookie tracks; NULL = none */
+	const char *advertise_url; /* how other nodes reach this proxy; NULL =
+				    * http://ADDR (which must then name this host) */
+	unsigned max_lag_ms;       /* /ltfs/health bound; default 10 s */
+	unsigned timeout_ms;       /* silence of the app or the primary; default 30 s */
+	unsigned wait_ms;          /* read-your-writes wait; default 5 s */
+	uint64_t max_body;         /* request body bound; default 64 MiB */
+	const char *const *always_forward; /* path patterns ('*' = any run) */
+	size_t n_always_forward;
+	const char *const *passthrough;
+	size_t n_passthrough;
+};
+
 enum cluster_sync {
 	CLUSTER_SYNC_NONE = 0,   /* commits never wait (default) */
 	CLUSTER_SYNC_S3 = 1,     /* a commit returns once published in the bucket */
@@ -60,6 +80,7 @@ struct cluster_config {
 	const struct cluster_lease_opts *lease;   /* NULL or !enabled = static roles */
 	enum cluster_sync sync;
 	unsigned sync_replicas;  /* CLUSTER_SYNC_REPLICAS: how many */
+	const struct cluster_proxy_opts *proxy;  /* NULL or no addr = no proxy */
 };
 
 /*

@@ -202,6 +202,8 @@ static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn
 		      "connected", primary || connected, "ready", primary || ready,
 		      "lag_ms", (json_int_t)dj.lag, "streams", (json_int_t)streams,
 		      "databases", dj.arr);
+	if (o && c->proxy_url[0])
+		json_object_set_new(o, "proxy_url", json_string(c->proxy_url));
 	if (o && backup)
 		json_object_set_new(o, "backup", backup);
 	else
