@@ -124,6 +124,7 @@ struct pconn {
 	struct sbuf cin;     /* from the client */
 	struct sbuf uin;     /* from the upstream */
 	int ufd;             /* upstream connection kept between requests */
+	int64_t ufd_used;    /* monotonic ms of its last answer */
 	char ukey[URL_MAX];  /* "" for the app, else the primary proxy's URL */
 	struct msg req, resp;
 	struct ltfs_buf out; /* heads being written */
@@ -160,30 +161,26 @@ static int wait_fd(struct cl_proxy *p, int fd, short ev, int64_t ms)
 }
 
 /* Read what is there into b (at least one byte): bytes read, 0 at EOF,
- * -ETIMEDOUT, -ENOBUFS when b is full, -ECANCELED or -errno. */
+ * -ETIMEDOUT, -ENOBUFS when b is full, -ECANCELED or -errno. Polls
+ * first: the caller usually waits for an answer not yet sent, and a
+ * recv that finds nothing would be a wasted system call per request. */
 static ssize_t sb_fill(struct cl_proxy *p, int fd, struct sbuf *b, int64_t ms)
 {
 	if (b->len >= b->cap)
 		return -ENOBUFS;
-	for (int tries = 0; tries < 2; tries++) {
-		ssize_t n = recv(fd, b->d + b->len, b->cap - b->len, 0);
-		int w;
+	for (int tries = 0; tries < 100; tries++) {
+		int w = wait_fd(p, fd, POLLIN, ms);
+		ssize_t n;
 
+		if (w <= 0)
+			return w == 0 ? -ETIMEDOUT : w;
+		n = recv(fd, b->d + b->len, b->cap - b->len, 0);
 		if (n >= 0) {
 			b->len += (size_t)n;
 			return n;
 		}
-		if (errno == EINTR) {
-			tries--;
-			continue;
-		}
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
+		if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
 			return -errno;
-		if (tries == 1)
-			break;
-		w = wait_fd(p, fd, POLLIN, ms);
-		if (w <= 0)
-			return w == 0 ? -ETIMEDOUT : w;
 	}
 	return -EAGAIN;
 }
@@ -928,12 +925,53 @@ static void drop_upstream(struct pconn *pc)
 	pc->ukey[0] = '\0';
 }
 
-/* Is the kept upstream connection still usable (no EOF, nothing unasked)? */
-static bool upstream_fresh(struct pconn *pc)
+/*
+ * Is the kept upstream connection still usable (no EOF, nothing unasked)?
+ * Servers close idle connections after seconds, not within a second: a
+ * connection used that recently skips the check, a system call per
+ * request saved on a busy one.
+ */
+static bool upstream_fresh(struct pconn *pc, bool idem)
 {
 	struct pollfd pf = { .fd = pc->ufd, .events = POLLIN };
 
-	return pc->uin.len == 0 && poll(&pf, 1, 0) == 0;
+	if (pc->uin.len)
+		return false;
+	if (idem && cl_mono_ms() - pc->ufd_used < 1000)
+		return true; /* a failure is retried on a new connection anyway */
+	return poll(&pf, 1, 0) == 0;
+}
+
+/* "NAME: " every earlier value of NAME in m, then last. */
+static int joined(struct ltfs_buf *o, const struct msg *m, const char *name, const char *last)
+{
+	int rc = ltfs_buf_printf(o, "%s: ", name);
+
+	for (size_t i = 0; rc == 0 && i < m->nh; i++)
+		if (strcasecmp(m->h[i].name, name) == 0)
+			rc = ltfs_buf_printf(o, "%s, ", m->h[i].val);
+	return rc == 0 ? ltfs_buf_printf(o, "%s\r\n", last) : rc;
+}
+
+/* The end-to-end headers of m, then Via (and X-Forwarded-For when peer
+ * is given) with this hop added to what the earlier hops wrote. */
+static int pass_headers(struct ltfs_buf *o, const struct msg *m, const char *peer)
+{
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < m->nh; i++) {
+		const char *n = m->h[i].name;
+
+		if (hop_header(m, n) || strcasecmp(n, "Via") == 0 ||
+		    (peer && strcasecmp(n, "X-Forwarded-For") == 0))
+			continue;
+		rc = ltfs_buf_printf(o, "%s: %s\r\n", n, m->h[i].val);
+	}
+	if (rc == 0 && peer)
+		rc = joined(o, m, "X-Forwarded-For", peer);
+	if (rc == 0)
+		rc = joined(o, m, "Via", m->http10 ? "1.0 ltfs" : "1.1 ltfs");
+	return rc;
 }
 
 /* The request head, rewritten for the upstream, into pc->out. */
@@ -941,30 +979,12 @@ static int build_request(struct pconn *pc, bool upgrade, bool forward)
 {
 	struct msg *m = &pc->req;
 	struct ltfs_buf *o = &pc->out;
-	const char *xff = NULL, *via = NULL;
 	int rc;
 
 	ltfs_buf_reset(o);
 	rc = ltfs_buf_printf(o, "%s %s HTTP/1.1\r\n", m->method, m->target);
-	for (size_t i = 0; rc == 0 && i < m->nh; i++) {
-		const char *n = m->h[i].name;
-
-		if (hop_header(m, n))
-			continue;
-		if (strcasecmp(n, "X-Forwarded-For") == 0) {
-			xff = m->h[i].val;
-			continue;
-		}
-		if (strcasecmp(n, "Via") == 0) {
-			via = m->h[i].val;
-			continue;
-		}
-		rc = ltfs_buf_printf(o, "%s: %s\r\n", n, m->h[i].val);
-	}
 	if (rc == 0)
-		rc = ltfs_buf_printf(o, "X-Forwarded-For: %s%s%s\r\nVia: %s%s%s ltfs\r\n",
-				     xff ? xff : "", xff ? ", " : "", pc->peer, via ? via : "",
-				     via ? ", " : "", m->http10 ? "1.0" : "1.1");
+		rc = pass_headers(o, m, pc->peer);
 	if (rc == 0 && !hdr_get(m, "X-Forwarded-Proto"))
 		rc = ltfs_buf_printf(o, "X-Forwarded-Proto: http\r\n");
 	if (rc == 0 && forward) {
@@ -985,25 +1005,12 @@ static int build_response(struct pconn *pc, bool upgrade, bool has_cookie, uint6
 {
 	struct msg *m = &pc->resp;
 	struct ltfs_buf *o = &pc->out;
-	const char *via = NULL;
 	int rc;
 
 	ltfs_buf_reset(o);
 	rc = ltfs_buf_printf(o, "HTTP/1.1 %d %s\r\n", m->status, m->reason);
-	for (size_t i = 0; rc == 0 && i < m->nh; i++) {
-		const char *n = m->h[i].name;
-
-		if (hop_header(m, n))
-			continue;
-		if (strcasecmp(n, "Via") == 0) {
-			via = m->h[i].val;
-			continue;
-		}
-		rc = ltfs_buf_printf(o, "%s: %s\r\n", n, m->h[i].val);
-	}
 	if (rc == 0)
-		rc = ltfs_buf_printf(o, "Via: %s%s%s ltfs\r\n", via ? via : "", via ? ", " : "",
-				     m->http10 ? "1.0" : "1.1");
+		rc = pass_headers(o, m, NULL);
 	if (rc == 0 && has_cookie) {
 		char hex[17];
 
@@ -1085,10 +1092,20 @@ static int exchange(struct pconn *pc, enum route route, bool set_cookie)
 		sa = p->app;
 		salen = p->app_len;
 	}
-	if (pc->ufd >= 0 && (strcmp(pc->ukey, key) != 0 || !upstream_fresh(pc)))
+	if (pc->ufd >= 0 && (strcmp(pc->ukey, key) != 0 || !upstream_fresh(pc, idem && !has_body)))
 		drop_upstream(pc);
 	if (build_request(pc, upgrade, route == ROUTE_PRIMARY) < 0)
 		return answer(pc, 500, false, "out of memory");
+	if (rq->has_len && !rq->chunked && rq->len > 0 && pc->cin.len &&
+	    !list_has(hdr_get(rq, "Expect"), "100-continue")) {
+		/* a small body that came with the head goes with it (fewer sends) */
+		size_t k = pc->cin.len < rq->len ? pc->cin.len : (size_t)rq->len;
+
+		if (ltfs_buf_append(&pc->out, pc->cin.d, k) < 0)
+			return answer(pc, 500, false, "out of memory");
+		sb_consume(&pc->cin, k);
+		rq->len -= k;
+	}
 
 	/*
 	 * Connect, send the head and the body, read the response head. A try
@@ -1208,6 +1225,19 @@ static int exchange(struct pconn *pc, enum route route, bool set_cookie)
 			drop_upstream(pc);
 			return answer(pc, 500, false, "out of memory");
 		}
+		if (!no_body && rs->has_len && !rs->chunked && pc->uin.len) {
+			/* what of a sized body came with the head goes in the same
+			 * send: one wake-up of the client instead of two */
+			size_t k = pc->uin.len < rs->len ? pc->uin.len : (size_t)rs->len;
+
+			rc = ltfs_buf_append(&pc->out, pc->uin.d, k);
+			if (rc < 0) {
+				drop_upstream(pc);
+				return answer(pc, 500, false, "out of memory");
+			}
+			sb_consume(&pc->uin, k);
+			rs->len -= k;
+		}
 		rc = send_all(p, pc->cfd, pc->out.data, pc->out.len, p->timeout_ms);
 		if (rc == 0 && !no_body) {
 			bool any = false;
@@ -1218,6 +1248,8 @@ static int exchange(struct pconn *pc, enum route route, bool set_cookie)
 		}
 		if (rc < 0 || !up_keep)
 			drop_upstream(pc);
+		else
+			pc->ufd_used = cl_mono_ms();
 		if (rc < 0) {
 			pc->close_after = true;
 			return rc;
