@@ -321,6 +321,15 @@ case_config() {
 	printf 'proxy:\n  addr: 0.0.0.0:%s\n  target: 127.0.0.1:1\n' "$(proxy_port 1)" >"$T/any.yml"
 	expect_exit 2 "$LTFS" mount --data "$T/d1" --http "127.0.0.1:$((PORT_BASE + 1))" --config "$T/any.yml" "$T/m1"
 	contains "$T/err" "advertise-url"
+	# every proxy key of the example config parses
+	{
+		echo "proxy:"
+		grep -E '^  # [a-z-]+: ' docs/ltfs.example.yml | sed -n '/# addr:/,/# passthrough:/p' | sed 's/^  # /  /'
+		echo "threads: 999" # the first error, once every key before it parsed
+	} >"$T/example.yml"
+	check "example has the proxy keys" [ "$(grep -c '^  [a-z-]*:' "$T/example.yml")" = 10 ]
+	HOST_IP=127.0.0.1 expect_exit 2 "$LTFS" mount --config "$T/example.yml" "$T/m1"
+	contains "$T/err" "line 12: 'threads' must be a number"
 	node_start 1 --proxy-addr "127.0.0.1:$(proxy_port 1)" --proxy-target "127.0.0.1:$(app_port 1)"
 	curl -s "$(node_url 1)/v1/info" >"$T/info"
 	contains "$T/info" "\"proxy_url\": \"http://127.0.0.1:$(proxy_port 1)\""
