@@ -129,6 +129,7 @@ struct pconn {
 	struct msg req, resp;
 	struct ltfs_buf out; /* heads being written */
 	bool close_after;    /* the client connection ends after this exchange */
+	bool head_req;       /* the request is a HEAD: answers carry no body */
 };
 
 static bool stopping(struct cl_proxy *p)
@@ -616,7 +617,7 @@ static int answer(struct pconn *pc, int status, bool keep, const char *fmt, ...)
 	if (status >= 500)
 		ltfs_warn(pc->p->c->log, "proxy", "%d for %s: %.*s", status, pc->peer, n - 1, body);
 	if (send_all(pc->p, pc->cfd, head, (size_t)h, pc->p->timeout_ms) < 0 ||
-	    send_all(pc->p, pc->cfd, body, (size_t)n, pc->p->timeout_ms) < 0) {
+	    (!pc->head_req && send_all(pc->p, pc->cfd, body, (size_t)n, pc->p->timeout_ms) < 0)) {
 		pc->close_after = true;
 		return -EIO;
 	}
@@ -1292,6 +1293,7 @@ static int serve_one(struct pconn *pc, bool first)
 	bool get, has_body;
 	int status;
 
+	pc->head_req = false;
 	/* the head: idle up to PROXY_IDLE_MS for its first byte, then
 	 * PROXY_HEAD_MS for the rest */
 	while (!(end = head_end(&pc->cin))) {
@@ -1317,6 +1319,7 @@ static int serve_one(struct pconn *pc, bool first)
 	status = parse_head(rq, end, false, &why);
 	if (status)
 		return answer(pc, status, false, "%s", why);
+	pc->head_req = strcmp(rq->method, "HEAD") == 0;
 	pc->close_after = rq->conn_close || rq->http10;
 
 	get = strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0;

@@ -176,6 +176,11 @@ case_cookie_wait() {
 case_health() {
 	setup
 	check "primary healthy" [ "$(get 1 /ltfs/health)" = "ok: primary" ]
+	# HEAD: the same status without a body (else the next answer on the
+	# connection would be garbled)
+	curl -s -I -o /dev/null -o /dev/null -w '%{http_code} %{num_connects} ' \
+		"$(purl 1)/ltfs/health" "$(purl 1)/ltfs/health" >"$T/heads"
+	check "two HEADs on one connection ($(cat "$T/heads"))" [ "$(cat "$T/heads")" = "200 1 200 0 " ]
 	get 2 /ltfs/health >/dev/null
 	check "replica healthy" [ "$(code)" = 200 ]
 	contains "$T/body" "ok: replica"
