@@ -13,9 +13,10 @@
  *   other methods, and      on the primary: to the app, then Set-Cookie
  *   always-forward paths    __txid; on a replica: to the primary's proxy
  *
- * Every socket is non-blocking and every wait is a poll in slices of
- * PROXY_SLICE_MS that also looks at the stop flag, so cluster_stop never
- * waits longer than a slice for a connection thread. Bodies are copied
+ * Every socket read or write blocks for at most PROXY_SLICE_MS (socket
+ * timeouts; connecting and tunnelling poll in slices) before it looks at
+ * the stop flag again, so cluster_stop never waits longer than a slice
+ * for a connection thread. Bodies are copied
  * as they arrive, never held whole: a chunked body is copied verbatim
  * while its framing is followed, so that the connection can be reused.
  */
@@ -162,28 +163,29 @@ static int wait_fd(struct cl_proxy *p, int fd, short ev, int64_t ms)
 }
 
 /* Read what is there into b (at least one byte): bytes read, 0 at EOF,
- * -ETIMEDOUT, -ENOBUFS when b is full, -ECANCELED or -errno. Polls
- * first: the caller usually waits for an answer not yet sent, and a
- * recv that finds nothing would be a wasted system call per request. */
+ * -ETIMEDOUT, -ENOBUFS when b is full, -ECANCELED or -errno. The socket
+ * blocks for at most a slice (SO_RCVTIMEO): one system call per wait,
+ * where poll and recv would take two. */
 static ssize_t sb_fill(struct cl_proxy *p, int fd, struct sbuf *b, int64_t ms)
 {
+	int64_t end = cl_mono_ms() + ms;
+
 	if (b->len >= b->cap)
 		return -ENOBUFS;
-	for (int tries = 0; tries < 100; tries++) {
-		int w = wait_fd(p, fd, POLLIN, ms);
-		ssize_t n;
+	for (;;) {
+		ssize_t n = recv(fd, b->d + b->len, b->cap - b->len, 0);
 
-		if (w <= 0)
-			return w == 0 ? -ETIMEDOUT : w;
-		n = recv(fd, b->d + b->len, b->cap - b->len, 0);
 		if (n >= 0) {
 			b->len += (size_t)n;
 			return n;
 		}
 		if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
 			return -errno;
+		if (stopping(p))
+			return -ECANCELED;
+		if (cl_mono_ms() >= end)
+			return -ETIMEDOUT;
 	}
-	return -EAGAIN;
 }
 
 static void sb_consume(struct sbuf *b, size_t n)
@@ -196,10 +198,12 @@ static void sb_consume(struct sbuf *b, size_t n)
 	b->len -= n;
 }
 
-/* All n bytes to fd: 0, -ETIMEDOUT (no progress for ms), -ECANCELED or -errno. */
+/* All n bytes to fd: 0, -ETIMEDOUT (no progress for ms), -ECANCELED or
+ * -errno. Sends block for at most a slice (SO_SNDTIMEO). */
 static int send_all(struct cl_proxy *p, int fd, const void *data, size_t n, int64_t ms)
 {
 	const uint8_t *s = data;
+	int64_t end = cl_mono_ms() + ms;
 
 	while (n > 0) {
 		ssize_t k = send(fd, s, n, MSG_NOSIGNAL);
@@ -207,28 +211,36 @@ static int send_all(struct cl_proxy *p, int fd, const void *data, size_t n, int6
 		if (k > 0) {
 			s += k;
 			n -= (size_t)k;
+			end = cl_mono_ms() + ms;
 			continue;
 		}
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+		if (k < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
 			return -errno;
-		k = wait_fd(p, fd, POLLOUT, ms);
-		if (k <= 0)
-			return k == 0 ? -ETIMEDOUT : (int)k;
+		if (stopping(p))
+			return -ECANCELED;
+		if (cl_mono_ms() >= end)
+			return -ETIMEDOUT;
 	}
 	return 0;
 }
 
-static void tune_socket(int fd)
+/* A connected socket as the I/O above wants it: blocking, but for at
+ * most a slice per call, so that a stop is seen; no Nagle delay for
+ * small heads and replies. */
+static int tune_socket(int fd)
 {
-	int one = 1;
+	struct timeval tv = { .tv_sec = 0, .tv_usec = PROXY_SLICE_MS * 1000 };
+	int one = 1, fl = fcntl(fd, F_GETFL);
 
-	/* small heads and replies must not wait for Nagle */
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+		return -errno;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return 0;
 }
 
-/* A connected non-blocking socket to sa: 0 with *out, or -errno
+/* A connected socket to sa: 0 with *out, or -errno
  * (-ECONNREFUSED: nothing was sent, a retry is safe). */
 static int dial(struct cl_proxy *p, const struct sockaddr_storage *sa, socklen_t len, int *out)
 {
@@ -238,7 +250,6 @@ static int dial(struct cl_proxy *p, const struct sockaddr_storage *sa, socklen_t
 
 	if (fd < 0)
 		return -errno;
-	tune_socket(fd);
 	if (connect(fd, (const struct sockaddr *)sa, len) < 0) {
 		if (errno != EINPROGRESS) {
 			rc = -errno;
@@ -251,6 +262,8 @@ static int dial(struct cl_proxy *p, const struct sockaddr_storage *sa, socklen_t
 				     : soerr ? -soerr : 0;
 		}
 	}
+	if (rc == 0)
+		rc = tune_socket(fd);
 	if (rc < 0) {
 		close(fd);
 		return rc;
@@ -1471,7 +1484,10 @@ static void *accept_main(void *arg)
 			}
 			continue;
 		}
-		tune_socket(fd);
+		if (tune_socket(fd) < 0) {
+			close(fd);
+			continue;
+		}
 		pthread_mutex_lock(&p->mu);
 		if (p->active >= PROXY_CONNS_MAX) {
 			pthread_mutex_unlock(&p->mu);
