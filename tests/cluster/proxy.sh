@@ -341,6 +341,29 @@ case_config() {
 	node_stop 1
 }
 
+# A node stops with a WebSocket tunnel and a keep-alive connection open
+# through its proxy: it exits promptly and the tunnel is closed.
+case_stop_with_tunnel() {
+	node_start 1 --proxy-addr "127.0.0.1:$(proxy_port 1)" --proxy-target "127.0.0.1:$(app_port 1)"
+	app_start 1
+	"$APP" ws "127.0.0.1:$(proxy_port 1)" /ws "held" 30 >"$T/ws" 2>&1 &
+	_ws=$!
+	{ printf 'GET /static HTTP/1.1\r\nHost: x\r\n\r\n'; sleep 8; } |
+		"$APP" send "127.0.0.1:$(proxy_port 1)" >"$T/ka" 2>&1 &
+	_i=0
+	until [ "$(grep -c '^echo: held$' "$T/ws")" = 2 ] && grep -q hello "$T/ka"; do
+		_i=$((_i + 1))
+		check "tunnel and keep-alive connection up" [ $_i -lt 100 ]
+		sleep 0.05
+	done
+	_t0=$(date +%s)
+	node_stop 1
+	wait $_ws
+	check "stopped within 3 s" [ $(($(date +%s) - _t0)) -le 3 ]
+	contains "$T/ws" "closed after"
+	app_stop 1
+}
+
 run_case read_local
 run_case write_forward
 run_case cookie_wait
@@ -351,4 +374,5 @@ run_case badinput
 run_case app_down
 run_case primary_killed
 run_case config
+run_case stop_with_tunnel
 finish

@@ -12,8 +12,9 @@
  *       POST /slow         read the body, sleep 3 s, then 200
  *   proxy-app send HOST:PORT    stdin to the server as is, then print
  *                               what comes back until it closes (5 s)
- *   proxy-app ws HOST:PORT PATH MSG
- *                               upgrade, send MSG, print the echo
+ *   proxy-app ws HOST:PORT PATH MSG [HOLD_S]
+ *                               upgrade, send MSG twice, print the echoes;
+ *                               then wait up to HOLD_S for the close
  *
  * Test code: every read is bounded, errors exit 1 with a message.
  */
@@ -377,42 +378,44 @@ static int dial(const char *hostport)
 	return fd;
 }
 
-/* Print what the server sends until it closes or is silent for 5 s. */
-static void drain(int fd)
-{
-	char b[4096];
-
-	for (int i = 0; i < 100000; i++) {
-		struct pollfd pf = { .fd = fd, .events = POLLIN };
-		ssize_t n;
-
-		if (poll(&pf, 1, 5000) <= 0)
-			break;
-		n = recv(fd, b, sizeof(b), 0);
-		if (n <= 0)
-			break;
-		fwrite(b, 1, (size_t)n, stdout);
-	}
-}
-
+/* stdin to the server as it comes, its answers to stdout, until the
+ * server closes or, once stdin ended, is silent for 5 s. */
 static int send_stdin(const char *hostport)
 {
-	static char in[BODY_MAX * 4];
-	size_t n = fread(in, 1, sizeof(in), stdin);
+	char b[65536];
+	bool in_open = true;
 	int fd = dial(hostport);
 
 	if (fd < 0) {
 		perror("proxy-app send: connect");
 		return 1;
 	}
-	/* a server may answer and close before taking it all: keep what came */
-	send_all(fd, in, n);
-	drain(fd);
+	for (int i = 0; i < 1000000; i++) {
+		struct pollfd pf[2] = { { .fd = fd, .events = POLLIN },
+					{ .fd = in_open ? 0 : -1, .events = POLLIN } };
+		ssize_t n;
+
+		if (poll(pf, 2, 5000) <= 0 && !in_open)
+			break;
+		if (pf[0].revents) {
+			n = recv(fd, b, sizeof(b), 0);
+			if (n <= 0)
+				break;
+			fwrite(b, 1, (size_t)n, stdout);
+			fflush(stdout);
+		}
+		if (in_open && pf[1].revents) {
+			n = read(0, b, sizeof(b));
+			/* a server may answer and close before taking it all */
+			if (n <= 0 || send_all(fd, b, (size_t)n) < 0)
+				in_open = false;
+		}
+	}
 	close(fd);
 	return 0;
 }
 
-static int ws(const char *hostport, const char *path, const char *msg)
+static int ws(const char *hostport, const char *path, const char *msg, int hold_s)
 {
 	char req[2048], b[8192];
 	size_t got = 0, want = strlen(msg);
@@ -470,6 +473,17 @@ static int ws(const char *hostport, const char *path, const char *msg)
 		memmove(b, b + want, got - want);
 		got -= want;
 	}
+	if (hold_s > 0) {
+		/* then wait for the other side to close the connection */
+		struct pollfd pf = { .fd = fd, .events = POLLIN };
+		double t0 = (double)time(NULL);
+
+		fflush(stdout);
+		if (poll(&pf, 1, hold_s * 1000) > 0 && recv(fd, b, sizeof(b), 0) <= 0)
+			printf("closed after %.0f s\n", (double)time(NULL) - t0);
+		else
+			printf("still open\n");
+	}
 	close(fd);
 	return 0;
 }
@@ -480,8 +494,8 @@ int main(int argc, char **argv)
 		return serve(atoi(argv[2]), argv[3]);
 	if (argc == 3 && strcmp(argv[1], "send") == 0)
 		return send_stdin(argv[2]);
-	if (argc == 5 && strcmp(argv[1], "ws") == 0)
-		return ws(argv[2], argv[3], argv[4]);
-	fprintf(stderr, "usage: proxy-app serve PORT DB | send HOST:PORT | ws HOST:PORT PATH MSG\n");
+	if ((argc == 5 || argc == 6) && strcmp(argv[1], "ws") == 0)
+		return ws(argv[2], argv[3], argv[4], argc == 6 ? atoi(argv[5]) : 0);
+	fprintf(stderr, "usage: proxy-app serve PORT DB | send HOST:PORT | ws HOST:PORT PATH MSG [HOLD_S]\n");
 	return 2;
 }
