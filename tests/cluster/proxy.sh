@@ -359,7 +359,7 @@ case_stop_with_tunnel() {
 	_t0=$(date +%s)
 	node_stop 1
 	wait $_ws
-	check "stopped within 3 s" [ $(($(date +%s) - _t0)) -le 3 ]
+	check "stopped within 5 s" [ $(($(date +%s) - _t0)) -le 5 ]
 	contains "$T/ws" "closed after"
 	app_stop 1
 }
