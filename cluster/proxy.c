@@ -80,6 +80,8 @@ struct cl_proxy {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;            /* a connection thread ended */
 	bool stopping;                /* mu (read unlocked through stopping()) */
+	int64_t warned_at;            /* atomic: monotonic ms of the last warning */
+	uint64_t unwarned;            /* atomic: 5xx not logged since */
 	unsigned active;              /* mu: connection threads running */
 
 	/* the primary's proxy, learnt from its /v1/info (mu) */
@@ -627,8 +629,28 @@ static int answer(struct pconn *pc, int status, bool keep, const char *fmt, ...)
 		     status, reason_of(status), n,
 		     status == 503 ? "Retry-After: 1\r\n" : "",
 		     pc->close_after ? "Connection: close\r\n" : "");
-	if (status >= 500)
-		ltfs_warn(pc->p->c->log, "proxy", "%d for %s: %.*s", status, pc->peer, n - 1, body);
+	if (status == 502 || status == 503 || status == 504) {
+		/* trouble upstream: logged, but once a second at most, as a
+		 * primary that is down would otherwise log every request */
+		struct cl_proxy *p = pc->p;
+		int64_t now = cl_mono_ms(), last = __atomic_load_n(&p->warned_at, __ATOMIC_RELAXED);
+
+		if (now - last >= 1000 &&
+		    __atomic_compare_exchange_n(&p->warned_at, &last, now, false, __ATOMIC_RELAXED,
+						__ATOMIC_RELAXED)) {
+			uint64_t more = __atomic_exchange_n(&p->unwarned, 0, __ATOMIC_RELAXED);
+
+			char also[64] = "";
+
+			if (more)
+				snprintf(also, sizeof(also), " (and %llu more since the last warning)",
+					 (unsigned long long)more);
+			ltfs_warn(p->c->log, "proxy", "%d for %s: %.*s%s", status, pc->peer, n - 1, body,
+				  also);
+		} else {
+			__atomic_add_fetch(&p->unwarned, 1, __ATOMIC_RELAXED);
+		}
+	}
 	if (send_all(pc->p, pc->cfd, head, (size_t)h, pc->p->timeout_ms) < 0 ||
 	    (!pc->head_req && send_all(pc->p, pc->cfd, body, (size_t)n, pc->p->timeout_ms) < 0)) {
 		pc->close_after = true;
