@@ -108,6 +108,8 @@ void cl_http_stop(struct cluster *c);
 struct cl_proxy;
 int cl_proxy_start(struct cluster *c, const struct cluster_proxy_opts *o, struct ltfs_err *err);
 void cl_proxy_stop(struct cluster *c);
+/* The proxy's counters in Prometheus text (nothing without a proxy). */
+int cl_proxy_metrics(struct cluster *c, struct ltfs_buf *b);
 
 /* stream.c: the primary's side of one replication stream */
 struct cl_stream;

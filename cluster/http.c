@@ -368,6 +368,8 @@ static enum MHD_Result serve_metrics(struct cluster *c, struct MHD_Connection *c
 			(unsigned long long)st.uploads, (unsigned long long)st.upload_bytes,
 			(unsigned long long)st.failures, (unsigned long long)st.backlog,
 			(double)st.last_ok_ms / 1000.0);
+	if (m.rc == 0)
+		m.rc = cl_proxy_metrics(c, &b);
 	if (m.rc < 0) {
 		ltfs_buf_release(&b);
 		return reply_error(conn, 500, ltfs_strerror(m.rc));

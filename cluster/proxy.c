@@ -81,6 +81,7 @@ struct cl_proxy {
 	pthread_cond_t cv;            /* a connection thread ended */
 	bool stopping;                /* mu (read unlocked through stopping()) */
 	int64_t warned_at;            /* atomic: monotonic ms of the last warning */
+	uint64_t n_local, n_forwarded, n_errors; /* atomic: requests, the proxy's 5xx */
 	uint64_t unwarned;            /* atomic: 5xx not logged since */
 	unsigned active;              /* mu: connection threads running */
 
@@ -629,6 +630,8 @@ static int answer(struct pconn *pc, int status, bool keep, const char *fmt, ...)
 		     status, reason_of(status), n,
 		     status == 503 ? "Retry-After: 1\r\n" : "",
 		     pc->close_after ? "Connection: close\r\n" : "");
+	if (status >= 500)
+		__atomic_add_fetch(&pc->p->n_errors, 1, __ATOMIC_RELAXED);
 	if (status == 502 || status == 503 || status == 504) {
 		/* trouble upstream: logged, but once a second at most, as a
 		 * primary that is down would otherwise log every request */
@@ -1110,6 +1113,7 @@ static int exchange(struct pconn *pc, enum route route, bool set_cookie)
 	socklen_t salen;
 	char key[URL_MAX] = "", why[URL_MAX + 256];
 	const char *what = route == ROUTE_APP ? "the app" : "the primary's proxy";
+	uint64_t *count = route == ROUTE_APP ? &p->n_local : &p->n_forwarded;
 	bool idem = strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0;
 	bool has_body = rq->chunked || (rq->has_len && rq->len > 0);
 	bool upgrade = rq->conn_upgrade && !has_body;
@@ -1117,6 +1121,7 @@ static int exchange(struct pconn *pc, enum route route, bool set_cookie)
 	bool close_delim, up_keep;
 	int rc = 0, tries;
 
+	__atomic_add_fetch(count, 1, __ATOMIC_RELAXED);
 	if (rq->has_len && rq->len > p->max_body)
 		return answer(pc, 413, false, "request body of %llu bytes over proxy.max-body (%llu)",
 			      (unsigned long long)rq->len, (unsigned long long)p->max_body);
@@ -1648,7 +1653,9 @@ int cl_proxy_start(struct cluster *c, const struct cluster_proxy_opts *o, struct
 		return rc;
 	}
 	p->started = true;
+	pthread_mutex_lock(&c->mu);
 	c->proxy = p;
+	pthread_mutex_unlock(&c->mu);
 	ltfs_info(c->log, "proxy", "listening on %s for the app at %s%s%s", p->addr, p->target,
 		  p->db[0] ? ", read-your-writes on " : "", p->db);
 	return 0;
@@ -1670,7 +1677,9 @@ void cl_proxy_stop(struct cluster *c)
 		cl_cond_wait_ms(&p->cv, &p->mu, 100);
 	left = p->active > 0;
 	pthread_mutex_unlock(&p->mu);
+	pthread_mutex_lock(&c->mu); /* /metrics reads it under c->mu */
 	c->proxy = NULL;
+	pthread_mutex_unlock(&c->mu);
 	if (left) {
 		/* a thread stuck outside our polls (DNS, curl): leaking is safer
 		 * than freeing what it uses */
@@ -1678,4 +1687,35 @@ void cl_proxy_stop(struct cluster *c)
 		return;
 	}
 	proxy_free(p);
+}
+
+int cl_proxy_metrics(struct cluster *c, struct ltfs_buf *b)
+{
+	struct cl_proxy *p;
+	unsigned active;
+	int rc = 0;
+
+	pthread_mutex_lock(&c->mu);
+	p = c->proxy;
+	if (p) {
+		pthread_mutex_lock(&p->mu);
+		active = p->active;
+		pthread_mutex_unlock(&p->mu);
+		rc = ltfs_buf_printf(b,
+			"# HELP ltfs_proxy_requests_total Requests the proxy passed on, by where to.\n"
+			"# TYPE ltfs_proxy_requests_total counter\n"
+			"ltfs_proxy_requests_total{to=\"app\"} %llu\n"
+			"ltfs_proxy_requests_total{to=\"primary\"} %llu\n"
+			"# HELP ltfs_proxy_errors_total Answers of 500 and above the proxy gave itself.\n"
+			"# TYPE ltfs_proxy_errors_total counter\n"
+			"ltfs_proxy_errors_total %llu\n"
+			"# HELP ltfs_proxy_connections Client connections open.\n"
+			"# TYPE ltfs_proxy_connections gauge\n"
+			"ltfs_proxy_connections %u\n",
+			(unsigned long long)__atomic_load_n(&p->n_local, __ATOMIC_RELAXED),
+			(unsigned long long)__atomic_load_n(&p->n_forwarded, __ATOMIC_RELAXED),
+			(unsigned long long)__atomic_load_n(&p->n_errors, __ATOMIC_RELAXED), active);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return rc;
 }

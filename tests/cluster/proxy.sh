@@ -138,6 +138,9 @@ case_write_forward() {
 	post 2 /write chunky -H 'Transfer-Encoding: chunked' >/dev/null
 	check "chunked write" [ "$(code)" = 201 ]
 	check "chunked row" [ "$(sql "$T/m1/app.db" 'SELECT v FROM t ORDER BY id DESC LIMIT 1')" = chunky ]
+	curl -s "$(node_url 2)/metrics" >"$T/metrics"
+	contains "$T/metrics" 'ltfs_proxy_requests_total{to="primary"} 12'
+	contains "$T/metrics" 'ltfs_proxy_errors_total 0'
 	# on the primary the write goes to its app and sets the cookie too
 	post 1 /write on-primary >/dev/null
 	check "primary write" [ "$(code)" = 201 ]
