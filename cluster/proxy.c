@@ -41,8 +41,7 @@
 #include "cluster/cluster_int.h"
 
 #define PROXY_CONNS_MAX 512          /* client connections at once */
-#define PROXY_HEAD_MAX (64u * 1024)  /* request or response head, bytes */
-#define PROXY_HEADERS_MAX 128        /* header lines in one head */
+#define PROXY_HEAD_MAX HTTP1_HEAD_MAX
 #define PROXY_IO (64u * 1024)        /* bytes per read */
 #define PROXY_SLICE_MS 250           /* polls wake this often to see a stop */
 #define PROXY_IDLE_MS 60000          /* a keep-alive client may idle this long */
@@ -100,25 +99,6 @@ struct sbuf {
 	size_t len, cap;
 };
 
-struct hdr {
-	char *name, *val;
-};
-
-/* A parsed head, its strings inside `raw` (a private copy). */
-struct msg {
-	char raw[PROXY_HEAD_MAX + 1];
-	char *method, *target, *version; /* request; version also for responses */
-	int status;                      /* response */
-	char *reason;
-	struct hdr h[PROXY_HEADERS_MAX];
-	size_t nh;
-	bool http10;
-	bool chunked;
-	bool has_len;
-	uint64_t len;
-	bool conn_close, conn_upgrade, conn_keep_alive;
-};
-
 enum route { ROUTE_APP, ROUTE_PRIMARY };
 
 struct pconn {
@@ -130,7 +110,7 @@ struct pconn {
 	int ufd;             /* upstream connection kept between requests */
 	int64_t ufd_used;    /* monotonic ms of its last answer */
 	char ukey[URL_MAX];  /* "" for the app, else the primary proxy's URL */
-	struct msg req, resp;
+	struct http1_msg req, resp;
 	struct ltfs_buf out; /* heads being written */
 	bool close_after;    /* the client connection ends after this exchange */
 	bool head_req;       /* the request is a HEAD: answers carry no body */
@@ -302,245 +282,7 @@ static int resolve(const char *hostport, struct sockaddr_storage *sa, socklen_t 
 	return 0;
 }
 
-/* ---- HTTP heads ------------------------------------------------------------ */
-
-static bool is_tchar(unsigned char ch)
-{
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-static bool is_token(const char *s)
-{
-	if (!*s)
-		return false;
-	for (; *s; s++)
-		if (!is_tchar((unsigned char)*s))
-			return false;
-	return true;
-}
-
-/* The end of a head in b (offset past its blank line), or 0 if not there. */
-static size_t head_end(const struct sbuf *b)
-{
-	const uint8_t *d = b->d;
-
-	for (size_t i = 0; i + 1 < b->len; i++) {
-		if (d[i] != '\n')
-			continue;
-		if (d[i + 1] == '\n')
-			return i + 2;
-		if (d[i + 1] == '\r' && i + 2 < b->len && d[i + 2] == '\n')
-			return i + 3;
-	}
-	return 0;
-}
-
-static const char *hdr_get(const struct msg *m, const char *name)
-{
-	for (size_t i = 0; i < m->nh; i++)
-		if (strcasecmp(m->h[i].name, name) == 0)
-			return m->h[i].val;
-	return NULL;
-}
-
-/* Does a comma-separated header value list hold token t? */
-static bool list_has(const char *v, const char *t)
-{
-	size_t tl = strlen(t);
-
-	while (v && *v) {
-		const char *end;
-		size_t n;
-
-		v += strspn(v, " \t,");
-		end = strchr(v, ',');
-		n = end ? (size_t)(end - v) : strlen(v);
-		while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
-			n--;
-		if (n == tl && strncasecmp(v, t, tl) == 0)
-			return true;
-		v = end;
-	}
-	return false;
-}
-
-/*
- * Split the head raw[0..len) into lines and headers, and work out how its
- * body is framed. 0, or the HTTP status to answer (400, 501, 505) with
- * *why set. Responses: is_resp.
- */
-static int parse_head(struct msg *m, size_t len, bool is_resp, const char **why)
-{
-	char *s = m->raw, *line, *end;
-	const char *te = NULL, *cl = NULL, *conn;
-
-	m->raw[len] = '\0';
-	m->nh = 0;
-	m->chunked = m->has_len = false;
-	m->len = 0;
-	*why = "malformed request line";
-	end = strchr(s, '\n');
-	if (!end)
-		return 400;
-	*end = '\0';
-	if (end > s && end[-1] == '\r')
-		end[-1] = '\0';
-	line = s;
-	s = end + 1;
-	if (is_resp) {
-		char *sp = strchr(line, ' ');
-		char *endp;
-		long code;
-
-		*why = "malformed status line";
-		if (!sp || strncmp(line, "HTTP/1.", 7) != 0)
-			return 502;
-		*sp = '\0';
-		m->version = line;
-		code = strtol(sp + 1, &endp, 10);
-		if (code < 100 || code > 999 || endp != sp + 4 || (*endp && *endp != ' '))
-			return 502;
-		m->status = (int)code;
-		m->reason = *endp ? endp + 1 : endp;
-	} else {
-		char *a = strchr(line, ' '), *b = a ? strchr(a + 1, ' ') : NULL;
-
-		if (!a || !b || strchr(b + 1, ' '))
-			return 400;
-		*a = *b = '\0';
-		m->method = line;
-		m->target = a + 1;
-		m->version = b + 1;
-		if (!is_token(m->method) || m->target[0] != '/')
-			return 400;
-		for (const char *t = m->target; *t; t++)
-			if ((unsigned char)*t <= ' ' || *t == 0x7f)
-				return 400;
-		if (strncmp(m->version, "HTTP/", 5) != 0)
-			return 400;
-		if (strcmp(m->version, "HTTP/1.1") != 0 && strcmp(m->version, "HTTP/1.0") != 0) {
-			*why = "only HTTP/1.0 and HTTP/1.1 are served";
-			return 505;
-		}
-	}
-	m->http10 = strcmp(m->version, "HTTP/1.0") == 0;
-	*why = "malformed header line";
-	while (*s) {
-		char *colon, *v;
-		size_t n;
-
-		end = strchr(s, '\n');
-		if (!end)
-			return is_resp ? 502 : 400;
-		*end = '\0';
-		if (end > s && end[-1] == '\r')
-			end[-1] = '\0';
-		if (!*s) /* the blank line */
-			break;
-		if (*s == ' ' || *s == '\t') /* obsolete line folding */
-			return is_resp ? 502 : 400;
-		colon = strchr(s, ':');
-		if (!colon)
-			return is_resp ? 502 : 400;
-		*colon = '\0';
-		if (!is_token(s))
-			return is_resp ? 502 : 400;
-		v = colon + 1 + strspn(colon + 1, " \t");
-		n = strlen(v);
-		while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
-			v[--n] = '\0';
-		for (size_t i = 0; i < n; i++)
-			if (((unsigned char)v[i] < ' ' && v[i] != '\t') || v[i] == 0x7f)
-				return is_resp ? 502 : 400;
-		if (m->nh >= PROXY_HEADERS_MAX) {
-			*why = "too many header lines";
-			return is_resp ? 502 : 431;
-		}
-		m->h[m->nh].name = s;
-		m->h[m->nh].val = v;
-		m->nh++;
-		if (strcasecmp(s, "Transfer-Encoding") == 0) {
-			if (te)
-				return is_resp ? 502 : 400;
-			te = v;
-		} else if (strcasecmp(s, "Content-Length") == 0) {
-			char *e;
-			unsigned long long l;
-
-			*why = "bad Content-Length";
-			if (!*v || strspn(v, "0123456789") != n || n > 18)
-				return is_resp ? 502 : 400;
-			l = strtoull(v, &e, 10);
-			if (cl && l != m->len)
-				return is_resp ? 502 : 400;
-			cl = v;
-			m->len = l;
-			m->has_len = true;
-		}
-		s = end + 1;
-	}
-	if (te) {
-		*why = "Transfer-Encoding other than chunked";
-		if (strcasecmp(te, "chunked") != 0)
-			return is_resp ? 502 : 501;
-		*why = "both Transfer-Encoding and Content-Length";
-		if (cl) /* a request smuggling shape: refuse rather than guess */
-			return is_resp ? 502 : 400;
-		m->chunked = true;
-	}
-	conn = hdr_get(m, "Connection");
-	m->conn_close = list_has(conn, "close");
-	m->conn_upgrade = list_has(conn, "upgrade") && hdr_get(m, "Upgrade");
-	m->conn_keep_alive = list_has(conn, "keep-alive");
-	if (!is_resp && !m->http10 && !hdr_get(m, "Host")) {
-		*why = "HTTP/1.1 request without Host";
-		return 400;
-	}
-	return 0;
-}
-
-/* Hop-by-hop headers: about one connection, never passed on. */
-static bool hop_header(const struct msg *m, const char *name)
-{
-	static const char *const hop[] = { "Connection", "Keep-Alive", "Proxy-Connection", "TE",
-					   "Trailer", "Upgrade", "Proxy-Authorization", "Expect",
-					   "Ltfs-Forwarded" };
-	const char *conn = hdr_get(m, "Connection");
-
-	for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-		if (strcasecmp(name, hop[i]) == 0)
-			return true;
-	/* and whatever Connection names */
-	return conn && list_has(conn, name);
-}
-
-/* ---- patterns and the cookie ----------------------------------------------- */
-
-/* Full match of path against pattern, '*' matching any run of bytes.
- * Greedy with one back-track point: O(len(path) * len(pattern)). */
-static bool glob_match(const char *pat, const char *s)
-{
-	const char *star = NULL, *mark = NULL;
-
-	while (*s) {
-		if (*pat == '*') {
-			star = pat++;
-			mark = s;
-		} else if (*pat == *s) {
-			pat++;
-			s++;
-		} else if (star) {
-			pat = star + 1;
-			s = ++mark;
-		} else {
-			return false;
-		}
-	}
-	while (*pat == '*')
-		pat++;
-	return *pat == '\0';
-}
+/* ---- patterns ---------------------------------------------------------------- */
 
 static bool path_matches(char *const *pats, size_t n, const char *target)
 {
@@ -552,36 +294,9 @@ static bool path_matches(char *const *pats, size_t n, const char *target)
 	memcpy(path, target, len);
 	path[len] = '\0';
 	for (size_t i = 0; i < n; i++)
-		if (glob_match(pats[i], path))
+		if (http1_glob_match(pats[i], path))
 			return true;
 	return false;
-}
-
-/* The __txid cookie of a request: 0 if absent or malformed. */
-static uint64_t cookie_txid(const struct msg *m)
-{
-	for (size_t i = 0; i < m->nh; i++) {
-		const char *v = m->h[i].val;
-
-		if (strcasecmp(m->h[i].name, "Cookie") != 0)
-			continue;
-		while (*v) {
-			v += strspn(v, " ;\t");
-			if (strncmp(v, "__txid=", 7) == 0) {
-				char hex[17];
-				uint64_t t;
-				size_t n = strcspn(v + 7, ";");
-
-				if (n != 16)
-					return 0;
-				memcpy(hex, v + 7, 16);
-				hex[16] = '\0';
-				return cl_parse_hex64(hex, &t) == 0 ? t : 0;
-			}
-			v += strcspn(v, ";");
-		}
-	}
-	return 0;
 }
 
 /* ---- answers of the proxy itself ------------------------------------------- */
@@ -771,7 +486,7 @@ static int primary_proxy(struct cl_proxy *p, bool refresh, struct sockaddr_stora
  * close_delim: the body ends when src closes.
  * 0, or -errno / -ETIMEDOUT / LTFS_E_CORRUPT (bad chunk framing).
  */
-static int copy_body(struct cl_proxy *p, int sfd, struct sbuf *b, int dfd, const struct msg *m,
+static int copy_body(struct cl_proxy *p, int sfd, struct sbuf *b, int dfd, const struct http1_msg *m,
 		     bool close_delim, uint64_t max, bool *sent)
 {
 	uint64_t left = m->has_len ? m->len : 0, total = 0;
@@ -852,7 +567,7 @@ static int copy_body(struct cl_proxy *p, int sfd, struct sbuf *b, int dfd, const
 		*sent = true;
 		sb_consume(b, ll);
 		if (last) { /* trailers up to the blank line, each passed on */
-			for (int lines = 0; lines < PROXY_HEADERS_MAX; lines++) {
+			for (int lines = 0; lines < HTTP1_HEADERS_MAX; lines++) {
 				bool blank;
 
 				while (!(nl = memchr(b->d, '\n', b->len))) {
@@ -982,7 +697,7 @@ static bool upstream_fresh(struct pconn *pc, bool idem)
 }
 
 /* "NAME: " every earlier value of NAME in m, then last. */
-static int joined(struct ltfs_buf *o, const struct msg *m, const char *name, const char *last)
+static int joined(struct ltfs_buf *o, const struct http1_msg *m, const char *name, const char *last)
 {
 	int rc = ltfs_buf_printf(o, "%s: ", name);
 
@@ -994,14 +709,14 @@ static int joined(struct ltfs_buf *o, const struct msg *m, const char *name, con
 
 /* The end-to-end headers of m, then Via (and X-Forwarded-For when peer
  * is given) with this hop added to what the earlier hops wrote. */
-static int pass_headers(struct ltfs_buf *o, const struct msg *m, const char *peer)
+static int pass_headers(struct ltfs_buf *o, const struct http1_msg *m, const char *peer)
 {
 	int rc = 0;
 
 	for (size_t i = 0; rc == 0 && i < m->nh; i++) {
 		const char *n = m->h[i].name;
 
-		if (hop_header(m, n) || strcasecmp(n, "Via") == 0 ||
+		if (http1_hop_header(m, n) || strcasecmp(n, "Via") == 0 ||
 		    (peer && strcasecmp(n, "X-Forwarded-For") == 0))
 			continue;
 		rc = ltfs_buf_printf(o, "%s: %s\r\n", n, m->h[i].val);
@@ -1016,7 +731,7 @@ static int pass_headers(struct ltfs_buf *o, const struct msg *m, const char *pee
 /* The request head, rewritten for the upstream, into pc->out. */
 static int build_request(struct pconn *pc, bool upgrade, bool forward)
 {
-	struct msg *m = &pc->req;
+	struct http1_msg *m = &pc->req;
 	struct ltfs_buf *o = &pc->out;
 	int rc;
 
@@ -1024,7 +739,7 @@ static int build_request(struct pconn *pc, bool upgrade, bool forward)
 	rc = ltfs_buf_printf(o, "%s %s HTTP/1.1\r\n", m->method, m->target);
 	if (rc == 0)
 		rc = pass_headers(o, m, pc->peer);
-	if (rc == 0 && !hdr_get(m, "X-Forwarded-Proto"))
+	if (rc == 0 && !http1_get(m, "X-Forwarded-Proto"))
 		rc = ltfs_buf_printf(o, "X-Forwarded-Proto: http\r\n");
 	if (rc == 0 && forward) {
 		char node[17];
@@ -1033,7 +748,7 @@ static int build_request(struct pconn *pc, bool upgrade, bool forward)
 		rc = ltfs_buf_printf(o, "Ltfs-Forwarded: %s\r\n", node);
 	}
 	if (rc == 0 && upgrade)
-		rc = ltfs_buf_printf(o, "Connection: Upgrade\r\nUpgrade: %s\r\n", hdr_get(m, "Upgrade"));
+		rc = ltfs_buf_printf(o, "Connection: Upgrade\r\nUpgrade: %s\r\n", http1_get(m, "Upgrade"));
 	if (rc == 0)
 		rc = ltfs_buf_printf(o, "%s\r\n", upgrade ? "" : "Connection: keep-alive\r\n");
 	return rc;
@@ -1042,7 +757,7 @@ static int build_request(struct pconn *pc, bool upgrade, bool forward)
 /* The response head for the client into pc->out. */
 static int build_response(struct pconn *pc, bool upgrade, bool has_cookie, uint64_t txid)
 {
-	struct msg *m = &pc->resp;
+	struct http1_msg *m = &pc->resp;
 	struct ltfs_buf *o = &pc->out;
 	int rc;
 
@@ -1059,7 +774,7 @@ static int build_response(struct pconn *pc, bool upgrade, bool has_cookie, uint6
 	}
 	if (rc == 0 && upgrade)
 		rc = ltfs_buf_printf(o, "Connection: Upgrade\r\nUpgrade: %s\r\n",
-				     hdr_get(m, "Upgrade") ? hdr_get(m, "Upgrade") : "websocket");
+				     http1_get(m, "Upgrade") ? http1_get(m, "Upgrade") : "websocket");
 	else if (rc == 0 && pc->close_after)
 		rc = ltfs_buf_printf(o, "Connection: close\r\n");
 	if (rc == 0)
@@ -1072,12 +787,13 @@ static int build_response(struct pconn *pc, bool upgrade, bool has_cookie, uint6
 static int read_response_head(struct pconn *pc, bool *got_any, const char **why)
 {
 	struct cl_proxy *p = pc->p;
-	size_t end;
+	size_t end, from = 0;
 
 	*got_any = pc->uin.len > 0;
-	while (!(end = head_end(&pc->uin))) {
+	while (!(end = http1_head_end(pc->uin.d, pc->uin.len, from))) {
 		ssize_t n;
 
+		from = pc->uin.len > 2 ? pc->uin.len - 2 : 0;
 		if (pc->uin.len >= PROXY_HEAD_MAX) {
 			*why = "response head over 64 KiB";
 			return LTFS_E_LIMIT;
@@ -1095,7 +811,7 @@ static int read_response_head(struct pconn *pc, bool *got_any, const char **why)
 	}
 	memcpy(pc->resp.raw, pc->uin.d, end);
 	sb_consume(&pc->uin, end);
-	if (parse_head(&pc->resp, end, true, why) != 0)
+	if (http1_parse_head(&pc->resp, end, true, why) != 0)
 		return LTFS_E_CORRUPT;
 	return 0;
 }
@@ -1108,7 +824,7 @@ static int read_response_head(struct pconn *pc, bool *got_any, const char **why)
 static int exchange(struct pconn *pc, enum route route, bool set_cookie)
 {
 	struct cl_proxy *p = pc->p;
-	struct msg *rq = &pc->req, *rs = &pc->resp;
+	struct http1_msg *rq = &pc->req, *rs = &pc->resp;
 	struct sockaddr_storage sa;
 	socklen_t salen;
 	char key[URL_MAX] = "", why[URL_MAX + 256];
@@ -1138,7 +854,7 @@ static int exchange(struct pconn *pc, enum route route, bool set_cookie)
 	if (build_request(pc, upgrade, route == ROUTE_PRIMARY) < 0)
 		return answer(pc, 500, false, "out of memory");
 	if (rq->has_len && !rq->chunked && rq->len > 0 && pc->cin.len &&
-	    !list_has(hdr_get(rq, "Expect"), "100-continue")) {
+	    !http1_list_has(http1_get(rq, "Expect"), "100-continue")) {
 		/* a small body that came with the head goes with it (fewer sends) */
 		size_t k = pc->cin.len < rq->len ? pc->cin.len : (size_t)rq->len;
 
@@ -1190,7 +906,7 @@ static int exchange(struct pconn *pc, enum route route, bool set_cookie)
 		if (has_body) {
 			bool body_sent = false;
 
-			if (list_has(hdr_get(rq, "Expect"), "100-continue") &&
+			if (http1_list_has(http1_get(rq, "Expect"), "100-continue") &&
 			    send_all(p, pc->cfd, "HTTP/1.1 100 Continue\r\n\r\n", 25,
 				     p->timeout_ms) < 0) {
 				drop_upstream(pc);
@@ -1326,8 +1042,8 @@ static int wait_txid(struct cl_proxy *p, uint64_t want, uint64_t *have)
 static int serve_one(struct pconn *pc, bool first)
 {
 	struct cl_proxy *p = pc->p;
-	struct msg *rq = &pc->req;
-	size_t end;
+	struct http1_msg *rq = &pc->req;
+	size_t end, from = 0;
 	int64_t deadline = 0;
 	const char *why = "";
 	bool get, has_body;
@@ -1336,10 +1052,11 @@ static int serve_one(struct pconn *pc, bool first)
 	pc->head_req = false;
 	/* the head: idle up to PROXY_IDLE_MS for its first byte, then
 	 * PROXY_HEAD_MS for the rest */
-	while (!(end = head_end(&pc->cin))) {
+	while (!(end = http1_head_end(pc->cin.d, pc->cin.len, from))) {
 		int64_t now = cl_mono_ms(), ms;
 		ssize_t n;
 
+		from = pc->cin.len > 2 ? pc->cin.len - 2 : 0;
 		if (pc->cin.len >= PROXY_HEAD_MAX)
 			return answer(pc, 431, false, "request head over %u KiB", PROXY_HEAD_MAX / 1024);
 		if (pc->cin.len && !deadline)
@@ -1356,7 +1073,7 @@ static int serve_one(struct pconn *pc, bool first)
 	}
 	memcpy(rq->raw, pc->cin.d, end);
 	sb_consume(&pc->cin, end);
-	status = parse_head(rq, end, false, &why);
+	status = http1_parse_head(rq, end, false, &why);
 	if (status)
 		return answer(pc, status, false, "%s", why);
 	pc->head_req = strcmp(rq->method, "HEAD") == 0;
@@ -1373,7 +1090,7 @@ static int serve_one(struct pconn *pc, bool first)
 	if (path_matches(p->pass, p->npass, rq->target))
 		return exchange(pc, ROUTE_APP, false);
 	if (get && !path_matches(p->fwd, p->nfwd, rq->target)) {
-		uint64_t want = p->db[0] ? cookie_txid(rq) : 0, have = 0;
+		uint64_t want = p->db[0] ? http1_cookie_txid(rq) : 0, have = 0;
 
 		if (want && !cl_is_primary(p->c)) {
 			int rc = wait_txid(p, want, &have);
@@ -1392,7 +1109,7 @@ static int serve_one(struct pconn *pc, bool first)
 	/* a write */
 	if (cl_is_primary(p->c))
 		return exchange(pc, ROUTE_APP, true);
-	if (hdr_get(rq, "Ltfs-Forwarded"))
+	if (http1_get(rq, "Ltfs-Forwarded"))
 		/* forwarded to us as the primary, but we are not (any more): a
 		 * second hop could loop, so the client retries instead */
 		return answer(pc, 503, !has_body, "forwarded write reached a node that is no longer "

@@ -354,7 +354,7 @@ case_stop_with_tunnel() {
 	{ printf 'GET /static HTTP/1.1\r\nHost: x\r\n\r\n'; sleep 8; } |
 		"$APP" send "127.0.0.1:$(proxy_port 1)" >"$T/ka" 2>&1 &
 	_i=0
-	until [ "$(grep -c '^echo: held$' "$T/ws")" = 2 ] && grep -q hello "$T/ka"; do
+	until [ "$(grep -sc '^echo: held$' "$T/ws")" = 2 ] && grep -qs hello "$T/ka"; do
 		_i=$((_i + 1))
 		check "tunnel and keep-alive connection up" [ $_i -lt 100 ]
 		sleep 0.05
