@@ -131,9 +131,11 @@ asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-g -O1" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
 
-# The fuzzers share FUZZ_TIME (each at least 1 s: 0 would mean no limit).
-FUZZ_FRAME_TIME = $(shell t=$$(( $(FUZZ_TIME) / 2 )); echo $$(( t > 0 ? t : 1 )))
-FUZZ_LTX_TIME = $(shell t=$$(( $(FUZZ_TIME) - $(FUZZ_FRAME_TIME) )); echo $$(( t > 0 ? t : 1 )))
+# The fuzzers share FUZZ_TIME (each at least 1 s: 0 would mean no limit):
+# a fifth for the proxy's HTTP head parser, the rest halved.
+FUZZ_HTTP1_TIME = $(shell t=$$(( $(FUZZ_TIME) / 5 )); echo $$(( t > 0 ? t : 1 )))
+FUZZ_FRAME_TIME = $(shell t=$$(( ($(FUZZ_TIME) - $(FUZZ_HTTP1_TIME)) / 2 )); echo $$(( t > 0 ? t : 1 )))
+FUZZ_LTX_TIME = $(shell t=$$(( $(FUZZ_TIME) - $(FUZZ_HTTP1_TIME) - $(FUZZ_FRAME_TIME) )); echo $$(( t > 0 ? t : 1 )))
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -I. -Ibuild-fuzz/gen \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 fuzz: deps
@@ -142,11 +144,14 @@ fuzz: deps
 		$(LTX_SRC) $$(pkg-config --libs liblz4)
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz-frame tests/fuzz/fuzz_frame.c \
 		cluster/frame.c $(LTX_SRC) $$(pkg-config --libs liblz4)
-	@mkdir -p build-fuzz/corpus build-fuzz/corpus-frame
+	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz-http1 tests/fuzz/fuzz_http1.c cluster/http1.c
+	@mkdir -p build-fuzz/corpus build-fuzz/corpus-frame build-fuzz/corpus-http1
 	build-fuzz/fuzz-ltx-dec -max_total_time=$(FUZZ_LTX_TIME) -rss_limit_mb=1024 \
 		-timeout=10 build-fuzz/corpus tests/fuzz/corpus/ltx-dec
 	build-fuzz/fuzz-frame -max_total_time=$(FUZZ_FRAME_TIME) -rss_limit_mb=1024 \
 		-timeout=10 build-fuzz/corpus-frame tests/fuzz/corpus/frame
+	build-fuzz/fuzz-http1 -max_total_time=$(FUZZ_HTTP1_TIME) -rss_limit_mb=1024 \
+		-timeout=10 -max_len=70000 build-fuzz/corpus-http1 tests/fuzz/corpus/http1
 
 bench: $(BUILD)/ltfs $(BUILD)/proxy-app $(patsubst tests/bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
 	@tests/bench/run $(BUILD)

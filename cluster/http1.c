@@ -79,10 +79,13 @@ int http1_parse_head(struct http1_msg *m, size_t len, bool is_resp, const char *
 	m->nh = 0;
 	m->chunked = m->has_len = false;
 	m->len = 0;
+	*why = "NUL byte in the head";
+	if (memchr(m->raw, '\0', len)) /* would end a line early: lines read two ways */
+		return is_resp ? 502 : 400;
 	*why = "malformed request line";
 	end = strchr(s, '\n');
 	if (!end)
-		return 400;
+		return is_resp ? 502 : 400;
 	*end = '\0';
 	if (end > s && end[-1] == '\r')
 		end[-1] = '\0';

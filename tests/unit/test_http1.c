@@ -96,6 +96,13 @@ TEST(http1_request_refusals)
 		if (got != bad[i].status)
 			t_fail(__FILE__, __LINE__, "case %zu: %d, want %d", i, got, bad[i].status);
 	}
+	{
+		/* a NUL would hide what follows it from a parser that stops there */
+		static const char nul[] = "GET / HTTP/1.1\r\nHost: h\r\n\0Content-Length: 5\r\n\r\n";
+
+		memcpy(m->raw, nul, sizeof(nul) - 1);
+		CHECK_EQ(http1_parse_head(m, sizeof(nul) - 1, false, &(const char *){ "" }), 400);
+	}
 	/* two equal lengths are one length */
 	CHECK_EQ(parse(m, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
 		       false), 0);
