@@ -3,8 +3,8 @@
 #   make            build build/ltfs (installs missing Debian packages when root)
 #   make test       build and run every test; ends with "N passed, N failed"
 #   make asan       the same tests under AddressSanitizer + UBSan (build-asan/)
-#   make fuzz       libFuzzer on the LTX decoder and the stream frame parser,
-#                   FUZZ_TIME seconds in all
+#   make fuzz       libFuzzer on the LTX decoder, the stream frame parser and
+#                   the proxy's HTTP head parser, FUZZ_TIME seconds in all
 #   make bench      benchmarks next to their baselines (reports, never fails)
 #   make run        build and mount ./mnt with the embedded default config
 #   make install    install build/ltfs into $(PREFIX)/bin
