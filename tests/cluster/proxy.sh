@@ -317,6 +317,23 @@ case_primary_killed() {
 	node_stop 2
 }
 
+# An app slower than proxy.timeout: 504 after about that long.
+case_app_timeout() {
+	printf 'proxy:\n  addr: 127.0.0.1:%s\n  target: 127.0.0.1:%s\n  timeout: 1s\n' \
+		"$(proxy_port 1)" "$(app_port 1)" >"$T/slowapp.yml"
+	node_start 1 --config "$T/slowapp.yml"
+	app_start 1
+	_t0=$(date +%s%N)
+	post 1 /slow x >/dev/null
+	_ms=$((($(date +%s%N) - _t0) / 1000000))
+	check "504 (got $(code))" [ "$(code)" = 504 ]
+	contains "$T/body" "did not answer within 1000 ms"
+	check "after about 1 s, took $_ms ms" [ $_ms -ge 900 ] && [ $_ms -lt 2900 ]
+	check "then serves again" [ "$(get 1 /static)" = hello ]
+	app_stop 1
+	node_stop 1
+}
+
 # Flags and config: --proxy-addr without a target is a usage error; a bad
 # key names its line.
 case_config() {
@@ -376,6 +393,7 @@ run_case routes
 run_case badinput
 run_case app_down
 run_case primary_killed
+run_case app_timeout
 run_case config
 run_case stop_with_tunnel
 finish
