@@ -3,8 +3,8 @@
 #   make            build build/ltfs (installs missing Debian packages when root)
 #   make test       build and run every test; ends with "N passed, N failed"
 #   make asan       the same tests under AddressSanitizer + UBSan (build-asan/)
-#   make fuzz       libFuzzer on the LTX decoder and the stream frame parser,
-#                   FUZZ_TIME seconds in all
+#   make fuzz       libFuzzer on the LTX decoder, the stream frame parser and
+#                   the proxy's HTTP head parser, FUZZ_TIME seconds in all
 #   make bench      benchmarks next to their baselines (reports, never fails)
 #   make run        build and mount ./mnt with the embedded default config
 #   make install    install build/ltfs into $(PREFIX)/bin
@@ -109,6 +109,11 @@ $(BUILD)/fake-primary: $(BUILD)/obj/tests/tools/fake_primary.o
 	@[ "$(V)" = 1 ] || echo "  LINK    $@"
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^
 
+# The web app and raw client of the proxy tests and benchmark.
+$(BUILD)/proxy-app: $(BUILD)/obj/tests/tools/proxy_app.o
+	@[ "$(V)" = 1 ] || echo "  LINK    $@"
+	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+
 test-unit: $(BUILD)/test-unit
 	$(BUILD)/test-unit
 
@@ -117,7 +122,8 @@ $(BUILD)/s3-tool: $(BUILD)/obj/tests/tools/s3_tool.o $(BUILD)/libltfs.a
 	@[ "$(V)" = 1 ] || echo "  LINK    $@"
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
-test: $(BUILD)/ltfs $(BUILD)/ltfs-faults $(BUILD)/test-unit $(BUILD)/fake-primary $(BUILD)/s3-tool
+test: $(BUILD)/ltfs $(BUILD)/ltfs-faults $(BUILD)/test-unit $(BUILD)/fake-primary $(BUILD)/s3-tool \
+	$(BUILD)/proxy-app
 	@tests/run $(BUILD)
 
 # Sanitizers: -O1 keeps stacks readable; recover off so any report fails.
@@ -125,9 +131,11 @@ asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-g -O1" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
 
-# The fuzzers share FUZZ_TIME (each at least 1 s: 0 would mean no limit).
-FUZZ_FRAME_TIME = $(shell t=$$(( $(FUZZ_TIME) / 2 )); echo $$(( t > 0 ? t : 1 )))
-FUZZ_LTX_TIME = $(shell t=$$(( $(FUZZ_TIME) - $(FUZZ_FRAME_TIME) )); echo $$(( t > 0 ? t : 1 )))
+# The fuzzers share FUZZ_TIME (each at least 1 s: 0 would mean no limit):
+# a fifth for the proxy's HTTP head parser, the rest halved.
+FUZZ_HTTP1_TIME = $(shell t=$$(( $(FUZZ_TIME) / 5 )); echo $$(( t > 0 ? t : 1 )))
+FUZZ_FRAME_TIME = $(shell t=$$(( ($(FUZZ_TIME) - $(FUZZ_HTTP1_TIME)) / 2 )); echo $$(( t > 0 ? t : 1 )))
+FUZZ_LTX_TIME = $(shell t=$$(( $(FUZZ_TIME) - $(FUZZ_HTTP1_TIME) - $(FUZZ_FRAME_TIME) )); echo $$(( t > 0 ? t : 1 )))
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -I. -Ibuild-fuzz/gen \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 fuzz: deps
@@ -136,13 +144,16 @@ fuzz: deps
 		$(LTX_SRC) $$(pkg-config --libs liblz4)
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz-frame tests/fuzz/fuzz_frame.c \
 		cluster/frame.c $(LTX_SRC) $$(pkg-config --libs liblz4)
-	@mkdir -p build-fuzz/corpus build-fuzz/corpus-frame
+	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz-http1 tests/fuzz/fuzz_http1.c cluster/http1.c
+	@mkdir -p build-fuzz/corpus build-fuzz/corpus-frame build-fuzz/corpus-http1
 	build-fuzz/fuzz-ltx-dec -max_total_time=$(FUZZ_LTX_TIME) -rss_limit_mb=1024 \
 		-timeout=10 build-fuzz/corpus tests/fuzz/corpus/ltx-dec
 	build-fuzz/fuzz-frame -max_total_time=$(FUZZ_FRAME_TIME) -rss_limit_mb=1024 \
 		-timeout=10 build-fuzz/corpus-frame tests/fuzz/corpus/frame
+	build-fuzz/fuzz-http1 -max_total_time=$(FUZZ_HTTP1_TIME) -rss_limit_mb=1024 \
+		-timeout=10 -max_len=70000 build-fuzz/corpus-http1 tests/fuzz/corpus/http1
 
-bench: $(BUILD)/ltfs $(patsubst tests/bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
+bench: $(BUILD)/ltfs $(BUILD)/proxy-app $(patsubst tests/bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
 	@tests/bench/run $(BUILD)
 
 run: $(BUILD)/ltfs

@@ -104,6 +104,31 @@ bool cluster_is_candidate(struct cluster *c)
 	return c->lease ? c->lease->candidate : !c->replica_of[0];
 }
 
+/* The proxy, and the URL /v1/info gives the other nodes' proxies. */
+static int proxy_start(struct cluster *c, const struct cluster_proxy_opts *o,
+		       struct ltfs_err *err)
+{
+	const char *a = o->addr;
+
+	if (o->advertise_url && o->advertise_url[0]) {
+		if (strncmp(o->advertise_url, "http://", 7) != 0)
+			return ltfs_err_set(err, LTFS_E_CONFIG,
+					    "proxy.advertise-url '%s': want http://HOST:PORT",
+					    o->advertise_url);
+		if (copy_setting(c->proxy_url, sizeof(c->proxy_url), o->advertise_url,
+				 "proxy.advertise-url", err) < 0)
+			return LTFS_E_CONFIG;
+	} else if (strncmp(a, "0.0.0.0:", 8) == 0 || strncmp(a, "[::]:", 5) == 0 || a[0] == ':') {
+		return ltfs_err_set(err, LTFS_E_CONFIG,
+				    "proxy.addr %s needs proxy.advertise-url (how the other nodes "
+				    "reach this proxy)", a);
+	} else if ((size_t)snprintf(c->proxy_url, sizeof(c->proxy_url), "http://%s", a) >=
+		   sizeof(c->proxy_url)) {
+		return ltfs_err_set(err, LTFS_E_CONFIG, "proxy.addr is too long");
+	}
+	return cl_proxy_start(c, o, err);
+}
+
 int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 		  struct ltfs_err *err)
 {
@@ -170,6 +195,8 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 
 		rc = cl_backup_start(c, cfg->s3, cfg->backup ? cfg->backup : &o, err);
 	}
+	if (rc == 0 && cfg->proxy && cfg->proxy->addr && cfg->proxy->addr[0])
+		rc = proxy_start(c, cfg->proxy, err);
 	if (rc < 0) {
 		cluster_stop(c);
 		return rc;
@@ -182,6 +209,7 @@ void cluster_stop(struct cluster *c)
 {
 	if (!c)
 		return;
+	cl_proxy_stop(c);    /* no request may wait on what stops below */
 	pthread_mutex_lock(&c->mu);
 	c->stopping = true;
 	pthread_cond_broadcast(&c->cv);

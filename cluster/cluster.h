@@ -42,6 +42,26 @@ struct cluster_lease_opts {
 };
 void cluster_lease_defaults(struct cluster_lease_opts *o);
 
+/*
+ * The write-forwarding HTTP proxy in front of the app (cluster/proxy.c,
+ * docs/operations.md). Strings are copied; 0 fields take defaults.
+ */
+struct cluster_proxy_opts {
+	const char *addr;          /* listen HOST:PORT; NULL or "" = no proxy */
+	const char *target;        /* the app, HOST:PORT; required with addr */
+	const char *db;            /* database the __txid cookie tracks; NULL = none */
+	const char *advertise_url; /* how other nodes reach this proxy; NULL =
+				    * http://ADDR (which must then name this host) */
+	unsigned max_lag_ms;       /* /ltfs/health bound; default 10 s */
+	unsigned timeout_ms;       /* silence of the app or the primary; default 30 s */
+	unsigned wait_ms;          /* read-your-writes wait; default 5 s */
+	uint64_t max_body;         /* request body bound; default 64 MiB */
+	const char *const *always_forward; /* path patterns ('*' = any run) */
+	size_t n_always_forward;
+	const char *const *passthrough;
+	size_t n_passthrough;
+};
+
 enum cluster_sync {
 	CLUSTER_SYNC_NONE = 0,   /* commits never wait (default) */
 	CLUSTER_SYNC_S3 = 1,     /* a commit returns once published in the bucket */
@@ -61,6 +81,7 @@ struct cluster_config {
 	enum cluster_sync sync;
 	unsigned sync_replicas;  /* CLUSTER_SYNC_REPLICAS: how many */
 	bool allow_run;          /* run commands for ltfs run (needs a token) */
+	const struct cluster_proxy_opts *proxy;  /* NULL or no addr = no proxy */
 };
 
 /*
@@ -145,6 +166,54 @@ int frame_parser_feed(struct frame_parser *fp, const uint8_t *p, size_t n,
 		      struct ltfs_err *err);
 /* True between frames (a clean place for the stream to end). */
 bool frame_parser_idle(const struct frame_parser *fp);
+
+/* ---- HTTP/1.1 heads (cluster/http1.c), shared with tests and fuzzing ----- */
+
+#define HTTP1_HEAD_MAX (64u * 1024)   /* request or response head, bytes */
+#define HTTP1_HEADERS_MAX 128         /* header lines in one head */
+
+struct http1_header {
+	char *name, *val;               /* inside the message's raw copy */
+};
+
+/* A parsed head; its strings point into `raw`, a private copy. */
+struct http1_msg {
+	char raw[HTTP1_HEAD_MAX + 1];
+	char *method, *target, *version; /* request; version also for responses */
+	int status;                      /* response */
+	char *reason;
+	struct http1_header h[HTTP1_HEADERS_MAX];
+	size_t nh;
+	bool http10;                     /* HTTP/1.0 */
+	bool chunked;                    /* Transfer-Encoding: chunked */
+	bool has_len;                    /* Content-Length, in len */
+	uint64_t len;
+	bool conn_close, conn_upgrade;   /* Connection: close / upgrade (with Upgrade:) */
+};
+
+/* Offset just past the blank line ending a head in d[0..len), or 0 if
+ * the head is not complete. Lines end in CRLF or a bare LF. The scan
+ * starts at `from`: a caller that read more passes where the last scan
+ * stopped less 2, so that a head dribbling in costs linear time. */
+size_t http1_head_end(const uint8_t *d, size_t len, size_t from);
+/*
+ * Parse the head in m->raw[0..len) (len <= HTTP1_HEAD_MAX; the bytes are
+ * split in place) and work out how its body is framed. 0, or the status a
+ * proxy answers with *why set: for a request 400, 431 (too many lines),
+ * 501 (a transfer coding other than chunked) or 505; for a response
+ * (is_resp) 502.
+ */
+int http1_parse_head(struct http1_msg *m, size_t len, bool is_resp, const char **why);
+/* The first header named name (any case), or NULL. */
+const char *http1_get(const struct http1_msg *m, const char *name);
+/* Does the comma-separated list v hold token t (any case)? v may be NULL. */
+bool http1_list_has(const char *v, const char *t);
+/* A hop-by-hop header of m: about one connection, never passed on. */
+bool http1_hop_header(const struct http1_msg *m, const char *name);
+/* Full match of s against pat, '*' matching any run of bytes. */
+bool http1_glob_match(const char *pat, const char *s);
+/* The __txid cookie (16 hex digits) of a request; 0 if absent or malformed. */
+uint64_t http1_cookie_txid(const struct http1_msg *m);
 
 /* ---- client helpers for commands ----------------------------------------- */
 

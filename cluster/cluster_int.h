@@ -69,6 +69,9 @@ struct cluster {
 	char ack_url[URL_MAX];    /* replica: the primary that wants them */
 	pthread_t acker;
 	bool acker_started;
+
+	struct cl_proxy *proxy;   /* NULL: no proxy */
+	char proxy_url[URL_MAX];  /* advertised in /v1/info; "" = none */
 };
 
 struct cl_ack {
@@ -114,6 +117,13 @@ void cl_run_free(void *cls);
 /* http.c */
 int cl_http_start(struct cluster *c, struct ltfs_err *err);
 void cl_http_stop(struct cluster *c);
+
+/* proxy.c: the write-forwarding proxy; started last, stopped first */
+struct cl_proxy;
+int cl_proxy_start(struct cluster *c, const struct cluster_proxy_opts *o, struct ltfs_err *err);
+void cl_proxy_stop(struct cluster *c);
+/* The proxy's counters in Prometheus text (nothing without a proxy). */
+int cl_proxy_metrics(struct cluster *c, struct ltfs_buf *b);
 
 /* stream.c: the primary's side of one replication stream */
 struct cl_stream;

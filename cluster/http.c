@@ -204,6 +204,8 @@ static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn
 		      "databases", dj.arr);
 	if (o)
 		json_object_set_new(o, "mount", json_string(fs_mountpoint(c->fs)));
+	if (o && c->proxy_url[0])
+		json_object_set_new(o, "proxy_url", json_string(c->proxy_url));
 	if (o && backup)
 		json_object_set_new(o, "backup", backup);
 	else
@@ -369,6 +371,8 @@ static enum MHD_Result serve_metrics(struct cluster *c, struct MHD_Connection *c
 			(unsigned long long)st.uploads, (unsigned long long)st.upload_bytes,
 			(unsigned long long)st.failures, (unsigned long long)st.backlog,
 			(double)st.last_ok_ms / 1000.0);
+	if (m.rc == 0)
+		m.rc = cl_proxy_metrics(c, &b);
 	if (m.rc < 0) {
 		ltfs_buf_release(&b);
 		return reply_error(conn, 500, ltfs_strerror(m.rc));

@@ -31,6 +31,18 @@ struct cmd_exec {
 	bool if_primary;      /* run only on the primary */
 };
 
+/* proxy: the write-forwarding proxy (docs/operations.md). */
+#define CMD_PROXY_PATTERNS_MAX 64
+struct cmd_proxy_config {
+	char *addr, *target, *db, *advertise_url;
+	unsigned max_lag_ms, timeout_ms, wait_ms; /* 0 = default */
+	unsigned long long max_body;              /* 0 = default */
+	char *always_forward[CMD_PROXY_PATTERNS_MAX];
+	unsigned n_always_forward;
+	char *passthrough[CMD_PROXY_PATTERNS_MAX];
+	unsigned n_passthrough;
+};
+
 /* Settings from the YAML config file (docs/ltfs.example.yml). Flags given
  * on the command line win over these. */
 struct cmd_config {
@@ -67,6 +79,7 @@ struct cmd_config {
 	struct cmd_exec *exec;  /* exec: migrations first, the app last */
 	size_t nexec;
 	bool skip_sync;         /* start exec before the node is ready */
+	struct cmd_proxy_config proxy;
 };
 
 /* Read FILE into `c` (which holds defaults); LTFS_E_CONFIG naming the key

@@ -544,6 +544,87 @@ static int want_exec(const struct cfg_node *n, struct cmd_config *c, struct ltfs
 	return 0;
 }
 
+/* A byte size: a number with an optional unit B, KiB, MiB or GiB. */
+static int want_size(const struct cfg_node *n, unsigned long long *out, struct ltfs_err *err)
+{
+	static const struct { const char *unit; unsigned shift; } units[] = {
+		{ "", 0 }, { "B", 0 }, { "KiB", 10 }, { "MiB", 20 }, { "GiB", 30 },
+	};
+	char *end;
+	unsigned long long v;
+
+	if (n->kind == CFG_SCALAR && n->value[0] >= '0' && n->value[0] <= '9') {
+		errno = 0;
+		v = strtoull(n->value, &end, 10);
+		end += strspn(end, " ");
+		for (size_t i = 0; !errno && i < sizeof(units) / sizeof(units[0]); i++) {
+			if (strcmp(end, units[i].unit) == 0 && v > 0 && v <= (1ull << 40) >> units[i].shift) {
+				*out = v << units[i].shift;
+				return 0;
+			}
+		}
+	}
+	return ltfs_err_set(err, LTFS_E_CONFIG,
+			    "line %d: '%s' must be a size from 1 to 1TiB, e.g. 64MiB", n->line, n->key);
+}
+
+/* A list of path patterns into v[*count]. */
+static int want_patterns(const struct cfg_node *n, char **v, unsigned *count, struct ltfs_err *err)
+{
+	if (n->kind != CFG_SEQ)
+		return ltfs_err_set(err, LTFS_E_CONFIG,
+				    "line %d: '%s' must be a list of path patterns, e.g. [\"/admin/*\"]",
+				    n->line, n->key);
+	for (const struct cfg_node *i = n->child; i; i = i->next) {
+		if (*count >= CMD_PROXY_PATTERNS_MAX)
+			return ltfs_err_set(err, LTFS_E_CONFIG, "line %d: at most %d patterns", i->line,
+					    CMD_PROXY_PATTERNS_MAX);
+		if (i->kind != CFG_SCALAR || i->value[0] != '/')
+			return ltfs_err_set(err, LTFS_E_CONFIG,
+					    "line %d: a pattern of '%s' must be a path starting with /",
+					    i->line, n->key);
+		v[*count] = strdup(i->value);
+		if (!v[*count])
+			return ltfs_err_set(err, -ENOMEM, NULL);
+		(*count)++;
+	}
+	return 0;
+}
+
+static int apply_proxy(const struct cfg_node *map, struct cmd_proxy_config *p,
+		       struct ltfs_err *err)
+{
+	for (const struct cfg_node *n = map->child; n; n = n->next) {
+		int rc;
+
+		if (strcmp(n->key, "addr") == 0)
+			rc = want_str(n, &p->addr, err);
+		else if (strcmp(n->key, "target") == 0)
+			rc = want_str(n, &p->target, err);
+		else if (strcmp(n->key, "db") == 0)
+			rc = want_str(n, &p->db, err);
+		else if (strcmp(n->key, "advertise-url") == 0)
+			rc = want_str(n, &p->advertise_url, err);
+		else if (strcmp(n->key, "max-lag") == 0)
+			rc = want_duration(n, 100, 3600000, &p->max_lag_ms, err);
+		else if (strcmp(n->key, "timeout") == 0)
+			rc = want_duration(n, 100, 3600000, &p->timeout_ms, err);
+		else if (strcmp(n->key, "wait") == 0)
+			rc = want_duration(n, 10, 3600000, &p->wait_ms, err);
+		else if (strcmp(n->key, "max-body") == 0)
+			rc = want_size(n, &p->max_body, err);
+		else if (strcmp(n->key, "always-forward") == 0)
+			rc = want_patterns(n, p->always_forward, &p->n_always_forward, err);
+		else if (strcmp(n->key, "passthrough") == 0)
+			rc = want_patterns(n, p->passthrough, &p->n_passthrough, err);
+		else
+			rc = unknown(n, "'proxy'", err);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
 void cmd_config_init(struct cmd_config *c, const struct cmd_ctx *ctx)
 {
 	memset(c, 0, sizeof(*c));
@@ -611,6 +692,11 @@ int cmd_config_load(const char *path, struct cmd_config *c, struct ltfs_err *err
 						: ltfs_err_set(err, LTFS_E_CONFIG,
 							       "line %d: 's3' must be a mapping (url, endpoint, ...)",
 							       n->line);
+		else if (strcmp(n->key, "proxy") == 0)
+			rc = n->kind == CFG_MAP ? apply_proxy(n, &c->proxy, err)
+						: ltfs_err_set(err, LTFS_E_CONFIG,
+							       "line %d: 'proxy' must be a mapping (addr, target, ...)",
+							       n->line);
 		else if (strcmp(n->key, "log") == 0)
 			rc = n->kind == CFG_MAP ? apply_log(n, c, err)
 						: ltfs_err_set(err, LTFS_E_CONFIG,
@@ -645,5 +731,13 @@ void cmd_config_release(struct cmd_config *c)
 	for (size_t i = 0; i < c->nexec; i++)
 		free(c->exec[i].cmd);
 	free(c->exec);
+	free(c->proxy.addr);
+	free(c->proxy.target);
+	free(c->proxy.db);
+	free(c->proxy.advertise_url);
+	for (unsigned i = 0; i < c->proxy.n_always_forward; i++)
+		free(c->proxy.always_forward[i]);
+	for (unsigned i = 0; i < c->proxy.n_passthrough; i++)
+		free(c->proxy.passthrough[i]);
 	memset(c, 0, sizeof(*c));
 }

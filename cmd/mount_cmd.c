@@ -78,6 +78,13 @@ static const char mount_usage[] =
 	"                    nodes while primary (needs a token: whoever holds it\n"
 	"                    runs commands as this daemon's user)\n"
 	"\n"
+	"Write-forwarding proxy in front of the app (proxy.* in the config):\n"
+	"  --proxy-addr ADDR   listen for the app's clients on ADDR (e.g.\n"
+	"                      127.0.0.1:8080): reads go to the local app, writes\n"
+	"                      to the primary's proxy; GET /ltfs/health\n"
+	"  --proxy-target ADDR the app (e.g. 127.0.0.1:8081)\n"
+	"  --proxy-db NAME     the database the read-your-writes cookie tracks\n"
+	"\n"
 	"Data dir layout: DATA/dbs/NAME/database (the SQLite file), .../ltx/ (the\n"
 	"LTX history, inspect with 'ltfs ltx dump'), DATA/tree (other files).\n";
 
@@ -151,6 +158,9 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		{ "sync", required_argument, NULL, 'Y' },
 		{ "skip-sync", no_argument, NULL, 'K' },
 		{ "allow-run", no_argument, NULL, 'X' },
+		{ "proxy-addr", required_argument, NULL, 1001 },
+		{ "proxy-target", required_argument, NULL, 1002 },
+		{ "proxy-db", required_argument, NULL, 1003 },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -166,6 +176,8 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	struct cluster_config ccfg = { 0 };
 	struct cluster_backup_opts bopts = { 0 };
 	struct cluster_lease_opts lopts = { 0 };
+	struct cluster_proxy_opts popts = { 0 };
+	const char *proxy_addr = NULL, *proxy_target = NULL, *proxy_db = NULL;
 	const char *lease = NULL, *advertise = NULL, *sync = NULL;
 	char advertise_buf[300];
 	unsigned lease_ttl = 0;
@@ -251,6 +263,15 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 			break;
 		case 'X':
 			allow_run = true;
+			break;
+		case 1001:
+			proxy_addr = optarg;
+			break;
+		case 1002:
+			proxy_target = optarg;
+			break;
+		case 1003:
+			proxy_db = optarg;
 			break;
 		case 'h':
 			fputs(mount_usage, stdout);
@@ -351,6 +372,25 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		cmd_config_release(&conf);
 		return cmd_usage_error("mount", "--sync s3 needs a bucket (--s3 or s3.url)");
 	}
+
+	popts.addr = proxy_addr ? proxy_addr : conf.proxy.addr;
+	popts.target = proxy_target ? proxy_target : conf.proxy.target;
+	popts.db = proxy_db ? proxy_db : conf.proxy.db;
+	popts.advertise_url = conf.proxy.advertise_url;
+	popts.max_lag_ms = conf.proxy.max_lag_ms;
+	popts.timeout_ms = conf.proxy.timeout_ms;
+	popts.wait_ms = conf.proxy.wait_ms;
+	popts.max_body = conf.proxy.max_body;
+	popts.always_forward = (const char *const *)conf.proxy.always_forward;
+	popts.n_always_forward = conf.proxy.n_always_forward;
+	popts.passthrough = (const char *const *)conf.proxy.passthrough;
+	popts.n_passthrough = conf.proxy.n_passthrough;
+	if (popts.addr && !popts.target) {
+		s3_free(s3);
+		cmd_config_release(&conf);
+		return cmd_usage_error("mount", "--proxy-addr needs --proxy-target (the app's HOST:PORT)");
+	}
+	ccfg.proxy = &popts;
 
 	plan.cmds = conf.exec;
 	plan.n = conf.nexec;
