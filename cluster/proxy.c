@@ -479,6 +479,50 @@ static int primary_proxy(struct cl_proxy *p, bool refresh, struct sockaddr_stora
 
 /* ---- bodies ------------------------------------------------------------------ */
 
+/* The next `left` bytes from src (buffer b, socket sfd) to dfd (-1: drop). */
+static int copy_n(struct cl_proxy *p, int sfd, struct sbuf *b, int dfd, uint64_t left, int64_t ms,
+		  bool *sent)
+{
+	while (left > 0) {
+		size_t k;
+		int rc;
+
+		if (b->len == 0) {
+			ssize_t n = sb_fill(p, sfd, b, ms);
+
+			if (n <= 0)
+				return n == 0 ? -ECONNRESET : (int)n;
+		}
+		k = b->len < left ? b->len : (size_t)left;
+		if (dfd >= 0 && (rc = send_all(p, dfd, b->d, k, ms)) < 0)
+			return rc;
+		*sent = true;
+		sb_consume(b, k);
+		left -= k;
+	}
+	return 0;
+}
+
+/* Until b starts with a whole line of chunk framing: its length, '\n'
+ * included, or LTFS_E_CORRUPT past PROXY_CHUNK_LINE_MAX. */
+static int need_line(struct cl_proxy *p, int sfd, struct sbuf *b, int64_t ms)
+{
+	uint8_t *nl;
+
+	while (!(nl = memchr(b->d, '\n', b->len))) {
+		ssize_t n;
+
+		if (b->len > PROXY_CHUNK_LINE_MAX)
+			return LTFS_E_CORRUPT;
+		n = sb_fill(p, sfd, b, ms);
+		if (n <= 0)
+			return n == 0 ? -ECONNRESET : (int)n;
+	}
+	if ((size_t)(nl - b->d) + 1 > PROXY_CHUNK_LINE_MAX)
+		return LTFS_E_CORRUPT;
+	return (int)(nl - b->d) + 1;
+}
+
 /*
  * Copy a body framed as m says from src (buffer b, socket sfd) to dfd
  * (-1: drop it), verbatim. `max` bounds the payload (0 = no bound):
@@ -513,44 +557,18 @@ static int copy_body(struct cl_proxy *p, int sfd, struct sbuf *b, int dfd, const
 	if (!m->chunked) {
 		if (max && left > max)
 			return LTFS_E_LIMIT;
-		while (left > 0) {
-			size_t k;
-			ssize_t n;
-
-			if (b->len == 0) {
-				n = sb_fill(p, sfd, b, ms);
-				if (n <= 0)
-					return n == 0 ? -ECONNRESET : (int)n;
-			}
-			k = b->len < left ? b->len : (size_t)left;
-			if (dfd >= 0 && (rc = send_all(p, dfd, b->d, k, ms)) < 0)
-				return rc;
-			*sent = true;
-			sb_consume(b, k);
-			left -= k;
-		}
-		return 0;
+		return copy_n(p, sfd, b, dfd, left, ms, sent);
 	}
 	/* chunked: size line, data, CRLF ... 0 line, trailers, blank line */
 	for (;;) {
 		char line[PROXY_CHUNK_LINE_MAX + 1], *e;
-		uint8_t *nl;
 		size_t ll;
 		uint64_t size;
 		bool last;
 
-		while (!(nl = memchr(b->d, '\n', b->len))) {
-			ssize_t n;
-
-			if (b->len > PROXY_CHUNK_LINE_MAX)
-				return LTFS_E_CORRUPT;
-			n = sb_fill(p, sfd, b, ms);
-			if (n <= 0)
-				return n == 0 ? -ECONNRESET : (int)n;
-		}
-		ll = (size_t)(nl - b->d) + 1;
-		if (ll > PROXY_CHUNK_LINE_MAX)
-			return LTFS_E_CORRUPT;
+		if ((rc = need_line(p, sfd, b, ms)) < 0)
+			return rc;
+		ll = (size_t)rc;
 		memcpy(line, b->d, ll);
 		line[ll] = '\0';
 		errno = 0;
@@ -570,16 +588,9 @@ static int copy_body(struct cl_proxy *p, int sfd, struct sbuf *b, int dfd, const
 			for (int lines = 0; lines < HTTP1_HEADERS_MAX; lines++) {
 				bool blank;
 
-				while (!(nl = memchr(b->d, '\n', b->len))) {
-					ssize_t n;
-
-					if (b->len > PROXY_CHUNK_LINE_MAX)
-						return LTFS_E_CORRUPT;
-					n = sb_fill(p, sfd, b, ms);
-					if (n <= 0)
-						return n == 0 ? -ECONNRESET : (int)n;
-				}
-				ll = (size_t)(nl - b->d) + 1;
+				if ((rc = need_line(p, sfd, b, ms)) < 0)
+					return rc;
+				ll = (size_t)rc;
 				blank = ll == 1 || (ll == 2 && b->d[0] == '\r');
 				if (dfd >= 0 && (rc = send_all(p, dfd, b->d, ll, ms)) < 0)
 					return rc;
@@ -590,22 +601,8 @@ static int copy_body(struct cl_proxy *p, int sfd, struct sbuf *b, int dfd, const
 			return LTFS_E_CORRUPT;
 		}
 		/* the chunk's data, then its CRLF */
-		left = size;
-		while (left > 0) {
-			size_t k;
-			ssize_t n;
-
-			if (b->len == 0) {
-				n = sb_fill(p, sfd, b, ms);
-				if (n <= 0)
-					return n == 0 ? -ECONNRESET : (int)n;
-			}
-			k = b->len < left ? b->len : (size_t)left;
-			if (dfd >= 0 && (rc = send_all(p, dfd, b->d, k, ms)) < 0)
-				return rc;
-			sb_consume(b, k);
-			left -= k;
-		}
+		if ((rc = copy_n(p, sfd, b, dfd, size, ms, sent)) < 0)
+			return rc;
 		while (b->len < 2) {
 			ssize_t n = sb_fill(p, sfd, b, ms);
 

@@ -146,6 +146,10 @@ int cmd_parse_duration_ms(const char *s, unsigned hi_ms, unsigned *out);
 /* "none" (0), "s3" (1) or "replicas=N" (2, *n = N in 1..16): 0, or -1.
  * mode and n may be NULL. */
 int cmd_parse_sync(const char *s, int *mode, unsigned *n);
+/* GET BASE/v1/info (token from LTFS_TOKEN) into *out: EXIT_OK, or the
+ * exit code after "ltfs CMD: why" on stderr. */
+struct json_t;
+int cmd_node_info(const char *cmd, const char *base, struct json_t **out);
 /* A node's base URL (trailing slashes dropped) joined with path. */
 void cmd_node_url(const char *base, const char *path, char *out, size_t n);
 /* True if argv holds -h or --help before any "--". */

@@ -3,7 +3,6 @@
  * a plain SQLite file, and a plain SQLite file into the primary as one
  * new transaction that replicates like any other.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,29 +113,17 @@ int cmd_export(struct cmd_ctx *ctx, int argc, char **argv)
 /* The node's mount dir, if it is the primary. */
 static int primary_mount(const char *base, char *out, size_t n)
 {
-	char url[2048];
-	struct ltfs_buf body;
-	struct ltfs_err err = { 0 };
 	json_t *info;
 	const char *role, *mount, *primary;
-	long status;
-	int rc;
+	int rc = cmd_node_info("import", base, &info);
 
-	cmd_node_url(base, "/v1/info", url, sizeof(url));
-	ltfs_buf_init(&body, 64u << 20);
-	rc = cluster_http_get(url, getenv("LTFS_TOKEN"), &body, &status, &err);
-	if (rc == 0 && status != 200)
-		rc = ltfs_err_set(&err, -EIO, "%s answered %ld%s", url, status,
-				  status == 401 ? " (set LTFS_TOKEN to the node's token)" : "");
-	info = rc == 0 ? json_loadb((const char *)body.data, body.len, 0, NULL) : NULL;
-	ltfs_buf_release(&body);
-	if (rc < 0)
-		return cmd_fail("import", "%s", err.msg);
+	if (rc != EXIT_OK)
+		return rc;
 	role = json_string_value(json_object_get(info, "role"));
 	mount = json_string_value(json_object_get(info, "mount"));
 	primary = json_string_value(json_object_get(info, "primary"));
 	if (!role || !mount)
-		rc = cmd_fail("import", "%s: the answer names no role or mount", url);
+		rc = cmd_fail("import", "%s: the answer names no role or mount", base);
 	else if (strcmp(role, "primary") != 0)
 		rc = cmd_fail("import", "the node at %s is a replica: import on the primary's machine (%s)",
 			      base, primary ? primary : "not known yet");

@@ -35,31 +35,14 @@ static const char run_usage[] =
 /* The primary's URL as the node at base knows it. */
 static int find_primary(const char *base, char *out, size_t n)
 {
-	char url[2048];
-	struct ltfs_buf body;
-	struct ltfs_err err = { 0 };
 	json_t *info;
 	const char *role, *primary;
-	long status;
-	int rc;
+	int rc = cmd_node_info("run", base, &info);
 
-	cmd_node_url(base, "/v1/info", url, sizeof(url));
-	ltfs_buf_init(&body, 64u << 20);
-	rc = cluster_http_get(url, getenv("LTFS_TOKEN"), &body, &status, &err);
-	if (rc < 0) {
-		ltfs_buf_release(&body);
-		return cmd_fail("run", "%s", err.msg);
-	}
-	if (status != 200) {
-		ltfs_buf_release(&body);
-		return cmd_fail("run", "%s answered %ld%s", url, status,
-				status == 401 ? " (set LTFS_TOKEN to the node's token)" : "");
-	}
-	info = json_loadb((const char *)body.data, body.len, 0, NULL);
-	ltfs_buf_release(&body);
+	if (rc != EXIT_OK)
+		return rc;
 	role = json_string_value(json_object_get(info, "role"));
 	primary = json_string_value(json_object_get(info, "primary"));
-	rc = EXIT_OK;
 	if (role && strcmp(role, "primary") == 0)
 		cmd_node_url(base, "", out, n);
 	else if (primary && primary[0])

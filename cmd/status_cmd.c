@@ -112,6 +112,33 @@ static void print_table(json_t *info)
 }
 
 /* URL without trailing slashes, then path. */
+int cmd_node_info(const char *cmd, const char *base, json_t **out)
+{
+	char url[2048];
+	struct ltfs_buf body;
+	struct ltfs_err err = { 0 };
+	json_error_t jerr;
+	long status;
+	int rc;
+
+	*out = NULL;
+	cmd_node_url(base, "/v1/info", url, sizeof(url));
+	ltfs_buf_init(&body, 64u << 20);
+	rc = cluster_http_get(url, getenv("LTFS_TOKEN"), &body, &status, &err);
+	if (rc < 0)
+		rc = cmd_fail(cmd, "%s", err.msg);
+	else if (status != 200)
+		rc = cmd_fail(cmd, "%s answered %ld%s: %.*s", url, status,
+			      status == 401 ? " (set LTFS_TOKEN to the node's token)" : "",
+			      (int)body.len, body.data ? (const char *)body.data : "");
+	else if (!(*out = json_loadb((const char *)body.data, body.len, 0, &jerr)))
+		rc = cmd_fail(cmd, "%s: answer is not JSON: %s", url, jerr.text);
+	else
+		rc = EXIT_OK;
+	ltfs_buf_release(&body);
+	return rc;
+}
+
 int cmd_status(struct cmd_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -121,13 +148,8 @@ int cmd_status(struct cmd_ctx *ctx, int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *base = "http://127.0.0.1:20202";
-	char url[2048];
-	struct ltfs_buf body;
-	struct ltfs_err err = { 0 };
-	json_error_t jerr;
 	json_t *info;
 	bool as_json = false;
-	long status;
 	int c, rc;
 
 	(void)ctx;
@@ -148,32 +170,18 @@ int cmd_status(struct cmd_ctx *ctx, int argc, char **argv)
 	}
 	if (optind != argc)
 		return cmd_usage_error("status", "unexpected argument '%s' (see --help)", argv[optind]);
-	cmd_node_url(base, "/v1/info", url, sizeof(url));
-	ltfs_buf_init(&body, 64u << 20);
-	rc = cluster_http_get(url, getenv("LTFS_TOKEN"), &body, &status, &err);
-	if (rc < 0) {
-		ltfs_buf_release(&body);
-		return cmd_fail("status", "%s", err.msg);
-	}
-	if (status != 200) {
-		int r = cmd_fail("status", "%s answered %ld%s: %.*s", url, status,
-				 status == 401 ? " (set LTFS_TOKEN to the node's token)" : "",
-				 (int)body.len, body.data ? (const char *)body.data : "");
-
-		ltfs_buf_release(&body);
-		return r;
-	}
+	rc = cmd_node_info("status", base, &info);
+	if (rc != EXIT_OK)
+		return rc;
 	if (as_json) {
-		fwrite(body.data, 1, body.len, stdout);
-		if (body.len && body.data[body.len - 1] != '\n')
-			putchar('\n');
-		ltfs_buf_release(&body);
-		return EXIT_OK;
+		char *s = json_dumps(info, JSON_INDENT(2));
+
+		if (s)
+			puts(s);
+		free(s);
+		json_decref(info);
+		return s ? EXIT_OK : cmd_fail("status", "out of memory");
 	}
-	info = json_loadb((const char *)body.data, body.len, 0, &jerr);
-	ltfs_buf_release(&body);
-	if (!info)
-		return cmd_fail("status", "%s: answer is not JSON: %s", url, jerr.text);
 	print_table(info);
 	json_decref(info);
 	return EXIT_OK;
