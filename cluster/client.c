@@ -27,6 +27,7 @@
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 5000
 #define ERROR_BODY_MAX 4096
+#define STREAM_RECV_BUFFER (512L * 1024) /* CURLOPT_BUFFERSIZE: its maximum in curl 7.88 */
 
 int64_t cl_now_ms(void)
 {
@@ -394,6 +395,8 @@ static int stream_once(struct cluster *c, const char *primary, uint64_t gen, boo
 	curl_easy_setopt(r.curl, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
 	curl_easy_setopt(r.curl, CURLOPT_ERRORBUFFER, curl_err);
 	curl_easy_setopt(r.curl, CURLOPT_TCP_NODELAY, 1L);
+	/* a snapshot is a gigabyte in 16 KiB callbacks otherwise */
+	curl_easy_setopt(r.curl, CURLOPT_BUFFERSIZE, STREAM_RECV_BUFFER);
 	cc = curl_easy_perform(r.curl);
 	if (r.status == 0)
 		curl_easy_getinfo(r.curl, CURLINFO_RESPONSE_CODE, &r.status);

@@ -33,12 +33,15 @@
 #define RESTORE_PARALLEL_MAX 64
 #define RESTORE_MEM_FILE (4u << 20) /* fetched whole; larger ones stream */
 #define RESTORE_FLUSH_MS 50
+#define CATCH_UP_SET_ASIDE_MAX 8 /* files a catch-up may find not continued */
 
 struct rfile {
 	char key[S3_KEY_MAX];
 	unsigned level;
 	uint64_t min, max, size;
 	int64_t mtime_ms, ts_ms;  /* ts_ms: commit time (HEAD metadata), 0 = unknown */
+	bool leads;               /* catch-up: a gapless run from it reaches the target */
+	bool refused;             /* catch-up: applied, and what followed did not continue it */
 	/* download state, guarded by the job's mutex: a small file arrives
 	 * whole in mem; a big one streams through the socket pair's read end
 	 * (rd) from the moment it is ready */
@@ -713,16 +716,64 @@ int cluster_bootstrap(struct s3 *s3, const char *data_dir, struct ltfs_log *log,
 
 /* ---- a new primary's catch-up --------------------------------------------- */
 
-/* The file of l starting at `from` (1: any snapshot too) that reaches
- * furthest without passing target; l->n if none. */
-static size_t next_step(const struct listing *l, uint64_t from, uint64_t target)
+static int cmp_min(const void *a, const void *b, void *ctx)
+{
+	const struct rfile *v = ctx;
+	uint64_t x = v[*(const size_t *)a].min, y = v[*(const size_t *)b].min;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Mark the files from which a gapless run of files (each starting right
+ * after the last one's end) reaches target. A deposed primary's unpublished
+ * files may reach further than the published chain's at the same TXID and
+ * end where no file continues them: taking the longest file without this
+ * would stop there, and every candidate after it would give the lease back.
+ * Files sorted by start, decided from the last start down: a file leads
+ * when it ends at target or a leading file starts right after it.
+ */
+static int mark_leads(struct listing *l, uint64_t target)
+{
+	size_t *by_min = malloc((l->n ? l->n : 1) * sizeof(*by_min));
+
+	if (!by_min)
+		return -ENOMEM;
+	for (size_t i = 0; i < l->n; i++)
+		by_min[i] = i;
+	qsort_r(by_min, l->n, sizeof(*by_min), cmp_min, l->v);
+	for (size_t k = l->n; k-- > 0;) {
+		struct rfile *f = &l->v[by_min[k]];
+		size_t lo = k + 1, hi = l->n;
+
+		f->leads = !f->refused && f->max == target;
+		if (f->leads || f->max > target || f->refused)
+			continue;
+		while (lo < hi) { /* the first file starting after f's end */
+			size_t mid = lo + (hi - lo) / 2;
+
+			if (l->v[by_min[mid]].min <= f->max)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		for (; lo < l->n && l->v[by_min[lo]].min == f->max + 1 && !f->leads; lo++)
+			f->leads = l->v[by_min[lo]].leads;
+	}
+	free(by_min);
+	return 0;
+}
+
+/* The leading file of l starting at `from` (1: any snapshot too) that
+ * reaches furthest; l->n if none. */
+static size_t next_step(const struct listing *l, uint64_t from)
 {
 	size_t best = l->n;
 
 	for (size_t i = 0; i < l->n; i++) {
 		const struct rfile *f = &l->v[i];
 
-		if (f->min == from && f->max <= target && (best == l->n || f->max > l->v[best].max))
+		if (f->min == from && f->leads && (best == l->n || f->max > l->v[best].max))
 			best = i;
 	}
 	return best;
@@ -749,6 +800,19 @@ static int fetch_apply(struct cluster *c, struct s3_conn *conn, const char *db,
 	return rc;
 }
 
+/* Which file an apply error blames: the one applied before when the new
+ * one does not continue it, the new one when it is damaged; n: neither
+ * (I/O, the network). */
+static size_t suspect(int rc, size_t file, size_t prev, size_t n)
+{
+	if (rc == LTFS_E_TXID)
+		return prev;
+	if (rc == LTFS_E_CHECKSUM || rc == LTFS_E_CORRUPT || rc == LTFS_E_TRUNCATED ||
+	    rc == LTFS_E_FORMAT)
+		return file;
+	return n;
+}
+
 int cl_catch_up_db(struct cluster *c, struct s3_conn *conn, const char *db, uint64_t target,
 		   uint64_t checksum, struct ltfs_err *err)
 {
@@ -756,6 +820,8 @@ int cl_catch_up_db(struct cluster *c, struct s3_conn *conn, const char *db, uint
 			     .db = db };
 	char prefix[S3_KEY_MAX];
 	uint64_t pos = 0, sum = 0, reached;
+	size_t prev, bad; /* prev: the file applied last in this run; l.n: none */
+	unsigned set_aside = 0;
 	bool scratch = false;
 	int rc = 0;
 
@@ -781,13 +847,17 @@ int cl_catch_up_db(struct cluster *c, struct s3_conn *conn, const char *db, uint
 	if (s3_key(c->lease->s3, prefix, "%s/", db) < 0)
 		return ltfs_err_set(err, LTFS_E_LIMIT, "'%s': name too long", db);
 	rc = s3_list(conn, prefix, on_object, &l, err);
+	if (rc == 0 && (rc = mark_leads(&l, target)) < 0)
+		ltfs_err_set(err, rc, NULL);
+	prev = l.n;
 	reached = scratch ? 0 : pos;
 	while (rc == 0 && reached < target) {
-		size_t i = next_step(&l, reached + 1, target);
+		size_t i = next_step(&l, reached + 1);
 
 		if (i == l.n && !scratch) {
 			scratch = true; /* nothing continues us: start over from a snapshot */
 			reached = 0;
+			prev = l.n;
 			continue;
 		}
 		if (i == l.n) {
@@ -802,9 +872,27 @@ int cl_catch_up_db(struct cluster *c, struct s3_conn *conn, const char *db, uint
 			ltfs_warn(c->log, "lease", "%s; starting '%s' over from a snapshot", err->msg, db);
 			scratch = true;
 			reached = 0;
+			prev = l.n;
 			rc = 0;
 			continue;
 		}
+		if (rc < 0 && (bad = suspect(rc, i, prev, l.n)) < l.n &&
+		    set_aside < CATCH_UP_SET_ASIDE_MAX) {
+			/* a deposed primary's file, never published: another path
+			 * through the bucket may lead to the target */
+			ltfs_warn(c->log, "lease", "%s; setting %s aside: starting '%s' over", err->msg,
+				  l.v[bad].key, db);
+			l.v[bad].refused = true;
+			set_aside++;
+			scratch = true;
+			rc = mark_leads(&l, target);
+			if (rc < 0)
+				ltfs_err_set(err, rc, NULL);
+			reached = 0;
+			prev = l.n;
+			continue;
+		}
+		prev = i;
 		reached = l.v[i].max;
 	}
 	free(l.v);

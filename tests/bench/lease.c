@@ -2,17 +2,25 @@
  * lease.c - the writer behind tests/bench/lease.
  *
  *   bench-lease writer SECONDS OUT DB...
- *       Insert one row at a time into the first DB that takes it (a row
- *       refused or failing moves on to the next DB, with a fresh
- *       connection), for SECONDS, writing the CLOCK_REALTIME ms of every
- *       acknowledged commit and the DB's number (1 = the first) to OUT,
- *       one line each. The shell script puts
- *       its own events (kill, promote) on the same clock and reads the
- *       gaps.
+ *       Workers insert one row at a time into the DBs (one per node's
+ *       mount) for SECONDS; a refused or failing row gets a fresh
+ *       connection 5 ms later. Every acknowledged commit is written to OUT
+ *       as the CLOCK_REALTIME ms and the DB's number (1 = the first), one
+ *       line each. The shell script puts its own events (kill, promote) on
+ *       the same clock and reads the gaps.
+ *       Like an app's pool of connections, not one client trying the
+ *       nodes in turn: each DB has a worker, and a worker stuck for more
+ *       than STALL_S gets a fresh one beside it. A connection left on a
+ *       killed node's mount spins in SQLite's WAL retry loop for 10 s
+ *       (every lock fails), even once the node has restarted and become
+ *       the primary again; a client with one connection per node would
+ *       time that loop, not the failover.
  *   bench-lease commits N DB
  *       N commits, one row each, timed one by one: prints
  *       "p50_ms p99_ms commits_per_s".
  */
+#include <pthread.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -43,36 +51,119 @@ static sqlite3 *open_db(const char *path)
 	return db;
 }
 
-static int writer(double secs, const char *out, char **dbs, int n)
+#define STALL_S 0.3
+#define WORKERS_MAX 64 /* per DB, over the whole run */
+
+struct worker {
+	pthread_t thread;
+	struct writer *w;
+	int number;         /* 1 = the first DB */
+	double attempt;     /* when the current attempt began, 0 between */
+	bool done;          /* retired after a stall, or out of time */
+};
+
+struct writer {
+	pthread_mutex_t mu;
+	char **dbs;
+	double end;
+	FILE *out;          /* shared: stdio locks it per call */
+	long rows;
+};
+
+static void set_attempt(struct worker *k, double t)
 {
-	FILE *f = fopen(out, "w");
-	double end = now() + secs;
+	pthread_mutex_lock(&k->w->mu);
+	k->attempt = t;
+	pthread_mutex_unlock(&k->w->mu);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *k = arg;
+	struct writer *w = k->w;
 	sqlite3 *db = NULL;
-	int at = 0;
 	long rows = 0;
 
-	if (!f) {
-		perror(out);
-		return 1;
-	}
-	while (now() < end) {
+	while (now() < w->end) {
+		double t0 = now();
+
+		set_attempt(k, t0);
 		if (!db)
-			db = open_db(dbs[at]);
+			db = open_db(w->dbs[k->number - 1]);
 		if (db && sqlite3_exec(db, "INSERT INTO w VALUES(1)", NULL, NULL, NULL) == SQLITE_OK) {
-			fprintf(f, "%.0f %d\n", wall_ms(), at + 1);
+			fprintf(w->out, "%.0f %d\n", wall_ms(), k->number);
+			fflush(w->out);
 			rows++;
 			continue;
 		}
+		set_attempt(k, 0);
 		if (db)
 			sqlite3_close(db);
 		db = NULL;
-		at = (at + 1) % n;
+		if (now() - t0 > STALL_S) {
+			/* a fresh worker took over meanwhile: say what held this one */
+			fprintf(stderr, "writer: %.0f %s: stalled %.0f ms\n", wall_ms(),
+				w->dbs[k->number - 1], (now() - t0) * 1e3);
+			break;
+		}
 		usleep(5000);
 	}
 	if (db)
 		sqlite3_close(db);
-	fclose(f);
-	fprintf(stderr, "writer: %ld commits\n", rows);
+	pthread_mutex_lock(&w->mu);
+	k->done = true;
+	w->rows += rows;
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+/* 1 if DB number has a worker that is not stalled */
+static bool has_live_worker(struct worker *ks, int nk, int number, double t)
+{
+	for (int i = 0; i < nk; i++)
+		if (ks[i].number == number && !ks[i].done &&
+		    (ks[i].attempt == 0 || t - ks[i].attempt <= STALL_S))
+			return true;
+	return false;
+}
+
+static int writer(double secs, const char *out, char **dbs, int n)
+{
+	struct writer w = { .mu = PTHREAD_MUTEX_INITIALIZER, .dbs = dbs,
+			    .end = now() + secs, .out = fopen(out, "w") };
+	struct worker *ks = calloc((size_t)n * WORKERS_MAX, sizeof(*ks));
+	int *started = calloc((size_t)n, sizeof(*started));
+	int nk = 0;
+
+	if (!w.out || !ks || !started) {
+		perror(out);
+		return 1;
+	}
+	while (now() < w.end) {
+		for (int d = 1; d <= n; d++) {
+			bool live;
+
+			pthread_mutex_lock(&w.mu);
+			live = has_live_worker(ks, nk, d, now());
+			pthread_mutex_unlock(&w.mu);
+			if (live || started[d - 1] == WORKERS_MAX)
+				continue;
+			ks[nk] = (struct worker){ .w = &w, .number = d };
+			if (pthread_create(&ks[nk].thread, NULL, worker_main, &ks[nk]) != 0) {
+				fprintf(stderr, "writer: cannot start a thread\n");
+				break;
+			}
+			nk++;
+			started[d - 1]++;
+		}
+		usleep(20000);
+	}
+	for (int i = 0; i < nk; i++)
+		pthread_join(ks[i].thread, NULL);
+	fclose(w.out);
+	fprintf(stderr, "writer: %ld commits, %d workers\n", w.rows, nk);
+	free(ks);
+	free(started);
 	return 0;
 }
 

@@ -448,6 +448,59 @@ case_cover_orphan() {
 	check "and at the head" [ "$(sqlite3 "$T/r2.db" "SELECT count(*), total(id) FROM t")" = "6|21.0" ]
 }
 
+case_dead_end_orphan() {
+	# an unpublished file reaching further than the published chain's file
+	# at the same TXID, ending inside the next one (no file continues it):
+	# the catch-up of a returning node must take the chain, not stop there
+	# and give the lease back (which wedged every candidate); a damaged file
+	# that would lead there is set aside
+	for n in 1 2; do lstart $n deadend --upload-interval 1s; done
+	p=$(wait_primary 1 2)
+	o=$((3 - p))
+	make_table "$p" wal
+	wait_sync app.db 1 2
+	base=$(txid_at "$o" app.db)
+	node_stop "$o"
+	for round in 1 2 3; do
+		# ten commits in a fraction of the upload interval: one object, mostly
+		sqlite3 "$T/m$p/app.db" "$(for i in $(seq 1 10); do
+			printf "INSERT INTO t VALUES('r%s', %s);" "$round" "$i"; done)"
+		h=$(txid_at "$p" app.db)
+		i=0
+		while [ "$(backup_txid "$p" app.db)" -ne "$h" ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+	done
+	want=$(pos "$p" app.db)
+	# A then B in the chain after the returning node's position, B holding
+	# several TXIDs: the orphan runs from A's start into B
+	s3 list "$SUITE-deadend/app.db/0000/" | awk '{ print $1 }' | sed 's|.*/||; s|\.ltx$||' |
+		sort >"$T/keys"
+	a=
+	b=
+	prev=
+	while IFS=- read -r lo hi; do
+		if [ -n "$prev" ] && [ $((0x$hi)) -gt $((0x$lo)) ]; then
+			a=$prev
+			b=$lo
+			bhi=$hi
+			break
+		fi
+		[ $((0x$lo)) -gt "$base" ] && prev=$lo
+	done <"$T/keys"
+	check "the chain has a file of several TXIDs after another ($(tr '\n' ' ' <"$T/keys"))" \
+		[ -n "$a" -a -n "$b" ]
+	echo "a deposed primary's unpublished file" >"$T/orphan"
+	s3 put "$SUITE-deadend/app.db/0000/$a-$b.ltx" "$T/orphan" >/dev/null
+	# and one that would lead to the head but is damaged: set aside
+	s3 put "$SUITE-deadend/app.db/0000/$a-$bhi.ltx" "$T/orphan" >/dev/null
+	node_kill "$p"
+	lstart "$o" deadend --upload-interval 1s
+	check "the returning node becomes the primary" [ "$(wait_primary "$o")" = "$o" ]
+	check "at the bucket's head ($(pos "$o" app.db), want $want)" [ "$(pos "$o" app.db)" = "$want" ]
+	check "with the rows" [ "$(sql "$T/m$o/app.db" "SELECT count(*) FROM t")" -eq 30 ]
+	lacks "$T/n$o.log" "has no file from TXID"
+	contains "$T/n$o.log" "app.db/0000/$a-$bhi.ltx aside"
+}
+
 # ---- synchronous mode ----------------------------------------------------
 
 # no_commit_lost TAG PREFIX ARGS...: three nodes with ARGS, a WAL writer,
@@ -587,6 +640,7 @@ run_case catch_up_from_bucket
 run_case catch_up_from_peer
 run_case batch_publish
 run_case cover_orphan
+run_case dead_end_orphan
 run_case sync_no_loss
 run_case sync_replicas
 run_case sync_replicas_alone
