@@ -114,6 +114,12 @@ $(BUILD)/proxy-app: $(BUILD)/obj/tests/tools/proxy_app.o
 	@[ "$(V)" = 1 ] || echo "  LINK    $@"
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
+# A relay that makes the test S3 server look like a store ignoring
+# conditional writes (libc only).
+$(BUILD)/s3-unconditional: $(BUILD)/obj/tests/tools/s3_unconditional.o
+	@[ "$(V)" = 1 ] || echo "  LINK    $@"
+	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^
+
 test-unit: $(BUILD)/test-unit
 	$(BUILD)/test-unit
 
@@ -123,7 +129,7 @@ $(BUILD)/s3-tool: $(BUILD)/obj/tests/tools/s3_tool.o $(BUILD)/libltfs.a
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
 test: $(BUILD)/ltfs $(BUILD)/ltfs-faults $(BUILD)/test-unit $(BUILD)/fake-primary $(BUILD)/s3-tool \
-	$(BUILD)/proxy-app
+	$(BUILD)/proxy-app $(BUILD)/s3-unconditional
 	@tests/run $(BUILD)
 
 # Sanitizers: -O1 keeps stacks readable; recover off so any report fails.

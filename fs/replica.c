@@ -331,34 +331,6 @@ out:
 	return rc;
 }
 
-/* Pages are written in runs of consecutive page numbers, up to this many
- * bytes per write: a snapshot is one long run, where a write per page made
- * a system call per 4 KiB of a new replica's whole database. */
-#define WRITE_RUN_MAX (1u << 20)
-
-struct page_run {
-	uint8_t *buf;
-	size_t len;      /* bytes buffered */
-	uint32_t first;  /* page number of buf[0] */
-};
-
-static int flush_run(struct fs_db *db, struct page_run *run, uint32_t page_size,
-		     struct ltfs_err *err)
-{
-	int rc;
-
-	if (run->len == 0)
-		return 0;
-	rc = ltx_pwrite_full(db->db_fd, run->buf, run->len,
-			     (uint64_t)(run->first - 1) * page_size);
-	if (rc < 0)
-		return ltfs_err_set(err, rc, "'%s/database': write pages %u..%u: %s", db->dir,
-				    run->first, run->first + (uint32_t)(run->len / page_size) - 1,
-				    ltfs_strerror(rc));
-	run->len = 0;
-	return 0;
-}
-
 /* Pass 2: write the pages (db->mu held; the file verified in pass 1). */
 static int write_pages(struct fs_db *db, int fd, const struct plan *p,
 		       struct ltfs_err *err)
@@ -366,7 +338,7 @@ static int write_pages(struct fs_db *db, int fd, const struct plan *p,
 	const struct ltx_header *h = &p->h;
 	struct ltx_decoder *dec = NULL;
 	struct ltx_frame_info fi;
-	struct page_run run = { 0 };
+	struct ltx_page_run run = { 0 };
 	const uint8_t *page;
 	uint32_t pgno;
 	int rc;
@@ -384,32 +356,24 @@ static int write_pages(struct fs_db *db, int fd, const struct plan *p,
 	rc = fs_db_cksums_reserve(db, h->commit);
 	if (rc < 0)
 		return ltfs_err_set(err, rc, NULL);
-	run.buf = malloc(WRITE_RUN_MAX);
-	if (!run.buf)
-		return ltfs_err_set(err, -ENOMEM, NULL);
 	for (uint32_t i = ltx_header_is_snapshot(h) ? 0 : db->commit; i < h->commit; i++)
 		db->page_cksums[i] = 0; /* pages new to the database */
 	rc = ltx_decoder_open_fd(&dec, &fd, err);
 	while (rc == 0 && (rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1) {
 		ltx_decoder_frame_info(dec, &fi);
-		rc = 0;
-		if (run.len > 0 && (pgno != run.first + run.len / h->page_size ||
-				    run.len + h->page_size > WRITE_RUN_MAX) &&
-		    (rc = flush_run(db, &run, h->page_size, err)) < 0)
-			break;
-		if (run.len == 0)
-			run.first = pgno;
-		memcpy(run.buf + run.len, page, h->page_size);
-		run.len += h->page_size;
+		rc = ltx_page_run_add(&run, db->db_fd, page, h->page_size,
+				      (uint64_t)(pgno - 1) * h->page_size, err);
 		/* a failed write marks the whole database broken */
 		db->page_cksums[pgno - 1] = fi.checksum;
 	}
 	if (rc == 0)
-		rc = flush_run(db, &run, h->page_size, err);
+		rc = ltx_page_run_flush(&run, db->db_fd, err);
 	if (rc == 0)
 		rc = ltx_decoder_finish(dec, NULL, err);
+	if (rc < 0)
+		ltfs_err_prefix(err, "'%s/database'", db->dir);
 	ltx_decoder_free(dec);
-	free(run.buf);
+	ltx_page_run_release(&run);
 	if (rc == 0 && ftruncate(db->db_fd, (off_t)h->commit * h->page_size) < 0)
 		rc = ltfs_err_set(err, -errno, "'%s/database': truncate: %s", db->dir,
 				  strerror(errno));

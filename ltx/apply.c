@@ -102,6 +102,7 @@ int ltx_apply_fd_flags(int db_fd, int ltx_fd, uint64_t *db_checksum, unsigned fl
 		       struct ltx_header *out_header, struct ltfs_err *err)
 {
 	struct ltx_decoder *dec = NULL;
+	struct ltx_page_run run = { 0 };
 	struct ltx_header h;
 	const uint8_t *page;
 	uint8_t *scratch = NULL;
@@ -182,14 +183,13 @@ int ltx_apply_fd_flags(int db_fd, int ltx_fd, uint64_t *db_checksum, unsigned fl
 	if (rc < 0)
 		goto out;
 	while ((rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1) {
-		rc = ltx_pwrite_full(db_fd, page, h.page_size,
-				     (uint64_t)(pgno - 1) * h.page_size);
-		if (rc < 0) {
-			ltfs_err_set(err, rc, "write database page %u: %s",
-				     pgno, ltfs_strerror(rc));
+		rc = ltx_page_run_add(&run, db_fd, page, h.page_size,
+				      (uint64_t)(pgno - 1) * h.page_size, err);
+		if (rc < 0)
 			goto out;
-		}
 	}
+	if (rc == 0)
+		rc = ltx_page_run_flush(&run, db_fd, err);
 	if (rc == 0)
 		rc = ltx_decoder_finish(dec, NULL, err);
 	if (rc < 0)
@@ -204,6 +204,7 @@ int ltx_apply_fd_flags(int db_fd, int ltx_fd, uint64_t *db_checksum, unsigned fl
 		*out_header = h;
 out:
 	ltx_decoder_free(dec);
+	ltx_page_run_release(&run);
 	free(scratch);
 	return rc;
 }
@@ -241,15 +242,7 @@ static int build_reserve(struct ltx_build *b, uint32_t pages)
 	return 0;
 }
 
-/* Consecutive pages gathered for one pwrite: a snapshot is one long run,
- * and a write per page cost more than decoding it. */
-struct run_buf {
-	uint8_t *data;
-	size_t cap, len;
-	uint64_t off;       /* file offset of data[0] */
-};
-
-static int run_flush(struct run_buf *w, int fd, struct ltfs_err *err)
+int ltx_page_run_flush(struct ltx_page_run *w, int fd, struct ltfs_err *err)
 {
 	int rc = w->len ? ltx_pwrite_full(fd, w->data, w->len, w->off) : 0;
 
@@ -260,26 +253,36 @@ static int run_flush(struct run_buf *w, int fd, struct ltfs_err *err)
 	return rc;
 }
 
-static int run_add(struct run_buf *w, int fd, const uint8_t *page, uint32_t ps, uint64_t off,
-		   struct ltfs_err *err)
+int ltx_page_run_add(struct ltx_page_run *w, int fd, const uint8_t *page, uint32_t page_size,
+		     uint64_t off, struct ltfs_err *err)
 {
-	if (w->len && (off != w->off + w->len || w->len + ps > w->cap)) {
-		int rc = run_flush(w, fd, err);
+	if (page_size > LTX_PAGE_RUN_MAX)
+		return ltfs_err_set(err, LTFS_E_USAGE, "page size %u", page_size);
+	if (!w->data && !(w->data = malloc(LTX_PAGE_RUN_MAX)))
+		return ltfs_err_set(err, -ENOMEM, NULL);
+	if (w->len && (off != w->off + w->len || w->len + page_size > LTX_PAGE_RUN_MAX)) {
+		int rc = ltx_page_run_flush(w, fd, err);
 
 		if (rc < 0)
 			return rc;
 	}
 	if (w->len == 0)
 		w->off = off;
-	memcpy(w->data + w->len, page, ps);
-	w->len += ps;
+	memcpy(w->data + w->len, page, page_size);
+	w->len += page_size;
 	return 0;
+}
+
+void ltx_page_run_release(struct ltx_page_run *w)
+{
+	free(w->data);
+	memset(w, 0, sizeof(*w));
 }
 
 int ltx_build_apply(struct ltx_build *b, int db_fd, ltx_read_fn read, void *ctx, unsigned flags,
 		    struct ltx_header *out_header, struct ltfs_err *err)
 {
-	struct run_buf w = { .cap = 1u << 20 };
+	struct ltx_page_run w = { 0 };
 	struct ltx_decoder *dec = NULL;
 	struct ltx_frame_info fi;
 	struct ltx_trailer t;
@@ -312,21 +315,21 @@ int ltx_build_apply(struct ltx_build *b, int db_fd, ltx_read_fn read, void *ctx,
 	}
 	b->page_size = h->page_size;
 	rc = build_reserve(b, h->commit > b->pages ? h->commit : b->pages);
-	w.data = malloc(w.cap);
-	if (rc < 0 || !w.data) {
+	if (rc < 0) {
 		rc = ltfs_err_set(err, -ENOMEM, NULL);
 		goto out;
 	}
 	while ((rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1) {
 		ltx_decoder_frame_info(dec, &fi);
-		rc = run_add(&w, db_fd, page, h->page_size, (uint64_t)(pgno - 1) * h->page_size, err);
+		rc = ltx_page_run_add(&w, db_fd, page, h->page_size, (uint64_t)(pgno - 1) * h->page_size,
+				      err);
 		if (rc < 0)
 			goto out;
 		sum ^= (b->cksums[pgno - 1] ^ fi.checksum) & ~LTX_CHECKSUM_FLAG;
 		b->cksums[pgno - 1] = fi.checksum;
 	}
 	if (rc == 0)
-		rc = run_flush(&w, db_fd, err);
+		rc = ltx_page_run_flush(&w, db_fd, err);
 	if (rc < 0)
 		goto out;
 	rc = ltx_decoder_finish(dec, &t, err);
@@ -352,7 +355,7 @@ int ltx_build_apply(struct ltx_build *b, int db_fd, ltx_read_fn read, void *ctx,
 	if (out_header)
 		*out_header = *h;
 out:
-	free(w.data);
+	ltx_page_run_release(&w);
 	ltx_decoder_free(dec);
 	return rc;
 }

@@ -307,6 +307,20 @@ ssize_t ltx_read_fd(void *fd_ptr, void *p, size_t n);
 int ltx_pread_full(int fd, void *buf, size_t n, uint64_t off);
 int ltx_pwrite_full(int fd, const void *buf, size_t n, uint64_t off);
 
+/* Pages with consecutive offsets gathered into one pwrite of up to
+ * LTX_PAGE_RUN_MAX bytes: a snapshot is one long run, and a write per page
+ * costs more than decoding it. Add pages, flush at the end, release. */
+#define LTX_PAGE_RUN_MAX (1u << 20)
+struct ltx_page_run {
+	uint8_t *data;      /* LTX_PAGE_RUN_MAX bytes, allocated at the first add */
+	size_t len;
+	uint64_t off;       /* file offset of data[0] */
+};
+int ltx_page_run_add(struct ltx_page_run *w, int fd, const uint8_t *page, uint32_t page_size,
+		     uint64_t off, struct ltfs_err *err);
+int ltx_page_run_flush(struct ltx_page_run *w, int fd, struct ltfs_err *err);
+void ltx_page_run_release(struct ltx_page_run *w);
+
 /* Source over a memory region: ctx is a struct ltx_mem_source. */
 struct ltx_mem_source {
 	const uint8_t *data;

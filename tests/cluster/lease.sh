@@ -602,6 +602,33 @@ case_bad_lease_object() {
 	contains "$T/n1.log" "field 'version' is 7"
 }
 
+case_store_ignores_conditions() {
+	# behind a relay that turns the server's 412 answers into 200, the
+	# store looks as if it ignored If-None-Match and If-Match: a node must
+	# refuse lease mode, not elect itself on it
+	rp=$((PORT_BASE + 10))
+	"$LTFS_BUILD/s3-unconditional" "$rp" "${AWS_ENDPOINT_URL_S3##*:}" >"$T/relay.out" 2>&1 &
+	echo $! >"$T/relay.pid"
+	i=0
+	until grep -q listening "$T/relay.out" || [ $i -gt 50 ]; do i=$((i + 1)); sleep 0.1; done
+	mkdir -p "$T/m"
+	(
+		export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$rp
+		expect_exit 2 "$LTFS" mount --data "$T/d" --s3 "$(url ignores)" --lease s3 \
+			--lease-ttl 2s --http "127.0.0.1:$((PORT_BASE + 11))" \
+			--advertise-url http://127.0.0.1:1 "$T/m"
+	)
+	contains "$T/err" "does not honor conditional writes"
+	contains "$T/err" "accepted a second If-None-Match: * PUT"
+	check "nothing mounted" fails grep -q " $T/m " /proc/mounts
+	lacks_obj=$(s3 list "$SUITE-ignores/.ltfs/" | grep -c 'lease.json' || true)
+	check "no lease written" [ "$lacks_obj" -eq 0 ]
+	# the same node through the server itself starts as the primary
+	lstart 1 ignores
+	check "the primary without the relay" [ "$(wait_primary 1)" = 1 ]
+	kill "$(cat "$T/relay.pid")" 2>/dev/null || true
+}
+
 case_config_errors() {
 	expect_exit 2 "$LTFS" mount --data "$T/d" --lease s3 "$T/m"
 	contains "$T/err" "needs a bucket"
@@ -646,4 +673,5 @@ run_case sync_replicas
 run_case sync_replicas_alone
 run_case flip_flop
 run_case bad_lease_object
+run_case store_ignores_conditions
 finish
