@@ -503,6 +503,53 @@ static void sent_commit(struct cl_backup *b, const char *name)
 }
 
 /*
+ * Delete an orphan our history cannot cover, if the object there is still
+ * one of an earlier epoch (HEAD): never one of ours, never one whose
+ * writer is unknown. Only while the lease is ours after the look.
+ */
+static int remove_orphan(struct cl_backup *b, const char *name, const struct bfile *o,
+			 struct ltfs_err *err)
+{
+	char key[S3_KEY_MAX];
+	struct s3_object obj;
+	uint64_t epoch;
+	int rc;
+
+	if (s3_key(b->s3, key, "%s/%04x/%016llx-%016llx.ltx", name, 0u,
+		   (unsigned long long)o->min, (unsigned long long)o->max) < 0)
+		return ltfs_err_set(err, LTFS_E_LIMIT, "'%s': key too long", name);
+	rc = s3_head(b->conn, key, &obj, err);
+	if (rc == -ENOENT)
+		return 0; /* gone already */
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&b->c->mu);
+	epoch = b->c->epoch;
+	pthread_mutex_unlock(&b->c->mu);
+	if (obj.meta_epoch == 0 || obj.meta_epoch >= epoch) {
+		ltfs_warn(b->c->log, "backup",
+			  "'%s': %s (TXIDs %llu..%llu) lies past the head published before "
+			  "epoch %llu, and the local history cannot cover it; it carries %s, so "
+			  "it stays: a restore to a TXID in that range may stop at it",
+			  name, key, (unsigned long long)o->min, (unsigned long long)o->max,
+			  (unsigned long long)epoch, obj.meta_epoch ? "this epoch or a newer one"
+								: "no epoch");
+		return 0;
+	}
+	if (!cl_lease_valid(b->c))
+		return ltfs_err_set(err, LTFS_E_NOT_PRIMARY, "'%s': %s: the lease is not held", name,
+				    key);
+	rc = s3_delete(b->conn, key, err);
+	if (rc == 0)
+		ltfs_warn(b->c->log, "backup",
+			  "'%s': deleted %s (TXIDs %llu..%llu), left unpublished by the deposed "
+			  "primary of epoch %llu: the local history cannot cover its range",
+			  name, key, (unsigned long long)o->min, (unsigned long long)o->max,
+			  (unsigned long long)obj.meta_epoch);
+	return rc;
+}
+
+/*
  * Level-0 objects past the published head at the listing are what a
  * deposed primary uploaded and never published. Ours take their place
  * only where a key is the same (upload_run); one whose range our uploads
@@ -511,7 +558,9 @@ static void sent_commit(struct cl_backup *b, const char *name)
  * history reaches its end, our own run over exactly its range goes to its
  * key (replacing it, replace_orphan). An orphan whose range our history
  * cannot form (the files were folded, or their boundaries differ) is
- * logged and left.
+ * deleted instead (remove_orphan): once the published head passes it, a
+ * restore or a new primary's catch-up could take it for ours and stop
+ * there.
  */
 static int cover_orphans(struct cl_backup *b, const char *name, uint64_t head,
 			 struct ltfs_err *err)
@@ -544,11 +593,7 @@ static int cover_orphans(struct cl_backup *b, const char *name, uint64_t head,
 							      "unpublished by a deposed primary",
 					  name, (unsigned long long)o.min, (unsigned long long)o.max);
 		} else if (rc == 0) {
-			ltfs_warn(b->c->log, "backup",
-				  "'%s': TXIDs %llu..%llu in the bucket were left unpublished by a "
-				  "deposed primary and the local history cannot cover them; a restore "
-				  "to a TXID in that range may stop with a checksum error",
-				  name, (unsigned long long)o.min, (unsigned long long)o.max);
+			rc = remove_orphan(b, name, &o, err);
 		}
 		run_close(&r);
 		if (rc < 0)

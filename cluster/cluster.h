@@ -274,6 +274,7 @@ struct s3_object {
 	int64_t mtime_ms;       /* LastModified */
 	int64_t meta_ms;        /* x-amz-meta-litestream-timestamp (HEAD only);
 				 * 0 = absent */
+	uint64_t meta_epoch;    /* x-amz-meta-ltfs-epoch (HEAD only); 0 = absent */
 };
 
 struct s3_put_opts {

@@ -338,6 +338,7 @@ struct req {
 	/* response */
 	char etag[S3_ETAG_MAX];
 	int64_t meta_ms, mtime_ms;
+	uint64_t meta_epoch;
 	uint64_t length;
 	struct ltfs_buf errbody;
 	uint64_t sent;
@@ -355,6 +356,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ctx)
 	if (len >= 5 && strncmp(p, "HTTP/", 5) == 0) { /* a new response (after 100) */
 		r->etag[0] = '\0';
 		r->meta_ms = 0;
+		r->meta_epoch = 0;
 		return len;
 	}
 	v = memchr(p, ':', len);
@@ -380,6 +382,11 @@ static size_t on_header(char *p, size_t size, size_t n, void *ctx)
 		snprintf(r->etag, sizeof(r->etag), "%s", t);
 	} else if (strncasecmp(p, "x-amz-meta-litestream-timestamp:", 32) == 0) {
 		r->meta_ms = s3_parse_time(tmp);
+	} else if (strncasecmp(p, "x-amz-meta-ltfs-epoch:", 22) == 0) {
+		char *end;
+		unsigned long long e = strtoull(tmp, &end, 10);
+
+		r->meta_epoch = *tmp && !*end ? (uint64_t)e : 0;
 	} else if (strncasecmp(p, "last-modified:", 14) == 0) {
 		struct tm tm = { 0 };
 
@@ -892,6 +899,7 @@ int s3_head(struct s3_conn *c, const char *key, struct s3_object *out,
 	out->size = r.length;
 	out->mtime_ms = r.mtime_ms;
 	out->meta_ms = r.meta_ms;
+	out->meta_epoch = r.meta_epoch;
 	return 0;
 }
 

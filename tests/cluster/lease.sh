@@ -345,6 +345,8 @@ case_catch_up_from_peer() {
 	check "at the newest position a node had ($(pos 3 app.db), want $want)" \
 		[ "$(pos 3 app.db)" = "$want" ]
 	contains "$T/n3.log" "from $(node_url 2)"
+	took=$(sed -n 's/.*took TXIDs \([0-9]*\)\.\..*/\1/p' "$T/n3.log" | head -1)
+	check "node 3 took TXIDs from $took on from node 2, before $((s + 20))" [ "$took" -lt $((s + 20)) ]
 	check "with every row" [ "$(sql "$T/m3/app.db" "SELECT count(*) FROM t")" -eq 20 ]
 	ins 3 app.db "INSERT INTO t VALUES('q', 1)"
 	wait_sync app.db 2 3
@@ -499,6 +501,58 @@ case_dead_end_orphan() {
 	check "with the rows" [ "$(sql "$T/m$o/app.db" "SELECT count(*) FROM t")" -eq 30 ]
 	lacks "$T/n$o.log" "has no file from TXID"
 	contains "$T/n$o.log" "app.db/0000/$a-$bhi.ltx aside"
+}
+
+case_delete_orphan() {
+	# an orphan of an earlier epoch that the new primary's history cannot
+	# cover (what it took from a peer is one file): it is deleted, and the
+	# bucket restores to the head. Left there, it would be the longest file
+	# at its TXID and a restore would take it.
+	lstart 1 delorphan --upload-interval 60s
+	check "node 1 is the primary" [ "$(wait_primary 1)" = 1 ]
+	make_table 1 wal
+	s=$(txid_at 1 app.db)
+	node_stop 1 # a clean stop publishes what is pending: the head is TXID $s
+	lstart 1 delorphan --upload-interval 60s
+	check "node 1 is the primary again" [ "$(wait_primary 1)" = 1 ]
+	lstart 2 delorphan --upload-interval 60s --no-candidate
+	lstart 3 delorphan --upload-interval 1s
+	wait_sync app.db 1 2 3
+	kill -STOP "$(cat "$T/ltfs.pid.3")"
+	# more than the socket buffers hold for the stopped node
+	for i in $(seq 1 20); do
+		ins 1 app.db "INSERT INTO t VALUES('p', $i); CREATE TABLE IF NOT EXISTS b(x);
+			WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < 8)
+			INSERT INTO b SELECT randomblob(100000) FROM n"
+	done
+	wait_sync app.db 1 2
+	check "published up to TXID $s ($(backup_txid 1 app.db))" [ "$(backup_txid 1 app.db)" -eq "$s" ]
+	# from the last of the 20 commits, inside what node 3 will take from
+	# node 2 as one file (so its history cannot form this range), to past
+	# them: the longest file at its TXIDs once the head passes it
+	key=$(printf '%s/app.db/0000/%016x-%016x.ltx' "$SUITE-delorphan" $((s + 20)) $((s + 50)))
+	echo "a deposed primary's unpublished file" >"$T/orphan"
+	s3 put "$key" "$T/orphan" --epoch 1 >/dev/null
+	node_kill 1
+	kill -CONT "$(cat "$T/ltfs.pid.3")"
+	check "node 3 becomes the primary" [ "$(wait_primary 2 3)" = 3 ]
+	contains "$T/n3.log" "from $(node_url 2)"
+	took=$(sed -n 's/.*took TXIDs \([0-9]*\)\.\..*/\1/p' "$T/n3.log" | head -1)
+	check "node 3 took TXIDs from $took on from node 2, before $((s + 20))" [ "$took" -lt $((s + 20)) ]
+	# upload rounds: what node 3 took, then 5 commits (an object ending
+	# before the orphan does, which it would outreach), then 30 (passing it)
+	for n in 0 5 30; do
+		for i in $(seq 1 $n); do ins 3 app.db "INSERT INTO t VALUES('q$n', $i)"; done
+		h=$(txid_at 3 app.db)
+		i=0
+		while [ "$(backup_txid 3 app.db)" -ne "$h" ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+	done
+	sleep 1.5 # the orphan is dealt with after the round that passes it
+	expect_exit 0 "$LTFS" restore -o "$T/r.db" "$(url delorphan)/app.db"
+	check "the bucket restores to the head" [ "$(sqlite3 "$T/r.db" "SELECT count(*) FROM t")" = \
+		"$(sql "$T/m3/app.db" "SELECT count(*) FROM t")" ]
+	contains "$T/n3.log" "deleted $key"
+	check "the orphan is gone" fails s3 head "$key"
 }
 
 # ---- synchronous mode ----------------------------------------------------
@@ -668,6 +722,7 @@ run_case catch_up_from_peer
 run_case batch_publish
 run_case cover_orphan
 run_case dead_end_orphan
+run_case delete_orphan
 run_case sync_no_loss
 run_case sync_replicas
 run_case sync_replicas_alone

@@ -3,7 +3,9 @@
  * tests against a real server. Settings come from the same AWS_*
  * variables ltfs reads.
  *
- *   s3-tool URL put KEY FILE [--if-none-match | --if-match ETAG]   prints the ETag
+ *   s3-tool URL put KEY FILE [--if-none-match | --if-match ETAG | --epoch N]
+ *                                     prints the ETag; --epoch sets the
+ *                                     x-amz-meta-ltfs-epoch a primary puts
  *   s3-tool URL get KEY [OFF LEN]     object (or a range) to stdout
  *   s3-tool URL getfd KEY OUT         whole object into file OUT
  *   s3-tool URL head KEY              "size etag"
@@ -65,6 +67,8 @@ int main(int argc, char **argv)
 			o.if_none_match = true;
 		else if (argc == 7 && strcmp(argv[5], "--if-match") == 0)
 			o.if_match = argv[6];
+		else if (argc == 7 && strcmp(argv[5], "--epoch") == 0)
+			o.epoch = strtoull(argv[6], NULL, 10);
 		if (fd < 0 || fstat(fd, &st) < 0) {
 			rc = ltfs_err_set(&err, -errno, "%s: %s", argv[4], strerror(errno));
 			goto out;
