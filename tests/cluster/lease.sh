@@ -321,6 +321,18 @@ case_catch_up_from_bucket() {
 	check "with the rows" [ "$(sql "$T/m$o/app.db" "SELECT count(*) FROM t")" -eq 20 ]
 }
 
+# behind_on_3: node 3 paused while node 1 commits 20 transactions of 800 KB
+# (more than the socket buffers hold for it) and node 2 takes them all.
+behind_on_3() {
+	kill -STOP "$(cat "$T/ltfs.pid.3")"
+	for i in $(seq 1 20); do
+		ins 1 app.db "INSERT INTO t VALUES('p', $i); CREATE TABLE IF NOT EXISTS b(x);
+			WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < 8)
+			INSERT INTO b SELECT randomblob(100000) FROM n"
+	done
+	wait_sync app.db 1 2
+}
+
 case_catch_up_from_peer() {
 	# the winner is behind another replica and the bucket is behind too
 	# (uploads every 10 s): it takes the missing TXIDs from that replica
@@ -330,14 +342,7 @@ case_catch_up_from_peer() {
 	lstart 3 peer --upload-interval 10s
 	make_table 1 wal
 	wait_sync app.db 1 2 3
-	kill -STOP "$(cat "$T/ltfs.pid.3")"
-	# more than the socket buffers hold for the stopped node
-	for i in $(seq 1 20); do
-		ins 1 app.db "INSERT INTO t VALUES('p', $i); CREATE TABLE IF NOT EXISTS b(x);
-			WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < 8)
-			INSERT INTO b SELECT randomblob(100000) FROM n"
-	done
-	wait_sync app.db 1 2
+	behind_on_3
 	want=$(pos 2 app.db)
 	node_kill 1
 	kill -CONT "$(cat "$T/ltfs.pid.3")"
@@ -518,14 +523,7 @@ case_delete_orphan() {
 	lstart 2 delorphan --upload-interval 60s --no-candidate
 	lstart 3 delorphan --upload-interval 1s
 	wait_sync app.db 1 2 3
-	kill -STOP "$(cat "$T/ltfs.pid.3")"
-	# more than the socket buffers hold for the stopped node
-	for i in $(seq 1 20); do
-		ins 1 app.db "INSERT INTO t VALUES('p', $i); CREATE TABLE IF NOT EXISTS b(x);
-			WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < 8)
-			INSERT INTO b SELECT randomblob(100000) FROM n"
-	done
-	wait_sync app.db 1 2
+	behind_on_3
 	check "published up to TXID $s ($(backup_txid 1 app.db))" [ "$(backup_txid 1 app.db)" -eq "$s" ]
 	# from the last of the 20 commits, inside what node 3 will take from
 	# node 2 as one file (so its history cannot form this range), to past
