@@ -201,7 +201,10 @@ static int list_bucket(struct cl_backup *b, struct ltfs_err *err)
 	}
 	for (size_t i = 0; rc == 0 && i < l.n; i++) {
 		struct lobj *o = &l.v[i];
-		bool orphan = heads && heads[i] && o->max > heads[i]; /* unpublished */
+		/* unpublished: past the head the lease publishes, or any object
+		 * of a database the lease has no head for (its first primary
+		 * died between its first upload and the lease write) */
+		bool orphan = heads && o->max > heads[i];
 		struct bdb *d;
 
 		if (orphan && o->level != 0)

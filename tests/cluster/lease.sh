@@ -553,6 +553,53 @@ case_delete_orphan() {
 	check "the orphan is gone" fails s3 head "$key"
 }
 
+case_first_upload_unpublished() {
+	# the first primary of a database died between its first upload and
+	# the lease write: the lease has no head for the database, so that
+	# object is an orphan, not the head of the bucket's chain
+	lstart 1 first --upload-interval 60s
+	check "node 1 is the primary" [ "$(wait_primary 1)" = 1 ]
+	lstart 2 first --upload-interval 1s
+	make_table 1 wal
+	for i in 1 2 3; do ins 1 app.db "INSERT INTO t VALUES('a', $i)"; done
+	wait_sync app.db 1 2
+	h=$(txid_at 1 app.db)
+	check "nothing published ($(backup_txid 1 app.db))" [ "$(backup_txid 1 app.db)" -eq 0 ]
+	key=$(printf '%s/app.db/0000/%016x-%016x.ltx' "$SUITE-first" 1 $((h + 3)))
+	echo "a deposed primary's unpublished file" >"$T/orphan"
+	s3 put "$key" "$T/orphan" --epoch 1 >/dev/null
+	node_kill 1
+	check "node 2 becomes the primary" [ "$(wait_primary 2)" = 2 ]
+	for i in $(seq 1 10); do ins 2 app.db "INSERT INTO t VALUES('b', $i)"; done
+	h=$(txid_at 2 app.db)
+	i=0
+	while [ "$(backup_txid 2 app.db)" -ne "$h" ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+	sleep 1.5 # the orphan is dealt with after the round that passes it
+	expect_exit 0 "$LTFS" restore -o "$T/r.db" "$(url first)/app.db"
+	check "the bucket restores to the head" [ "$(sqlite3 "$T/r.db" "SELECT count(*) FROM t")" = 13 ]
+	lacks "$T/n2.log" "no file continuing"
+	s3 get "$key" >"$T/now" 2>/dev/null || true
+	check "the orphan was covered or deleted" fails cmp -s "$T/orphan" "$T/now"
+}
+
+case_static_to_lease() {
+	# a prefix backed up by a static primary, then the same node in lease
+	# mode: the bucket restores to the new head, old and new rows
+	node_start 1 --s3 "$(url static)" --upload-interval 0
+	make_table 1 wal
+	for i in 1 2 3; do ins 1 app.db "INSERT INTO t VALUES('static', $i)"; done
+	node_stop 1
+	lstart 1 static
+	check "node 1 is the primary" [ "$(wait_primary 1)" = 1 ]
+	for i in 1 2 3; do ins 1 app.db "INSERT INTO t VALUES('lease', $i)"; done
+	h=$(txid_at 1 app.db)
+	i=0
+	while [ "$(backup_txid 1 app.db)" -ne "$h" ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+	check "published to the head ($(backup_txid 1 app.db), want $h)" [ "$(backup_txid 1 app.db)" -eq "$h" ]
+	expect_exit 0 "$LTFS" restore -o "$T/r.db" "$(url static)/app.db"
+	check "the bucket restores to the head" [ "$(sqlite3 "$T/r.db" "SELECT count(*) FROM t")" = 6 ]
+}
+
 # ---- synchronous mode ----------------------------------------------------
 
 # no_commit_lost TAG PREFIX ARGS...: three nodes with ARGS, a WAL writer,
@@ -721,6 +768,8 @@ run_case batch_publish
 run_case cover_orphan
 run_case dead_end_orphan
 run_case delete_orphan
+run_case first_upload_unpublished
+run_case static_to_lease
 run_case sync_no_loss
 run_case sync_replicas
 run_case sync_replicas_alone
