@@ -86,6 +86,13 @@ int cl_level_add(struct blevel *lv, uint64_t min, uint64_t max, uint64_t size, i
 
 /* ---- the bucket at start ----------------------------------------------- */
 
+int s3_ltx_key(const struct s3 *s3, char *out, const char *name, unsigned level, uint64_t min,
+	       uint64_t max)
+{
+	return s3_key(s3, out, "%s/%04x/%016llx-%016llx.ltx", name, level,
+		      (unsigned long long)min, (unsigned long long)max);
+}
+
 int s3_ltx_key_parse(const char *prefix, const char *key, char *name, size_t n,
 			unsigned *level, uint64_t *min, uint64_t *max)
 {
@@ -412,8 +419,7 @@ static int upload_run(struct cl_backup *b, const char *name, struct run *r, unsi
 			rc = ltfs_err_set(err, LTFS_E_NOT_PRIMARY, "'%s': not uploaded: the lease "
 								  "is not held", name);
 	}
-	if (rc == 0 && s3_key(b->s3, key, "%s/%04x/%016llx-%016llx.ltx", name, level,
-			      (unsigned long long)h.min_txid, (unsigned long long)h.max_txid) < 0)
+	if (rc == 0 && s3_ltx_key(b->s3, key, name, level, h.min_txid, h.max_txid) < 0)
 		rc = ltfs_err_set(err, LTFS_E_LIMIT, "'%s': object key too long", name);
 	o.timestamp_ms = h.timestamp;
 	if (rc == 0)
@@ -518,8 +524,7 @@ static int remove_orphan(struct cl_backup *b, const char *name, const struct bfi
 	uint64_t epoch;
 	int rc;
 
-	if (s3_key(b->s3, key, "%s/%04x/%016llx-%016llx.ltx", name, 0u,
-		   (unsigned long long)o->min, (unsigned long long)o->max) < 0)
+	if (s3_ltx_key(b->s3, key, name, 0, o->min, o->max) < 0)
 		return ltfs_err_set(err, LTFS_E_LIMIT, "'%s': key too long", name);
 	rc = s3_head(b->conn, key, &obj, err);
 	if (rc == -ENOENT)

@@ -384,7 +384,11 @@ int cluster_bootstrap(struct s3 *s3, const char *data_dir, struct ltfs_log *log,
 		      struct ltfs_err *err);
 
 /* An LTX object's key, PREFIX/NAME/LLLL/MIN-MAX.ltx (LLLL the level in
- * four hex digits, MIN and MAX 16): 0 with its parts, -1 for any other key. */
+ * four hex digits, MIN and MAX 16). s3_ltx_key makes one into out
+ * (S3_KEY_MAX bytes): 0, or -1 if too long. s3_ltx_key_parse: 0 with its
+ * parts, -1 for any other key. */
+int s3_ltx_key(const struct s3 *s3, char *out, const char *name, unsigned level, uint64_t min,
+	       uint64_t max);
 int s3_ltx_key_parse(const char *prefix, const char *key, char *name, size_t n,
 		     unsigned *level, uint64_t *min, uint64_t *max);
 

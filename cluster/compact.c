@@ -192,8 +192,7 @@ static int merge_level(struct cl_backup *b, const char *name, unsigned src, stru
 		char key[S3_KEY_MAX];
 		const struct ltx_header *h;
 
-		if (s3_key(b->s3, key, "%s/%04x/%016llx-%016llx.ltx", name, src,
-			   (unsigned long long)p->mins[i], (unsigned long long)p->maxs[i]) < 0) {
+		if (s3_ltx_key(b->s3, key, name, src, p->mins[i], p->maxs[i]) < 0) {
 			rc = ltfs_err_set(err, LTFS_E_LIMIT, "'%s': key too long", name);
 			break;
 		}
@@ -250,8 +249,7 @@ static int put_level(struct cl_backup *b, const char *name, unsigned level, uint
 	struct bdb *d;
 	int rc;
 
-	if (s3_key(b->s3, key, "%s/%04x/%016llx-%016llx.ltx", name, level, (unsigned long long)min,
-		   (unsigned long long)max) < 0)
+	if (s3_ltx_key(b->s3, key, name, level, min, max) < 0)
 		return ltfs_err_set(err, LTFS_E_LIMIT, "'%s': key too long", name);
 	rc = data ? s3_put(b->cconn, key, data, size, &o, NULL, err)
 		  : s3_put_fd(b->cconn, key, fd, size, &o, NULL, err);
@@ -402,8 +400,7 @@ static int retain(struct cl_backup *b, const char *name, struct ltfs_err *err)
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		char key[S3_KEY_MAX];
 
-		if (s3_key(b->s3, key, "%s/%04x/%016llx-%016llx.ltx", name, v[i].level,
-			   (unsigned long long)v[i].min, (unsigned long long)v[i].max) < 0)
+		if (s3_ltx_key(b->s3, key, name, v[i].level, v[i].min, v[i].max) < 0)
 			continue;
 		rc = s3_delete(b->cconn, key, err);
 		if (rc < 0)

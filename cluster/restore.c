@@ -33,7 +33,7 @@
 #define RESTORE_PARALLEL_MAX 64
 #define RESTORE_MEM_FILE (4u << 20) /* fetched whole; larger ones stream */
 #define RESTORE_FLUSH_MS 50
-#define CATCH_UP_SET_ASIDE_MAX 8 /* files a catch-up may find not continued */
+#define CATCH_UP_SET_ASIDE_MAX 8 /* files one catch-up may set aside */
 
 struct rfile {
 	char key[S3_KEY_MAX];
@@ -41,7 +41,7 @@ struct rfile {
 	uint64_t min, max, size;
 	int64_t mtime_ms, ts_ms;  /* ts_ms: commit time (HEAD metadata), 0 = unknown */
 	bool leads;               /* catch-up: a gapless run from it reaches the target */
-	bool refused;             /* catch-up: applied, and what followed did not continue it */
+	bool refused;             /* catch-up: set aside (damaged, or not continued) */
 	/* download state, guarded by the job's mutex: a small file arrives
 	 * whole in mem; a big one streams through the socket pair's read end
 	 * (rd) from the moment it is ready */
