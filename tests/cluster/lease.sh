@@ -366,6 +366,15 @@ backup_txid() {
 	echo $((0x${_h:-0}))
 }
 txid_at() { _p=$(pos "$1" "$2"); echo $((0x${_p%/*})); }
+# wait_published N DB: until node N has published DB up to its own TXID
+# (at most 10 s; the caller checks what it needs)
+wait_published() {
+	_i=0
+	while [ "$(backup_txid "$1" "$2")" -ne "$(txid_at "$1" "$2")" ] && [ $_i -lt 100 ]; do
+		_i=$((_i + 1))
+		sleep 0.1
+	done
+}
 metric() { curl -sf -m 2 "$(node_url "$1")/metrics" | awk -v k="$2" '$1 == k { print $2 }'; }
 
 # level0_chain CASE DB: the level-0 objects of DB form one chain from 1
@@ -434,8 +443,7 @@ case_cover_orphan() {
 	make_table 1 wal
 	ins 1 app.db "INSERT INTO t VALUES('a', 1)"
 	h=$(txid_at 1 app.db)
-	i=0
-	while [ "$(backup_txid 1 app.db)" -ne "$h" ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+	wait_published 1 app.db
 	node_stop 1
 	key=$(printf 'app.db/0000/%016x-%016x.ltx' $((h + 1)) $((h + 3)))
 	echo "not what the chain holds" >"$T/orphan"
@@ -443,8 +451,7 @@ case_cover_orphan() {
 	lstart 1 cover
 	wait_primary 1 >/dev/null
 	for i in 2 3 4 5 6; do ins 1 app.db "INSERT INTO t VALUES('a', $i)"; done
-	i=0
-	while [ "$(backup_txid 1 app.db)" -ne "$(txid_at 1 app.db)" ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+	wait_published 1 app.db
 	contains "$T/n1.log" "covered TXIDs $((h + 1))..$((h + 3))"
 	s3 get "$SUITE-cover/$key" >"$T/now"
 	check "the orphan's key holds our run now" fails cmp -s "$T/orphan" "$T/now"
@@ -473,8 +480,7 @@ case_dead_end_orphan() {
 		sqlite3 "$T/m$p/app.db" "$(for i in $(seq 1 10); do
 			printf "INSERT INTO t VALUES('r%s', %s);" "$round" "$i"; done)"
 		h=$(txid_at "$p" app.db)
-		i=0
-		while [ "$(backup_txid "$p" app.db)" -ne "$h" ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+		wait_published "$p" app.db
 	done
 	want=$(pos "$p" app.db)
 	# A then B in the chain after the returning node's position, B holding
@@ -546,8 +552,7 @@ case_delete_orphan() {
 	for n in 0 5 30; do
 		for i in $(seq 1 $n); do ins 3 app.db "INSERT INTO t VALUES('q$n', $i)"; done
 		h=$(txid_at 3 app.db)
-		i=0
-		while [ "$(backup_txid 3 app.db)" -ne "$h" ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+		wait_published 3 app.db
 	done
 	sleep 1.5 # the orphan is dealt with after the round that passes it
 	expect_exit 0 "$LTFS" restore -o "$T/r.db" "$(url delorphan)/app.db"
@@ -576,8 +581,7 @@ case_first_upload_unpublished() {
 	check "node 2 becomes the primary" [ "$(wait_primary 2)" = 2 ]
 	for i in $(seq 1 10); do ins 2 app.db "INSERT INTO t VALUES('b', $i)"; done
 	h=$(txid_at 2 app.db)
-	i=0
-	while [ "$(backup_txid 2 app.db)" -ne "$h" ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+	wait_published 2 app.db
 	sleep 1.5 # the orphan is dealt with after the round that passes it
 	expect_exit 0 "$LTFS" restore -o "$T/r.db" "$(url first)/app.db"
 	check "the bucket restores to the head" [ "$(sqlite3 "$T/r.db" "SELECT count(*) FROM t")" = 13 ]
@@ -597,8 +601,7 @@ case_static_to_lease() {
 	check "node 1 is the primary" [ "$(wait_primary 1)" = 1 ]
 	for i in 1 2 3; do ins 1 app.db "INSERT INTO t VALUES('lease', $i)"; done
 	h=$(txid_at 1 app.db)
-	i=0
-	while [ "$(backup_txid 1 app.db)" -ne "$h" ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+	wait_published 1 app.db
 	check "published to the head ($(backup_txid 1 app.db), want $h)" [ "$(backup_txid 1 app.db)" -eq "$h" ]
 	expect_exit 0 "$LTFS" restore -o "$T/r.db" "$(url static)/app.db"
 	check "the bucket restores to the head" [ "$(sqlite3 "$T/r.db" "SELECT count(*) FROM t")" = 6 ]
