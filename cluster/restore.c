@@ -8,13 +8,16 @@
  * (ties: the smaller min, then the higher level). The fewest files, in
  * TXID order.
  *
- * Execution: worker threads download the files of the plan in parallel,
- * each into an unlinked temp file beside the output, while the calling
- * thread applies them in order onto OUT.tmp with ltx_apply_fd(), which
- * verifies each file whole and its pre- and post-apply checksums before it
- * writes a page. The result is checked once more, synced and renamed into
- * place: a bad object stops the restore with its key named, and never
- * leaves a wrong database at OUT.
+ * Execution: worker threads download the files of the plan in parallel
+ * while the calling thread applies them in order onto OUT.tmp with
+ * ltx_build_apply(), which checks each file's pre- and post-apply
+ * checksums. A small file is fetched whole into memory; a big one streams
+ * through a socket pair into the applier, one at a time: a second stream
+ * can only fill its socket buffer and stall, and two at once made the
+ * benchmark's two-file restore about a third slower. The result is
+ * checked once more, synced and renamed into place: a bad object stops
+ * the restore with its key named, and never leaves a wrong database at
+ * OUT.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -227,6 +230,7 @@ struct job {
 	size_t next;              /* next plan entry to fetch */
 	size_t window;            /* fetched but not yet applied, at most */
 	size_t applied;
+	bool streaming;           /* a big file is being streamed */
 	bool stop;
 	int out;                  /* OUT.tmp, for the flusher */
 	bool flushed;             /* the flusher may end */
@@ -269,6 +273,12 @@ static int fetch(struct job *j, struct s3_conn *c, struct rfile *f, struct ltfs_
 		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 			return ltfs_err_set(err, -errno, "socketpair: %s", strerror(errno));
 		pthread_mutex_lock(&j->mu);
+		if (j->stop) {
+			pthread_mutex_unlock(&j->mu);
+			close(sv[0]);
+			close(sv[1]);
+			return -ECANCELED;
+		}
 		f->rd = sv[0];
 		f->ready = true;
 		pthread_cond_broadcast(&j->cv);
@@ -293,17 +303,25 @@ static void *fetch_main(void *arg)
 	for (;;) {
 		struct rfile *f;
 		size_t i;
+		bool big;
 		int rc;
 
-		while (!j->stop && j->next < j->n && j->next >= j->applied + j->window)
+		while (!j->stop && j->next < j->n &&
+		       (j->next >= j->applied + j->window ||
+			(j->streaming && j->files[j->plan[j->next]].size > RESTORE_MEM_FILE)))
 			pthread_cond_wait(&j->cv, &j->mu);
 		if (j->stop || j->next >= j->n)
 			break;
 		i = j->next++;
 		f = &j->files[j->plan[i]];
+		big = f->size > RESTORE_MEM_FILE;
+		if (big)
+			j->streaming = true;
 		pthread_mutex_unlock(&j->mu);
 		rc = crc < 0 ? crc : fetch(j, c, f, &err);
 		pthread_mutex_lock(&j->mu);
+		if (big)
+			j->streaming = false;
 		f->rc = rc;
 		if (rc < 0)
 			snprintf(f->err, sizeof(f->err), "%s", err.msg);
@@ -602,17 +620,21 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 out:
 	pthread_mutex_lock(&j.mu);
 	j.stop = true;
+	/* a stream not applied would block its sender for good: closing the
+	 * read end fails the send */
+	for (size_t i = 0; i < l.n; i++)
+		if (l.v[i].rd >= 0) {
+			close(l.v[i].rd);
+			l.v[i].rd = -1;
+		}
 	pthread_cond_broadcast(&j.cv);
 	pthread_mutex_unlock(&j.mu);
 	for (size_t i = 0; i < nthreads; i++)
 		pthread_join(threads[i], NULL);
 	if (flusher_started)
 		pthread_join(flusher, NULL);
-	for (size_t i = 0; i < l.n; i++) {
-		if (l.v[i].rd >= 0)
-			close(l.v[i].rd);
+	for (size_t i = 0; i < l.n; i++)
 		ltfs_buf_release(&l.v[i].mem);
-	}
 	ltx_build_release(&build);
 	if (out >= 0) {
 		close(out);
