@@ -10,6 +10,12 @@
  * the next connection starts from the positions the replica really has,
  * and the primary answers with a snapshot where needed. Reconnects back
  * off from 100 ms to 5 s.
+ *
+ * A big LTX frame is also followed while it is staged: a thread reads the
+ * staging file up to the bytes written so far and hands it to
+ * fs_prebuild_ltx(), which writes out a new database's snapshot as it
+ * arrives. The receiving side never waits for that thread, except at the
+ * frame's end.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -28,6 +34,7 @@
 #define CONNECT_TIMEOUT_MS 5000
 #define ERROR_BODY_MAX 4096
 #define STREAM_RECV_BUFFER (512L * 1024) /* CURLOPT_BUFFERSIZE: its maximum in curl 7.88 */
+#define PREBUILD_MIN (1u << 20)          /* LTX frames from this size are followed */
 
 int64_t cl_now_ms(void)
 {
@@ -64,6 +71,20 @@ void cl_wait(struct cluster *c, int64_t ms)
 	cl_cond_wait_ms(&c->cv, &c->mu, ms);
 }
 
+/* A big LTX frame followed while it is staged (the prebuild thread). */
+struct follow {
+	struct fs *fs;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int fd;                  /* the staging file */
+	uint64_t off;            /* read so far (the thread's own) */
+	uint64_t written;        /* mu: staged so far */
+	bool ended, abandoned;   /* mu: the frame is whole; or given up */
+	char name[FRAME_NAME_MAX + 1], stage[64];
+	struct fs_prebuilt *pb;  /* the result, once joined */
+};
+
 /* One connection's receiving state. */
 struct recv {
 	struct cluster *c;
@@ -77,6 +98,7 @@ struct recv {
 	char name[FRAME_NAME_MAX + 1];
 	char stage[64];
 	int fd;                  /* staging file of the LTX frame */
+	struct follow *follow;   /* NULL: the frame is not followed */
 	uint8_t clock[8];
 	size_t clock_have;
 	long status;             /* HTTP status, once known */
@@ -99,13 +121,99 @@ static bool stopping(struct cluster *c)
 
 /* ---- frames --------------------------------------------------------------- */
 
+/* The staging file as a source for the decoder: waits for bytes not yet
+ * staged; 0 once the frame is whole and read. */
+static ssize_t follow_read(void *ctx, void *p, size_t n)
+{
+	struct follow *f = ctx;
+	uint64_t have;
+	bool abandoned;
+	ssize_t got;
+
+	pthread_mutex_lock(&f->mu);
+	while (f->written == f->off && !f->ended && !f->abandoned)
+		pthread_cond_wait(&f->cv, &f->mu);
+	have = f->written - f->off;
+	abandoned = f->abandoned;
+	pthread_mutex_unlock(&f->mu);
+	if (abandoned)
+		return -ECANCELED;
+	if (n > have)
+		n = (size_t)have;
+	if (n == 0)
+		return 0;
+	got = pread(f->fd, p, n, (off_t)f->off);
+	if (got <= 0)
+		return got < 0 ? -errno : -EIO;
+	f->off += (uint64_t)got;
+	return got;
+}
+
+static void *follow_main(void *arg)
+{
+	struct follow *f = arg;
+	struct ltfs_err err = { 0 };
+
+	/* a file that fails here fails its apply as well, which names it */
+	if (fs_prebuild_ltx(f->fs, f->name, f->stage, follow_read, f, &f->pb, &err) < 0)
+		f->pb = NULL;
+	return NULL;
+}
+
+static void follow_start(struct recv *r)
+{
+	struct follow *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return; /* the frame is applied the plain way */
+	f->fs = r->c->fs;
+	f->fd = r->fd;
+	snprintf(f->name, sizeof(f->name), "%s", r->name);
+	snprintf(f->stage, sizeof(f->stage), "%s", r->stage);
+	pthread_mutex_init(&f->mu, NULL);
+	pthread_cond_init(&f->cv, NULL);
+	if (pthread_create(&f->thread, NULL, follow_main, f) != 0) {
+		pthread_cond_destroy(&f->cv);
+		pthread_mutex_destroy(&f->mu);
+		free(f);
+		return;
+	}
+	r->follow = f;
+}
+
+/* The frame is whole (or, abandon, given up): join the thread and take its
+ * prebuilt database, if any. */
+static struct fs_prebuilt *follow_end(struct recv *r, bool abandon)
+{
+	struct follow *f = r->follow;
+	struct fs_prebuilt *pb;
+
+	if (!f)
+		return NULL;
+	pthread_mutex_lock(&f->mu);
+	f->ended = true;
+	f->abandoned = abandon;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	pthread_join(f->thread, NULL);
+	pb = f->pb;
+	if (abandon) {
+		fs_prebuilt_free(f->fs, pb);
+		pb = NULL;
+	}
+	pthread_cond_destroy(&f->cv);
+	pthread_mutex_destroy(&f->mu);
+	free(f);
+	r->follow = NULL;
+	return pb;
+}
+
 static int on_begin(void *ctx, enum frame_type type, const char *name,
 		    uint64_t payload_len, struct ltfs_err *err)
 {
 	struct recv *r = ctx;
 	int rc;
 
-	(void)payload_len;
 	r->type = type;
 	r->clock_have = 0;
 	snprintf(r->name, sizeof(r->name), "%s", name);
@@ -118,6 +226,8 @@ static int on_begin(void *ctx, enum frame_type type, const char *name,
 		r->fd = fs_stage_create(r->c->fs, r->stage, err);
 		if (r->fd < 0)
 			return r->fd;
+		if (payload_len >= PREBUILD_MIN)
+			follow_start(r);
 	}
 	return 0;
 }
@@ -129,9 +239,15 @@ static int on_payload(void *ctx, const uint8_t *p, size_t n, struct ltfs_err *er
 	if (r->type == FRAME_LTX) {
 		int rc = ltx_write_fd(&r->fd, p, n);
 
-		return rc < 0 ? ltfs_err_set(err, rc, "staging '%s': %s", r->stage,
-					     ltfs_strerror(rc))
-			      : 0;
+		if (rc < 0)
+			return ltfs_err_set(err, rc, "staging '%s': %s", r->stage, ltfs_strerror(rc));
+		if (r->follow) {
+			pthread_mutex_lock(&r->follow->mu);
+			r->follow->written += n;
+			pthread_cond_signal(&r->follow->cv);
+			pthread_mutex_unlock(&r->follow->mu);
+		}
+		return 0;
 	}
 	/* READY, HEARTBEAT: 8 bytes of clock (the parser checked the size) */
 	memcpy(r->clock + r->clock_have, p, n);
@@ -177,7 +293,7 @@ static int on_end(void *ctx, struct ltfs_err *err)
 
 	switch (r->type) {
 	case FRAME_LTX:
-		rc = fs_apply_ltx(c->fs, r->name, r->fd, r->stage, &h, err);
+		rc = fs_apply_ltx(c->fs, r->name, r->fd, r->stage, follow_end(r, false), &h, err);
 		close(r->fd);
 		r->fd = -1;
 		if (rc < 0)
@@ -412,6 +528,7 @@ static int stream_once(struct cluster *c, const char *primary, uint64_t gen, boo
 		rc = ltfs_err_set(err, -EPIPE, "%s: stream ended without an END frame%s", url,
 				  frame_parser_idle(&r.fp) ? "" : " (in the middle of a frame)");
 	}
+	follow_end(&r, true); /* a frame cut off in the middle */
 	if (r.fd >= 0) {
 		close(r.fd);
 		fs_stage_discard(c->fs, r.stage);

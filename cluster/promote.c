@@ -126,7 +126,7 @@ static int fetch_from_peer(struct cluster *c, const char *url, const char *db, u
 			ltfs_err_set(err, rc, "staging '%s': %s", stage, ltfs_strerror(rc));
 			fs_stage_discard(c->fs, stage);
 		} else {
-			rc = fs_apply_ltx(c->fs, db, fd, stage, NULL, err);
+			rc = fs_apply_ltx(c->fs, db, fd, stage, NULL, NULL, err);
 		}
 	}
 	if (fd >= 0)

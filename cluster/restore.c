@@ -815,7 +815,7 @@ static int fetch_apply(struct cluster *c, struct s3_conn *conn, const char *db,
 	if (rc == 0 && lseek(fd, 0, SEEK_SET) < 0)
 		rc = ltfs_err_set(err, -errno, "seek: %s", strerror(errno));
 	if (rc == 0)
-		rc = fs_apply_ltx(c->fs, db, fd, stage, NULL, err);
+		rc = fs_apply_ltx(c->fs, db, fd, stage, NULL, NULL, err);
 	else
 		fs_stage_discard(c->fs, stage);
 	close(fd);

@@ -756,7 +756,7 @@ int cmd_ltx(struct cmd_ctx *ctx, int argc, char **argv)
 	}
 	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
 		if (strcmp(argv[1], subs[i].name) == 0) {
-			optind = 1;
+			optind = 0; /* glibc: 0 also resets the scan order the "+" of the first parse set */
 			return subs[i].fn(argc - 1, argv + 1);
 		}
 	}

@@ -250,6 +250,6 @@ int main(int argc, char **argv)
 		}
 		return run_command(&ctx, 2, help_argv);
 	}
-	optind = 1;
+	optind = 0; /* glibc: 0 also resets the scan order the "+" of the first parse set */
 	return run_command(&ctx, argc, argv);
 }

@@ -129,9 +129,23 @@ int fs_history_open(struct fs *fs, const char *db, uint64_t min_txid,
  * is consumed (moved or removed) either way; the descriptor stays the
  * caller's.
  */
+struct fs_prebuilt;
 int fs_stage_create(struct fs *fs, char name[64], struct ltfs_err *err);
 int fs_apply_ltx(struct fs *fs, const char *db, int fd, const char *stage_name,
-		 struct ltx_header *out, struct ltfs_err *err);
+		 struct fs_prebuilt *pb, struct ltx_header *out, struct ltfs_err *err);
+/*
+ * A new replica's catch-up without a second pass: while a big file is
+ * still being staged, fs_prebuild_ltx() reads it through `read` (which
+ * waits for the bytes still to come) and, if it is a snapshot of a
+ * database this node does not have, writes and checks the database beside
+ * it in DATA/staging. 0 with *out (NULL: not such a file, nothing done),
+ * or an error (the file is bad: the apply names it again). fs_apply_ltx()
+ * takes *out (or NULL) and consumes it; fs_prebuilt_free() drops one that
+ * is not applied.
+ */
+int fs_prebuild_ltx(struct fs *fs, const char *db, const char *stage_name, ltx_read_fn read,
+		    void *ctx, struct fs_prebuilt **out, struct ltfs_err *err);
+void fs_prebuilt_free(struct fs *fs, struct fs_prebuilt *pb);
 void fs_stage_discard(struct fs *fs, const char *stage_name);
 /* Forget a database the primary does not have: its files and history go. */
 int fs_db_forget(struct fs *fs, const char *db, struct ltfs_err *err);

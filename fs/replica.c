@@ -24,6 +24,12 @@
  * leaves a database that start-up repairs by applying the newest file
  * again. No fsync: a replica's history copies the primary's, and a replica
  * whose database fails verification asks the primary for a snapshot.
+ *
+ * A big snapshot of a database this node does not have yet (a new
+ * replica's catch-up) is prebuilt instead: written out beside the staged
+ * file while it still arrives (fs_prebuild_ltx), and checked whole; the
+ * apply then only renames it into place. One decode instead of two, and
+ * none of it after the last byte came.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -651,26 +657,173 @@ static int publish(struct fs *fs, struct fs_db *db, const struct plan *p,
 	return 0;
 }
 
+/* ---- prebuilt snapshots ---------------------------------------------------- */
+
+struct fs_prebuilt {
+	struct ltx_header h;
+	uint64_t sum;            /* the database checksum, FLAG set */
+	uint64_t *cksums;        /* [0..ncksums), ncksums <= h.commit */
+	uint32_t ncksums;
+	int fd;                  /* the database written out */
+	char file[80];           /* its name in DATA/staging */
+};
+
+void fs_prebuilt_free(struct fs *fs, struct fs_prebuilt *pb)
+{
+	if (!pb)
+		return;
+	if (pb->fd >= 0) {
+		close(pb->fd);
+		unlinkat(fs->staging_fd, pb->file, 0);
+	}
+	free(pb->cksums);
+	free(pb);
+}
+
+/* Room for page pgno's checksum. The array grows with the pages that came,
+ * never to what an unchecked header claims. */
+static int grow_cksums(struct fs_prebuilt *pb, uint32_t pgno, struct ltfs_err *err)
+{
+	uint64_t want = (uint64_t)pb->ncksums * 2;
+	uint64_t *v;
+
+	if (want < pgno)
+		want = pgno;
+	if (want < 1024)
+		want = 1024;
+	if (want > pb->h.commit)
+		want = pb->h.commit;
+	v = realloc(pb->cksums, want * sizeof(*v));
+	if (!v)
+		return ltfs_err_set(err, -ENOMEM, NULL);
+	memset(v + pb->ncksums, 0, (want - pb->ncksums) * sizeof(*v)); /* the lock page stays 0 */
+	pb->cksums = v;
+	pb->ncksums = (uint32_t)want;
+	return 0;
+}
+
+int fs_prebuild_ltx(struct fs *fs, const char *name, const char *stage_name, ltx_read_fn read,
+		    void *ctx, struct fs_prebuilt **out, struct ltfs_err *err)
+{
+	struct ltx_decoder *dec = NULL;
+	struct ltx_page_run run = { 0 };
+	struct ltx_frame_info fi;
+	struct ltx_trailer t;
+	struct fs_prebuilt *pb = NULL;
+	const uint8_t *page;
+	uint64_t sum = 0;
+	uint32_t pgno;
+	int rc;
+
+	*out = NULL;
+	if (lookup(fs, name))
+		return 0;
+	rc = ltx_decoder_open(&dec, read, ctx, NULL, err);
+	if (rc < 0)
+		return rc;
+	if (!ltx_header_is_snapshot(ltx_decoder_header(dec)) ||
+	    !ltx_header_has_checksums(ltx_decoder_header(dec)) ||
+	    ltx_decoder_header(dec)->commit == 0)
+		goto out; /* not for a prebuild: the apply does it all */
+	pb = calloc(1, sizeof(*pb));
+	if (!pb) {
+		rc = ltfs_err_set(err, -ENOMEM, NULL);
+		goto out;
+	}
+	pb->fd = -1;
+	pb->h = *ltx_decoder_header(dec);
+	snprintf(pb->file, sizeof(pb->file), "%s.db", stage_name);
+	pb->fd = openat(fs->staging_fd, pb->file, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (pb->fd < 0) {
+		rc = ltfs_err_set(err, -errno, "'%s/staging/%s': %s", fs->data_dir, pb->file,
+				  strerror(errno));
+		goto out;
+	}
+	while ((rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1) {
+		ltx_decoder_frame_info(dec, &fi);
+		rc = ltx_page_run_add(&run, pb->fd, page, pb->h.page_size,
+				      (uint64_t)(pgno - 1) * pb->h.page_size, err);
+		if (rc == 0 && pgno > pb->ncksums)
+			rc = grow_cksums(pb, pgno, err);
+		if (rc < 0)
+			goto out;
+		sum ^= fi.checksum & ~LTX_CHECKSUM_FLAG;
+		pb->cksums[pgno - 1] = fi.checksum;
+	}
+	if (rc == 0)
+		rc = ltx_page_run_flush(&run, pb->fd, err);
+	if (rc == 0)
+		rc = ltx_decoder_finish(dec, &t, err);
+	if (rc == 0 && ftruncate(pb->fd, (off_t)pb->h.commit * pb->h.page_size) < 0)
+		rc = ltfs_err_set(err, -errno, "'%s/staging/%s': truncate: %s", fs->data_dir,
+				  pb->file, strerror(errno));
+	pb->sum = LTX_CHECKSUM_FLAG | sum;
+	if (rc == 0 && t.post_apply_checksum != pb->sum)
+		rc = ltfs_err_set(err, LTFS_E_CHECKSUM,
+				  "post-apply checksum %016llx differs from the %016llx of its pages",
+				  (unsigned long long)t.post_apply_checksum,
+				  (unsigned long long)pb->sum);
+out:
+	ltx_page_run_release(&run);
+	ltx_decoder_free(dec);
+	if (rc < 0) {
+		fs_prebuilt_free(fs, pb);
+		return rc;
+	}
+	*out = pb;
+	return 0;
+}
+
+/* The prebuilt database becomes the database's file (db->mu held; the
+ * database is new: no file, no pages). */
+static int install_prebuilt(struct fs *fs, struct fs_db *db, struct fs_prebuilt *pb,
+			    struct ltfs_err *err)
+{
+	int rc = fs_db_cksums_reserve(db, pb->h.commit);
+
+	if (rc < 0)
+		return ltfs_err_set(err, rc, NULL);
+	if (renameat(fs->staging_fd, pb->file, db->dirfd, "database") < 0)
+		return ltfs_err_set(err, -errno, "move into '%s/database': %s", db->dir,
+				    strerror(errno));
+	memcpy(db->page_cksums, pb->cksums, (size_t)pb->ncksums * sizeof(*pb->cksums));
+	memset(db->page_cksums + pb->ncksums, 0,
+	       (size_t)(pb->h.commit - pb->ncksums) * sizeof(*pb->cksums));
+	db->db_fd = pb->fd;
+	pb->fd = -1;
+	return 0;
+}
+
 int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name,
-		 struct ltx_header *out, struct ltfs_err *err)
+		 struct fs_prebuilt *pb, struct ltx_header *out, struct ltfs_err *err)
 {
 	struct plan p = { 0 };
 	struct apply_nodes an;
 	struct fs_db *db = NULL;
 	char file[LTX_FILENAME_SIZE];
 	struct stat st;
-	bool pinned = false, moved = false;
+	bool pinned = false, moved = false, prebuilt = false;
 	int rc;
 
 	rc = fs_db_name_check(name, err);
 	if (rc < 0)
 		goto out;
 	db = lookup(fs, name);
+	if (db && pb) { /* the database came meanwhile: a plain apply */
+		fs_prebuilt_free(fs, pb);
+		pb = NULL;
+	}
 	if (db) {
 		pthread_mutex_lock(&db->mu);
 		rc = plan_apply(db, fd, &p, err);
 		p.wal_mode = file_in_wal_mode(db);
 		pthread_mutex_unlock(&db->mu);
+	} else if (pb) {
+		p.h = pb->h;
+		p.sum = pb->sum;
+		pthread_mutex_lock(&fs->lock);
+		rc = apply_target(fs, name, &db, err);
+		pthread_mutex_unlock(&fs->lock);
 	} else {
 		/* verified against an empty database before anything is made */
 		struct fs_db empty = { .checksum = LTX_CHECKSUM_FLAG, .db_fd = -1 };
@@ -709,7 +862,11 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 		rc = publish(fs, db, &p, stage_name, file, err);
 	if (rc == 0) {
 		moved = true;
-		rc = write_pages(db, fd, &p, err);
+		prebuilt = pb && db->db_fd < 0 && db->commit == 0;
+		if (prebuilt)
+			rc = install_prebuilt(fs, db, pb, err);
+		else
+			rc = write_pages(db, fd, &p, err);
 		if (rc < 0) {
 			db->broken = true;
 			snprintf(db->broken_msg, sizeof(db->broken_msg),
@@ -734,13 +891,18 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 		fs_db_published(db, &p.h, p.sum, file, (uint64_t)st.st_size);
 	if (out)
 		*out = p.h;
-	ltfs_debug(fs->log, "replica", "'%s': applied %s, %u pages, checksum %016llx",
-		   name, file, p.h.commit, (unsigned long long)p.sum);
+	if (prebuilt)
+		ltfs_info(fs->log, "replica", "'%s': snapshot %s written out as it arrived, %u pages, checksum %016llx",
+			  name, file, p.h.commit, (unsigned long long)p.sum);
+	else
+		ltfs_debug(fs->log, "replica", "'%s': applied %s, %u pages, checksum %016llx",
+			   name, file, p.h.commit, (unsigned long long)p.sum);
 out:
 	if (pinned)
 		unpin_nodes(fs, &an);
 	if (!moved)
 		fs_stage_discard(fs, stage_name);
+	fs_prebuilt_free(fs, pb);
 	free(p.pgnos);
 	if (rc < 0 && p.h.max_txid) {
 		ltx_format_filename(p.h.min_txid, p.h.max_txid, file);

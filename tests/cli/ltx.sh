@@ -33,6 +33,9 @@ case_usage_errors() {
 	expect_exit 2 "$LTFS" ltx apply only-db
 	expect_exit 2 "$LTFS" nosuchcommand
 	expect_exit 2 "$LTFS" --log-level loud version
+	# options after the operands, as the usage lines show them
+	expect_exit 0 "$LTFS" ltx encode-db "$D/src/db-v1.sqlite" -o "$T/after.ltx"
+	expect_exit 0 "$LTFS" --log-level warn ltx verify "$T/after.ltx"
 }
 
 case_verify_fixtures() {

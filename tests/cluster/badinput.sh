@@ -63,6 +63,21 @@ case_fixture() {
 	check "one byte differs" [ "$(cmp -l "$T/ltx/3.ltx" "$T/ltx/3-flipped.ltx" | wc -l)" -eq 1 ]
 	expect_exit 1 "$LTFS" ltx verify "$T/ltx/3-flipped.ltx"
 	check "the flip is a checksum error" contains "$T/out" "checksum mismatch"
+	# big.ltx: a snapshot of a 3 MiB database, over the 1 MiB from which a
+	# replica writes a new database out while its frame still arrives;
+	# big-flipped.ltx: the same with one byte in its middle inverted
+	sql "$T/big.db" "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+		INSERT INTO t(v) SELECT randomblob(3000) FROM generate_series(1, 1000)"
+	sql "$T/big.db" "SELECT count(*), sum(length(v)) FROM t" >"$T/big.rows"
+	"$LTFS" ltx checksum "$T/big.db" >"$T/big.sum"
+	"$LTFS" ltx encode-db "$T/big.db" -o "$T/ltx/big.ltx" >/dev/null
+	_size=$(wc -c <"$T/ltx/big.ltx")
+	check "big.ltx over 2 MiB" [ "$_size" -gt 2097152 ]
+	cp "$T/ltx/big.ltx" "$T/ltx/big-flipped.ltx"
+	_byte=$(od -An -tu1 -j $((_size / 2)) -N1 "$T/ltx/big.ltx" | tr -d ' ')
+	printf "\\$(printf %03o $((_byte ^ 255)))" |
+		dd of="$T/ltx/big-flipped.ltx" bs=1 seek=$((_size / 2)) conv=notrunc 2>/dev/null
+	expect_exit 1 "$LTFS" ltx verify "$T/ltx/big-flipped.ltx"
 }
 run_case fixture
 FIX=$T
@@ -266,7 +281,48 @@ case_name_under_a_database() {
 	ltfs_umount "$T/m"
 }
 
+# A big snapshot of a new database is written out as it arrives, and
+# comes out exact.
+case_big_snapshot() {
+	fake ltx big.db "$FIX/ltx/big.ltx" end
+	replica
+	logged "'big.db': snapshot 0000000000000001-0000000000000001.ltx written out as it arrived"
+	fake_done
+	check "big.db's checksum" [ "$(cut -d/ -f2 "$T/m/big.db-pos")" = "$(cat "$FIX/big.sum")" ]
+	check "the file's checksum" [ "$("$LTFS" ltx checksum "$T/data/dbs/big.db/database")" = "$(cat "$FIX/big.sum")" ]
+	check "big.db's rows" [ "$(sql "$T/m/big.db" 'SELECT count(*), sum(length(v)) FROM t')" = "$(cat "$FIX/big.rows")" ]
+	check "big.db sound" [ "$(sql "$T/m/big.db" 'PRAGMA integrity_check')" = ok ]
+	check "staging empty" [ -z "$(ls -A "$T/data/staging")" ]
+	ltfs_umount "$T/m"
+}
+
+# The same snapshot damaged in its middle: refused with the file named,
+# and neither the database nor the half written out is left.
+case_big_snapshot_flipped() {
+	fake ltx big.db "$FIX/ltx/big-flipped.ltx" end
+	replica
+	logged "stream: 'big.db': 0000000000000001-0000000000000001.ltx: "
+	fake_done
+	check "not in the mount" [ ! -e "$T/m/big.db" ]
+	at_txid2
+	ltfs_umount "$T/m"
+}
+
+# The connection drops in the middle of the big snapshot.
+case_big_snapshot_cut() {
+	fake ltx big.db "$FIX/ltx/big.ltx" end cut $(($(good_len) + 18 + 1572864))
+	replica
+	logged "stream ended without an END frame (in the middle of a frame)"
+	fake_done
+	check "not in the mount" [ ! -e "$T/m/big.db" ]
+	at_txid2
+	ltfs_umount "$T/m"
+}
+
 run_case good_stream
+run_case big_snapshot
+run_case big_snapshot_flipped
+run_case big_snapshot_cut
 run_case unknown_frame_type
 run_case oversized_name_length
 run_case truncated_stream
