@@ -319,10 +319,48 @@ case_big_snapshot_cut() {
 	ltfs_umount "$T/m"
 }
 
+# A new replica killed -9 while it writes out a big snapshot (the fake
+# primary holds the stream in the middle of the frame): its restart
+# discards the half and takes the whole snapshot exactly.
+case_big_snapshot_killed() {
+	# the stream's bytes: READY-less, just the frame, then END
+	"$LTFS_FAKE_PRIMARY" --max-conns 1 "$FP" ltx big.db "$FIX/ltx/big.ltx" end \
+		>"$T/fake.out" 2>"$T/fake.log" &
+	echo $! >"$T/ltfs.pid.fake"
+	wait_for "the fake primary listening" grep -q "listening on $FP" "$T/fake.out"
+	curl -s -X POST -d '{}' "http://127.0.0.1:$FP/v1/stream" -o "$T/stream.bin"
+	fake_done
+	head -c 1572864 "$T/stream.bin" >"$T/part1"
+	tail -c +1572865 "$T/stream.bin" >"$T/part2"
+	"$LTFS_FAKE_PRIMARY" --max-conns 1 "$FP" raw "$T/part1" hold 30 raw "$T/part2" \
+		>"$T/fake.out" 2>"$T/fake.log" &
+	echo $! >"$T/ltfs.pid.fake"
+	wait_for "the fake primary listening" grep -q "listening on $FP" "$T/fake.out"
+	replica
+	wait_for "the snapshot being written out" sh -c "ls '$T/data/staging' | grep -q 'ltx\.db\$'"
+	kill -9 "$(cat "$T/ltfs.pid")"
+	wait "$(cat "$T/ltfs.pid")" 2>/dev/null || true
+	umount -l "$T/m" 2>/dev/null || true
+	kill "$(cat "$T/ltfs.pid.fake")"
+	wait "$(cat "$T/ltfs.pid.fake")" 2>/dev/null || true
+	"$LTFS_FAKE_PRIMARY" --max-conns 2 "$FP" ltx big.db "$FIX/ltx/big.ltx" ready end \
+		>"$T/fake.out" 2>"$T/fake.log" &
+	echo $! >"$T/ltfs.pid.fake"
+	wait_for "the fake primary listening" grep -q "listening on $FP" "$T/fake.out"
+	replica
+	logged "'big.db': snapshot 0000000000000001-0000000000000001.ltx written out as it arrived"
+	check "big.db's checksum" [ "$(cut -d/ -f2 "$T/m/big.db-pos")" = "$(cat "$FIX/big.sum")" ]
+	check "big.db's rows" [ "$(sql "$T/m/big.db" 'SELECT count(*), sum(length(v)) FROM t')" = "$(cat "$FIX/big.rows")" ]
+	check "staging empty" [ -z "$(ls -A "$T/data/staging")" ]
+	ltfs_umount "$T/m"
+	kill "$(cat "$T/ltfs.pid.fake")" 2>/dev/null || true
+}
+
 run_case good_stream
 run_case big_snapshot
 run_case big_snapshot_flipped
 run_case big_snapshot_cut
+run_case big_snapshot_killed
 run_case unknown_frame_type
 run_case oversized_name_length
 run_case truncated_stream

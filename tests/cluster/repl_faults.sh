@@ -132,44 +132,6 @@ scenario_snapshot_cut() {
 	node_stop 1
 }
 
-# A new replica killed while it writes out the snapshot it receives (the
-# prebuilt database in its staging area): its restart discards the half
-# and converges.
-scenario_kill_in_snapshot() {
-	# a database file placed in the data dir starts the history as one
-	# snapshot (docs/datadir.md): what a new replica then receives
-	sql "$T/seed.db" "PRAGMA journal_mode=$MODE; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
-		WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 40000)
-		INSERT INTO t(v) SELECT randomblob(1000) FROM n;" >/dev/null
-	mkdir -p "$T/d1/dbs/app.db"
-	cp "$T/seed.db" "$T/d1/dbs/app.db/database"
-	node_start 1
-	# the window is a fraction of a second: watched without forking (a
-	# glob), and a replica that got through it whole is started again
-	_seen=0
-	for _try in 1 2 3 4 5; do
-		rm -rf "$T/d2"
-		node_replica 2 1
-		_i=0
-		while [ $_i -lt 200000 ]; do
-			for _f in "$T/d2/staging/"*.db; do
-				[ -e "$_f" ] && _seen=1
-			done
-			[ $_seen = 1 ] && break
-			_i=$((_i + 1))
-		done
-		node_kill 2
-		[ $_seen = 1 ] && break
-	done
-	check "a database was being written out" [ $_seen = 1 ]
-	node_replica 2 1
-	converged 2
-	check "staging emptied" [ -z "$(ls "$T/d2/staging")" ]
-	check "all rows" [ "$(r 2 'SELECT count(*) FROM t')" = 40000 ]
-	node_stop 2
-	node_stop 1
-}
-
 # A replica's database that fails verification at start-up (a page the
 # newest file does not hold is damaged) is not served, is reported to the
 # primary as TXID 0, and comes back whole from the primary's history.
@@ -191,7 +153,7 @@ scenario_broken_replica() {
 }
 
 for MODE in wal delete; do
-	for s in kill_replica kill_primary restart_primary snapshot_cut kill_in_snapshot broken_replica; do
+	for s in kill_replica kill_primary restart_primary snapshot_cut broken_replica; do
 		eval "case_${s}_$MODE() { scenario_$s; }"
 		run_case "${s}_$MODE"
 	done
