@@ -164,6 +164,11 @@ case_output_rules() {
 	expect_exit 0 "$LTFS" restore --force -o "$T/r.db" "$(url out)/app.db"
 	check "stale wal removed" [ ! -e "$T/r.db-wal" ]
 	check "restored" restored_same "$T/r.db" 1
+	# a progress bar only on a terminal (script(1) gives the restore one)
+	check "no bar without a terminal" [ "$(grep -c ' files ' "$T/err")" = 0 ]
+	script -qec "'$LTFS' restore --force -o '$T/r.db' '$(url out)/app.db'" /dev/null >"$T/tty.out"
+	check "a bar on a terminal" grep -qE '\[#{20}\] 100%  ([0-9]+)/\1 files' "$T/tty.out"
+	check "restored on a terminal" restored_same "$T/r.db" 1
 	expect_exit 1 "$LTFS" restore -o "$T/none.db" "$(url out)/other.db"
 	contains "$T/err" "no LTX files for 'other.db'"
 	node_stop 1
