@@ -512,4 +512,22 @@ case_start_errors() {
 }
 run_case start_errors
 
+# Virtual-hosted-style URLs (s3.path-style: false): BUCKET.localhost:PORT,
+# which the server only serves as a bucket because it knows the name
+# (rgw dns name); a backup and a restore through them, exact.
+case_virtual_hosted() {
+	_ep=$(echo "$AWS_ENDPOINT_URL_S3" | sed 's|//127\.0\.0\.1:|//localhost:|')
+	printf 's3:\n  url: %s\n  endpoint: %s\n  path-style: false\n  upload-interval: 0s\n' \
+		"$(url vhost)" "$_ep" >"$T/vhost.yml"
+	node_start 1 --config "$T/vhost.yml"
+	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('x')"
+	wait_shipped 1
+	check "the log names the endpoint" grep -q "at $_ep" "$T/n1.log"
+	expect_exit 0 "$LTFS" restore --config "$T/vhost.yml" -o "$T/r.db" app.db
+	check "restored" restored_same "$T/r.db" 1
+	check "the objects under the prefix" [ -n "$(s3 list "$SUITE-vhost/app.db/0000/")" ]
+	node_stop 1
+}
+run_case virtual_hosted
+
 finish
