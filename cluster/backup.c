@@ -107,8 +107,8 @@ int s3_ltx_key_parse(const char *prefix, const char *key, char *name, size_t n,
 		rest = key + pl + 1;
 	}
 	kl = strlen(rest);
-	/* NAME/LLLL/%016x-%016x.ltx */
-	if (kl < 1 + 1 + 4 + 1 + 37 + 4)
+	/* NAME/LLLL/%016x-%016x.ltx, the file name 37 bytes */
+	if (kl < 1 + 1 + 4 + 1 + 37)
 		return -1;
 	file = rest + kl - 37;
 	lvl = file - 5;

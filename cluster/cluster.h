@@ -262,6 +262,9 @@ struct s3_config {
 				    * path-style for a custom endpoint */
 	unsigned timeout_ms;       /* one request; 0 = 30000 */
 	unsigned attempts;         /* tries per request; 0 = 5 */
+	uint64_t part_size;        /* a bigger object goes up as a multipart
+				    * upload in parts of this size (5 MiB to
+				    * 5 GiB); 0 = 4 GiB */
 };
 
 struct s3;      /* settings, shared by threads, immutable once open */
@@ -302,7 +305,8 @@ void s3_conn_set_deadline(struct s3_conn *c, int64_t mono_deadline_ms);
 int s3_put(struct s3_conn *c, const char *key, const void *data, size_t len,
 	   const struct s3_put_opts *opts, char etag[S3_ETAG_MAX],
 	   struct ltfs_err *err);
-/* The same from bytes [0, len) of a file (objects up to 5 GiB). */
+/* The same from bytes [0, len) of a file; above the part size, as a
+ * multipart upload (metadata at its creation, conditions at its end). */
 int s3_put_fd(struct s3_conn *c, const char *key, int fd, uint64_t len,
 	      const struct s3_put_opts *opts, char etag[S3_ETAG_MAX],
 	      struct ltfs_err *err);

@@ -1,6 +1,7 @@
 /*
- * s3.c - a small S3 client on libcurl: PUT (optionally conditional), GET
- * (ranged, or resumable into a file), HEAD, DELETE and ListObjectsV2.
+ * s3.c - a small S3 client on libcurl: PUT (optionally conditional; in
+ * parts above the part size), GET (ranged, or resumable into a file),
+ * HEAD, DELETE and ListObjectsV2.
  *
  * libcurl signs (CURLOPT_AWS_SIGV4). What it leaves to us, and S3 insists
  * on: x-amz-content-sha256 on every request (curl 7.88 signs the value we
@@ -29,7 +30,11 @@
 #define S3_ERRBODY_MAX 8192
 #define S3_LIST_PAGE_MAX (16u << 20)
 #define S3_BIG_BODY (8u << 20)        /* no total timeout above this */
-#define S3_PUT_MAX (5ull << 30)       /* S3's single-PUT limit */
+#define S3_PUT_MAX (5ull << 30)       /* S3's limit of one PUT, and of one part */
+#define S3_PART_MIN (5ull << 20)      /* S3's smallest part but the last */
+#define S3_PARTS_MAX 10000            /* S3's most parts of one object */
+#define S3_PART_DEFAULT (4ull << 30)
+#define S3_UPLOAD_ID_MAX 1024
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_CAP_MS 3000
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -44,6 +49,7 @@ struct s3 {
 	char token_hdr[2048];     /* x-amz-security-token: ..., or "" */
 	long timeout_ms;
 	unsigned attempts;
+	uint64_t part_size;       /* a bigger object goes up in parts of this */
 };
 
 struct s3_conn {
@@ -175,6 +181,13 @@ int s3_open(struct s3 **out, const struct s3_config *cfg, struct ltfs_err *err)
 	snprintf(s3->sigv4, sizeof(s3->sigv4), "aws:amz:%s:s3", region);
 	s3->timeout_ms = cfg->timeout_ms ? (long)cfg->timeout_ms : 30000;
 	s3->attempts = cfg->attempts ? cfg->attempts : 5;
+	s3->part_size = cfg->part_size ? cfg->part_size : S3_PART_DEFAULT;
+	if (s3->part_size < S3_PART_MIN || s3->part_size > S3_PUT_MAX) {
+		rc = ltfs_err_set(err, LTFS_E_CONFIG,
+				  "s3 part size %llu: want 5MiB to 5GiB (S3's limits of one part)",
+				  (unsigned long long)s3->part_size);
+		goto fail;
+	}
 	*out = s3;
 	return 0;
 fail:
@@ -321,12 +334,12 @@ int64_t s3_parse_time(const char *s)
 /* ---- one request --------------------------------------------------------- */
 
 struct req {
-	const char *method;      /* GET PUT HEAD DELETE */
+	const char *method;      /* GET PUT POST HEAD DELETE */
 	const char *key;         /* object key, "" for the bucket */
 	const char *query;       /* encoded and sorted, or NULL */
-	const void *body;        /* PUT from memory */
+	const void *body;        /* PUT or POST from memory */
 	int body_fd;             /* PUT from a file, or -1 */
-	uint64_t body_len;
+	uint64_t body_off, body_len; /* the file's bytes [body_off, +body_len) */
 	const char *sha256;      /* body digest (hex) */
 	const struct s3_put_opts *put;
 	uint64_t range_off, range_len; /* GET: range_len 0 = to the end */
@@ -442,7 +455,7 @@ static size_t on_read(char *p, size_t size, size_t n, void *ctx)
 		r->sent += want;
 		return want;
 	}
-	got = pread(r->body_fd, p, want, (off_t)r->sent);
+	got = pread(r->body_fd, p, want, (off_t)(r->body_off + r->sent));
 	if (got <= 0) {
 		r->write_failed = true;
 		return CURL_READFUNC_ABORT;
@@ -651,6 +664,10 @@ static CURLcode perform(struct s3_conn *c, struct req *r, const char *url,
 		/* An "Expect:" line to turn 100-continue off would be signed
 		 * but never sent; waiting 1 ms for the 100 costs as little. */
 		curl_easy_setopt(k, CURLOPT_EXPECT_100_TIMEOUT_MS, 1L);
+	} else if (strcmp(r->method, "POST") == 0) {
+		curl_easy_setopt(k, CURLOPT_POST, 1L);
+		curl_easy_setopt(k, CURLOPT_POSTFIELDS, r->body ? (const char *)r->body : "");
+		curl_easy_setopt(k, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
 	} else if (strcmp(r->method, "HEAD") == 0) {
 		curl_easy_setopt(k, CURLOPT_NOBODY, 1L);
 	} else if (strcmp(r->method, "DELETE") == 0) {
@@ -793,23 +810,18 @@ int s3_put(struct s3_conn *c, const char *key, const void *data, size_t len,
 	return put(c, &r, opts, etag, err);
 }
 
-int s3_put_fd(struct s3_conn *c, const char *key, int fd, uint64_t len,
-	      const struct s3_put_opts *opts, char etag[S3_ETAG_MAX], struct ltfs_err *err)
+/* The SHA-256 (hex) of the file's bytes [off, off + len). */
+static int hash_range(int fd, uint64_t off, uint64_t len, char sha[65], const char *key,
+		      struct ltfs_err *err)
 {
+	uint8_t *buf = malloc(1u << 20);
 	struct s3_sha256 h;
-	uint8_t *buf;
-	char sha[65];
-	struct req r;
 
-	if (len > S3_PUT_MAX)
-		return ltfs_err_set(err, LTFS_E_LIMIT, "s3 PUT '%s': %llu bytes is more than one PUT takes",
-				    key, (unsigned long long)len);
-	buf = malloc(1u << 20);
 	if (!buf)
 		return ltfs_err_set(err, -ENOMEM, NULL);
 	s3_sha256_init(&h);
-	for (uint64_t off = 0; off < len;) {
-		size_t want = len - off < (1u << 20) ? (size_t)(len - off) : (1u << 20);
+	for (uint64_t end = off + len; off < end;) {
+		size_t want = end - off < (1u << 20) ? (size_t)(end - off) : (1u << 20);
 		int rc = ltx_pread_full(fd, buf, want, off);
 
 		if (rc < 0) {
@@ -822,6 +834,193 @@ int s3_put_fd(struct s3_conn *c, const char *key, int fd, uint64_t len,
 	}
 	free(buf);
 	s3_sha256_final(&h, sha);
+	return 0;
+}
+
+/* "uploadId=ID" (+ "&partNumber=N" sorted before it when part > 0). */
+static int upload_query(struct ltfs_buf *q, const char *id, unsigned part)
+{
+	ltfs_buf_reset(q);
+	if (part && ltfs_buf_printf(q, "partNumber=%u&", part) < 0)
+		return -ENOMEM;
+	if (ltfs_buf_printf(q, "uploadId=") < 0 || cl_url_encode(q, id, false) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* An error document in a 200 answer (CompleteMultipartUpload may send
+ * one after it started answering): 0, or the error named. */
+static int error_in_body(const struct ltfs_buf *b, const char *what, const char *key,
+			 struct ltfs_err *err)
+{
+	const char *p = (const char *)b->data, *end = p + b->len;
+	char code[64] = "", msg[160] = "";
+
+	if (!p || !memmem(p, b->len, "<Error>", 7))
+		return 0;
+	xml_text(p, end, "Code", code, sizeof(code), NULL);
+	xml_text(p, end, "Message", msg, sizeof(msg), NULL);
+	return ltfs_err_set(err, strcmp(code, "PreconditionFailed") == 0 ? LTFS_E_CONFLICT : -EIO,
+			    "s3 %s '%s': 200 %s%s%s%s", what, key, code[0] ? code : "(no S3 error code)",
+			    msg[0] ? " (" : "", msg, msg[0] ? ")" : "");
+}
+
+/* A multipart upload's conditions, checked before it starts: S3 checks
+ * them again at completion, but some servers (Ceph RGW 16) ignore them
+ * there, and would replace the object. */
+static int check_conditions(struct s3_conn *c, const char *key, const struct s3_put_opts *opts,
+			    struct ltfs_err *err)
+{
+	struct s3_object o;
+	int rc;
+
+	if (!opts->if_none_match && !opts->if_match)
+		return 0;
+	rc = s3_head(c, key, &o, err);
+	if (rc < 0 && rc != -ENOENT)
+		return rc;
+	if (opts->if_none_match && rc == 0)
+		return ltfs_err_set(err, LTFS_E_CONFLICT, "s3 PUT '%s': the object exists "
+				    "(If-None-Match: *, checked before a multipart upload)", key);
+	if (opts->if_match) {
+		const char *e = opts->if_match;
+		size_t el = strlen(e);
+
+		if (el >= 2 && e[0] == '"' && e[el - 1] == '"') {
+			e++;
+			el -= 2;
+		}
+		if (rc == -ENOENT || strlen(o.etag) != el || memcmp(o.etag, e, el) != 0)
+			return ltfs_err_set(err, LTFS_E_CONFLICT, "s3 PUT '%s': the object is not the "
+					    "one of ETag %s (If-Match, checked before a multipart "
+					    "upload)", key, opts->if_match);
+	}
+	return 0;
+}
+
+/*
+ * A multipart upload of [0, len) of fd: check the conditions, create it
+ * (with the object's metadata), put the parts in order, complete it (with
+ * the conditions again). Anything failing after the create aborts the
+ * upload, so that its parts are not kept (and billed).
+ */
+static int put_parts(struct s3_conn *c, const char *key, int fd, uint64_t len,
+		     const struct s3_put_opts *opts, char etag[S3_ETAG_MAX], struct ltfs_err *err)
+{
+	const struct s3_put_opts create = { .timestamp_ms = opts->timestamp_ms,
+					    .content_type = opts->content_type,
+					    .epoch = opts->epoch };
+	const struct s3_put_opts complete = { .if_none_match = opts->if_none_match,
+					      .if_match = opts->if_match,
+					      .content_type = "application/xml" };
+	uint64_t psize = c->s3->part_size, nparts = (len + psize - 1) / psize;
+	char id[S3_UPLOAD_ID_MAX] = "", sha[65], tag[S3_ETAG_MAX];
+	struct ltfs_buf resp, query, doc;
+	struct req r;
+	int rc = 0;
+
+	if (nparts > S3_PARTS_MAX)
+		return ltfs_err_set(err, LTFS_E_LIMIT,
+				    "s3 PUT '%s': %llu bytes is more than %d parts of %llu bytes "
+				    "(raise s3.part-size)", key, (unsigned long long)len,
+				    S3_PARTS_MAX, (unsigned long long)psize);
+	rc = check_conditions(c, key, opts, err);
+	if (rc < 0)
+		return rc;
+	ltfs_buf_init(&resp, 1u << 20);
+	ltfs_buf_init(&query, 2 * S3_UPLOAD_ID_MAX + 64);
+	ltfs_buf_init(&doc, (size_t)nparts * (S3_ETAG_MAX + 80) + 128);
+	req_init(&r, "POST", key);
+	r.query = "uploads=";
+	r.out = &resp;
+	rc = put(c, &r, &create, NULL, err);
+	if (rc == 0 && !xml_text((const char *)resp.data, (const char *)resp.data + resp.len,
+				 "UploadId", id, sizeof(id), NULL))
+		rc = ltfs_err_set(err, LTFS_E_CORRUPT, "s3 POST '%s?uploads': no UploadId in the answer",
+				  key);
+	if (rc == 0 && ltfs_buf_printf(&doc, "<CompleteMultipartUpload>") < 0)
+		rc = ltfs_err_set(err, -ENOMEM, NULL);
+	for (unsigned part = 1; rc == 0 && part <= nparts; part++) {
+		uint64_t off = (uint64_t)(part - 1) * psize;
+		uint64_t plen = len - off < psize ? len - off : psize;
+
+		rc = hash_range(fd, off, plen, sha, key, err);
+		if (rc == 0 && upload_query(&query, id, part) < 0)
+			rc = ltfs_err_set(err, -ENOMEM, NULL);
+		if (rc < 0)
+			break;
+		req_init(&r, "PUT", key);
+		r.query = (const char *)query.data;
+		r.body_fd = fd;
+		r.body_off = off;
+		r.body_len = plen;
+		r.sha256 = sha;
+		rc = put(c, &r, NULL, tag, err);
+		if (rc == 0 && !tag[0])
+			rc = ltfs_err_set(err, LTFS_E_CORRUPT, "s3 PUT '%s' part %u: no ETag in the answer",
+					  key, part);
+		if (rc == 0 && ltfs_buf_printf(&doc, "<Part><PartNumber>%u</PartNumber>"
+					       "<ETag>\"%s\"</ETag></Part>", part, tag) < 0)
+			rc = ltfs_err_set(err, -ENOMEM, NULL);
+	}
+	if (rc == 0 && (ltfs_buf_printf(&doc, "</CompleteMultipartUpload>") < 0 ||
+			upload_query(&query, id, 0) < 0))
+		rc = ltfs_err_set(err, -ENOMEM, NULL);
+	if (rc == 0) {
+		s3_sha256_hex(doc.data, doc.len, sha);
+		ltfs_buf_reset(&resp);
+		req_init(&r, "POST", key);
+		r.query = (const char *)query.data;
+		r.body = doc.data;
+		r.body_len = doc.len;
+		r.sha256 = sha;
+		r.out = &resp;
+		rc = put(c, &r, &complete, NULL, err);
+		if (rc == 0)
+			rc = error_in_body(&resp, "POST (complete)", key, err);
+		if (rc == 0 && etag) {
+			/* the answer's ETag, or (RGW leaves it empty) the object's */
+			struct s3_object o;
+			size_t tl;
+			bool quoted;
+
+			tag[0] = '\0';
+			xml_text((const char *)resp.data, (const char *)resp.data + resp.len, "ETag",
+				 tag, sizeof(tag), NULL);
+			if (!tag[0] && s3_head(c, key, &o, err) == 0)
+				snprintf(tag, sizeof(tag), "%s", o.etag);
+			tl = strlen(tag);
+			quoted = tl >= 2 && tag[0] == '"' && tag[tl - 1] == '"';
+			snprintf(etag, S3_ETAG_MAX, "%.*s", (int)(quoted ? tl - 2 : tl),
+				 quoted ? tag + 1 : tag);
+		}
+	}
+	if (rc < 0 && id[0] && upload_query(&query, id, 0) == 0) {
+		struct ltfs_err ignored = { 0 };
+
+		req_init(&r, "DELETE", key);
+		r.query = (const char *)query.data;
+		request(c, &r, &ignored); /* what fails here, a lifecycle rule removes */
+	}
+	ltfs_buf_release(&resp);
+	ltfs_buf_release(&query);
+	ltfs_buf_release(&doc);
+	return rc;
+}
+
+int s3_put_fd(struct s3_conn *c, const char *key, int fd, uint64_t len,
+	      const struct s3_put_opts *opts, char etag[S3_ETAG_MAX], struct ltfs_err *err)
+{
+	static const struct s3_put_opts none = { 0 };
+	char sha[65];
+	struct req r;
+	int rc;
+
+	if (len > c->s3->part_size)
+		return put_parts(c, key, fd, len, opts ? opts : &none, etag, err);
+	rc = hash_range(fd, 0, len, sha, key, err);
+	if (rc < 0)
+		return rc;
 	req_init(&r, "PUT", key);
 	r.body_fd = fd;
 	r.body_len = len;

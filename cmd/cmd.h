@@ -62,6 +62,7 @@ struct cmd_config {
 	char *s3_access_key;  /* s3.access-key-id */
 	char *s3_secret_key;  /* s3.secret-access-key */
 	int s3_path_style;    /* s3.path-style: -1 auto */
+	unsigned long long s3_part_size; /* s3.part-size; 0 = the default */
 	int upload_interval_ms; /* s3.upload-interval: -1 = default */
 	unsigned levels_ms[8];  /* s3.levels: compaction intervals */
 	unsigned nlevels;

@@ -425,6 +425,30 @@ static int want_levels(const struct cfg_node *n, struct cmd_config *c, struct lt
 	return 0;
 }
 
+/* A byte size: a number with an optional unit B, KiB, MiB or GiB. */
+static int want_size(const struct cfg_node *n, unsigned long long *out, struct ltfs_err *err)
+{
+	static const struct { const char *unit; unsigned shift; } units[] = {
+		{ "", 0 }, { "B", 0 }, { "KiB", 10 }, { "MiB", 20 }, { "GiB", 30 },
+	};
+	char *end;
+	unsigned long long v;
+
+	if (n->kind == CFG_SCALAR && n->value[0] >= '0' && n->value[0] <= '9') {
+		errno = 0;
+		v = strtoull(n->value, &end, 10);
+		end += strspn(end, " ");
+		for (size_t i = 0; !errno && i < sizeof(units) / sizeof(units[0]); i++) {
+			if (strcmp(end, units[i].unit) == 0 && v > 0 && v <= (1ull << 40) >> units[i].shift) {
+				*out = v << units[i].shift;
+				return 0;
+			}
+		}
+	}
+	return ltfs_err_set(err, LTFS_E_CONFIG,
+			    "line %d: '%s' must be a size from 1 to 1TiB, e.g. 64MiB", n->line, n->key);
+}
+
 static int apply_s3(const struct cfg_node *map, struct cmd_config *c,
 		    struct ltfs_err *err)
 {
@@ -449,6 +473,12 @@ static int apply_s3(const struct cfg_node *map, struct cmd_config *c,
 		} else if (strcmp(n->key, "path-style") == 0) {
 			rc = want_bool(n, &b, err);
 			c->s3_path_style = b;
+		} else if (strcmp(n->key, "part-size") == 0) {
+			rc = want_size(n, &c->s3_part_size, err);
+			if (rc == 0 && (c->s3_part_size < (5ull << 20) || c->s3_part_size > (5ull << 30)))
+				rc = ltfs_err_set(err, LTFS_E_CONFIG,
+						  "line %d: 'part-size' must be from 5MiB to 5GiB "
+						  "(S3's limits of one part)", n->line);
 		} else if (strcmp(n->key, "levels") == 0) {
 			rc = want_levels(n, c, err);
 		} else if (strcmp(n->key, "snapshot-interval") == 0) {
@@ -542,30 +572,6 @@ static int want_exec(const struct cfg_node *n, struct cmd_config *c, struct ltfs
 			return rc;
 	}
 	return 0;
-}
-
-/* A byte size: a number with an optional unit B, KiB, MiB or GiB. */
-static int want_size(const struct cfg_node *n, unsigned long long *out, struct ltfs_err *err)
-{
-	static const struct { const char *unit; unsigned shift; } units[] = {
-		{ "", 0 }, { "B", 0 }, { "KiB", 10 }, { "MiB", 20 }, { "GiB", 30 },
-	};
-	char *end;
-	unsigned long long v;
-
-	if (n->kind == CFG_SCALAR && n->value[0] >= '0' && n->value[0] <= '9') {
-		errno = 0;
-		v = strtoull(n->value, &end, 10);
-		end += strspn(end, " ");
-		for (size_t i = 0; !errno && i < sizeof(units) / sizeof(units[0]); i++) {
-			if (strcmp(end, units[i].unit) == 0 && v > 0 && v <= (1ull << 40) >> units[i].shift) {
-				*out = v << units[i].shift;
-				return 0;
-			}
-		}
-	}
-	return ltfs_err_set(err, LTFS_E_CONFIG,
-			    "line %d: '%s' must be a size from 1 to 1TiB, e.g. 64MiB", n->line, n->key);
 }
 
 /* A list of path patterns into v[*count]. */

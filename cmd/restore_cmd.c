@@ -54,6 +54,7 @@ int cmd_s3_open(const struct cmd_config *c, const char *url, struct s3 **out,
 		.access_key = c->s3_access_key,
 		.secret_key = c->s3_secret_key,
 		.path_style = c->s3_path_style,
+		.part_size = c->s3_part_size,
 	};
 
 	return s3_open(out, &cfg, err);

@@ -63,6 +63,9 @@ case_config_file() {
 	expect_exit 2 "$LTFS" mount --config "$T/bad5.yml"
 	check "yaml error with line" contains "$T/err" "line "
 	expect_exit 2 "$LTFS" mount --config "$T/missing.yml"
+	printf 'mount-dir: /x\ns3:\n  url: s3://bkt/p\n  part-size: 4MiB\n' >"$T/bad6.yml"
+	expect_exit 2 "$LTFS" mount --config "$T/bad6.yml"
+	check "part size below S3's smallest" contains "$T/err" "line 4: 'part-size' must be from 5MiB to 5GiB"
 	# the example in docs/ parses (all its keys are known)
 	expect_exit 2 "$LTFS" mount --config docs/ltfs.example.yml --threads 999
 	check "example parses" contains "$T/err" "--threads"

@@ -3,16 +3,20 @@
  * tests against a real server. Settings come from the same AWS_*
  * variables ltfs reads.
  *
- *   s3-tool URL put KEY FILE [--if-none-match | --if-match ETAG | --epoch N]
+ *   s3-tool URL put KEY FILE [--if-none-match | --if-match ETAG | --epoch N |
+ *                             --len N]
  *                                     prints the ETag; --epoch sets the
- *                                     x-amz-meta-ltfs-epoch a primary puts
+ *                                     x-amz-meta-ltfs-epoch a primary puts;
+ *                                     --len claims N bytes (a file that
+ *                                     shrank while it was uploaded)
  *   s3-tool URL get KEY [OFF LEN]     object (or a range) to stdout
  *   s3-tool URL getfd KEY OUT         whole object into file OUT
  *   s3-tool URL head KEY              "size etag"
  *   s3-tool URL list PREFIX           "key size etag" per object
  *   s3-tool URL delete KEY
  *
- * URL is s3://BUCKET[/PREFIX]; KEY and PREFIX are full keys. Exit status:
+ * URL is s3://BUCKET[/PREFIX]; KEY and PREFIX are full keys. A put above
+ * LTFS_S3_PART_SIZE bytes (when set) is a multipart upload. Exit status:
  * 0 ok, 3 not found, 4 precondition failed, 5 access denied, 1 other.
  */
 #include <errno.h>
@@ -52,6 +56,8 @@ int main(int argc, char **argv)
 	}
 	cfg.url = argv[1];
 	op = argv[2];
+	if (getenv("LTFS_S3_PART_SIZE"))
+		cfg.part_size = strtoull(getenv("LTFS_S3_PART_SIZE"), NULL, 10);
 	rc = s3_open(&s3, &cfg, &err);
 	if (rc == 0)
 		rc = s3_conn_open(s3, &c, &err);
@@ -62,6 +68,7 @@ int main(int argc, char **argv)
 		char etag[S3_ETAG_MAX];
 		struct stat st;
 		int fd = open(argv[4], O_RDONLY);
+		uint64_t len;
 
 		if (argc == 6 && strcmp(argv[5], "--if-none-match") == 0)
 			o.if_none_match = true;
@@ -73,7 +80,9 @@ int main(int argc, char **argv)
 			rc = ltfs_err_set(&err, -errno, "%s: %s", argv[4], strerror(errno));
 			goto out;
 		}
-		rc = s3_put_fd(c, argv[3], fd, (uint64_t)st.st_size, &o, etag, &err);
+		len = argc == 7 && strcmp(argv[5], "--len") == 0 ? strtoull(argv[6], NULL, 10)
+								: (uint64_t)st.st_size;
+		rc = s3_put_fd(c, argv[3], fd, len, &o, etag, &err);
 		close(fd);
 		if (rc == 0)
 			printf("%s\n", etag);

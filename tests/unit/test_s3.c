@@ -114,6 +114,53 @@ TEST(s3_open_settings)
 	CHECK_EQ(open_with("s3://bkt/x", "http://h/path", &s3, &err), LTFS_E_CONFIG);
 }
 
+TEST(s3_open_part_size)
+{
+	struct s3_config cfg = { .url = "s3://bkt/p", .endpoint = "http://127.0.0.1:1",
+				 .access_key = "AKID", .secret_key = "SECRET" };
+	struct ltfs_err err = { 0 };
+	struct s3 *s3;
+
+	cfg.part_size = 5ull << 20;
+	CHECK_OK(s3_open(&s3, &cfg, &err), &err);
+	s3_free(s3);
+	cfg.part_size = 5ull << 30;
+	CHECK_OK(s3_open(&s3, &cfg, &err), &err);
+	s3_free(s3);
+	cfg.part_size = (5ull << 20) - 1; /* S3 refuses smaller parts */
+	CHECK_EQ(s3_open(&s3, &cfg, &err), LTFS_E_CONFIG);
+	CHECK(strstr(err.msg, "5MiB to 5GiB") != NULL);
+	cfg.part_size = (5ull << 30) + 1;
+	CHECK_EQ(s3_open(&s3, &cfg, &err), LTFS_E_CONFIG);
+}
+
+TEST(s3_ltx_key_round_trip)
+{
+	static const char *const names[] = { "a", "a.db", "app.db", "dir/sub/x.db" };
+	struct ltfs_err err = { 0 };
+	char key[S3_KEY_MAX], name[256];
+	unsigned level;
+	uint64_t min, max;
+	struct s3 *s3;
+
+	CHECK_OK(open_with("s3://bkt/pre/fix", "http://h:1", &s3, &err), &err);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		CHECK_EQ(s3_ltx_key(s3, key, names[i], 9, 1, 0x2716), 0);
+		CHECK_EQ(s3_ltx_key_parse("pre/fix", key, name, sizeof(name), &level, &min, &max), 0);
+		CHECK_STR(name, names[i]);
+		CHECK_EQ(level, 9u);
+		CHECK_EQ(min, 1u);
+		CHECK_EQ(max, 0x2716u);
+	}
+	s3_free(s3);
+	CHECK_EQ(s3_ltx_key_parse("pre/fix", "pre/fix/0000/0000000000000001-0000000000000001.ltx",
+				  name, sizeof(name), &level, &min, &max), -1); /* no name */
+	CHECK_EQ(s3_ltx_key_parse("pre/fix", "pre/fix/a/0000/0000000000000001-000000000000001.ltx",
+				  name, sizeof(name), &level, &min, &max), -1);
+	CHECK_EQ(s3_ltx_key_parse("pre", "pre/fix/a/0000/0000000000000002-0000000000000001.ltx",
+				  name, sizeof(name), &level, &min, &max), -1); /* max < min */
+}
+
 TEST(s3_open_needs_credentials)
 {
 	struct s3_config cfg = { .url = "s3://bkt/p", .endpoint = "http://127.0.0.1:1" };
