@@ -693,15 +693,30 @@ static bool upstream_fresh(struct pconn *pc, bool idem)
 	return poll(&pf, 1, 0) == 0;
 }
 
+/* The strings up to NULL, appended: heads are built per request, and a
+ * printf per header was a tenth of the proxy's time. */
+static int cat(struct ltfs_buf *o, ...)
+{
+	va_list ap;
+	const char *s;
+	int rc = 0;
+
+	va_start(ap, o);
+	while (rc == 0 && (s = va_arg(ap, const char *)) != NULL)
+		rc = ltfs_buf_append(o, s, strlen(s));
+	va_end(ap);
+	return rc;
+}
+
 /* "NAME: " every earlier value of NAME in m, then last. */
 static int joined(struct ltfs_buf *o, const struct http1_msg *m, const char *name, const char *last)
 {
-	int rc = ltfs_buf_printf(o, "%s: ", name);
+	int rc = cat(o, name, ": ", NULL);
 
 	for (size_t i = 0; rc == 0 && i < m->nh; i++)
 		if (strcasecmp(m->h[i].name, name) == 0)
-			rc = ltfs_buf_printf(o, "%s, ", m->h[i].val);
-	return rc == 0 ? ltfs_buf_printf(o, "%s\r\n", last) : rc;
+			rc = cat(o, m->h[i].val, ", ", NULL);
+	return rc == 0 ? cat(o, last, "\r\n", NULL) : rc;
 }
 
 /* The end-to-end headers of m, then Via (and X-Forwarded-For when peer
@@ -716,7 +731,7 @@ static int pass_headers(struct ltfs_buf *o, const struct http1_msg *m, const cha
 		if (http1_hop_header(m, n) || strcasecmp(n, "Via") == 0 ||
 		    (peer && strcasecmp(n, "X-Forwarded-For") == 0))
 			continue;
-		rc = ltfs_buf_printf(o, "%s: %s\r\n", n, m->h[i].val);
+		rc = cat(o, n, ": ", m->h[i].val, "\r\n", NULL);
 	}
 	if (rc == 0 && peer)
 		rc = joined(o, m, "X-Forwarded-For", peer);
@@ -733,21 +748,21 @@ static int build_request(struct pconn *pc, bool upgrade, bool forward)
 	int rc;
 
 	ltfs_buf_reset(o);
-	rc = ltfs_buf_printf(o, "%s %s HTTP/1.1\r\n", m->method, m->target);
+	rc = cat(o, m->method, " ", m->target, " HTTP/1.1\r\n", NULL);
 	if (rc == 0)
 		rc = pass_headers(o, m, pc->peer);
 	if (rc == 0 && !http1_get(m, "X-Forwarded-Proto"))
-		rc = ltfs_buf_printf(o, "X-Forwarded-Proto: http\r\n");
+		rc = cat(o, "X-Forwarded-Proto: http\r\n", NULL);
 	if (rc == 0 && forward) {
 		char node[17];
 
 		cl_hex16(fs_node_id(pc->p->c->fs), node);
-		rc = ltfs_buf_printf(o, "Ltfs-Forwarded: %s\r\n", node);
+		rc = cat(o, "Ltfs-Forwarded: ", node, "\r\n", NULL);
 	}
 	if (rc == 0 && upgrade)
-		rc = ltfs_buf_printf(o, "Connection: Upgrade\r\nUpgrade: %s\r\n", http1_get(m, "Upgrade"));
+		rc = cat(o, "Connection: Upgrade\r\nUpgrade: ", http1_get(m, "Upgrade"), "\r\n", NULL);
 	if (rc == 0)
-		rc = ltfs_buf_printf(o, "%s\r\n", upgrade ? "" : "Connection: keep-alive\r\n");
+		rc = cat(o, upgrade ? "" : "Connection: keep-alive\r\n", "\r\n", NULL);
 	return rc;
 }
 
@@ -773,9 +788,9 @@ static int build_response(struct pconn *pc, bool upgrade, bool has_cookie, uint6
 		rc = ltfs_buf_printf(o, "Connection: Upgrade\r\nUpgrade: %s\r\n",
 				     http1_get(m, "Upgrade") ? http1_get(m, "Upgrade") : "websocket");
 	else if (rc == 0 && pc->close_after)
-		rc = ltfs_buf_printf(o, "Connection: close\r\n");
+		rc = cat(o, "Connection: close\r\n", NULL);
 	if (rc == 0)
-		rc = ltfs_buf_printf(o, "\r\n");
+		rc = cat(o, "\r\n", NULL);
 	return rc;
 }
 
