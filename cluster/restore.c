@@ -16,11 +16,11 @@
  * can only fill its socket buffer and stall, and two at once made the
  * benchmark's two-file restore about a third slower. The checksum of the
  * result is computed from the very pages written, and ltx_build_apply()
- * checks it against each file's post-apply checksum (reading the whole
- * file back to check it again cost a sixth of a restore; only a chain
- * without checksums is read back, for the checksum it reports). The result is
- * synced and renamed into place: a bad object stops the restore with its
- * key named, and never leaves a wrong database at OUT.
+ * checks it against each file's post-apply checksum; reading the whole
+ * file back to check it again cost a sixth of a restore, so only a chain
+ * without checksums is read back, for the checksum it reports. The result
+ * is synced and renamed into place: a bad object stops the restore with
+ * its key named, and never leaves a wrong database at OUT.
  */
 #include <errno.h>
 #include <fcntl.h>
