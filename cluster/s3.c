@@ -359,6 +359,20 @@ struct req {
 	CURL *curl;
 };
 
+/* An ETag without its surrounding quotes, as [*out, *out + return). S3
+ * quotes them; RGW wants them bare in If-Match. */
+static size_t unquote(const char *e, const char **out)
+{
+	size_t el = strlen(e);
+
+	*out = e;
+	if (el >= 2 && e[0] == '"' && e[el - 1] == '"') {
+		(*out)++;
+		el -= 2;
+	}
+	return el;
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *ctx)
 {
 	struct req *r = ctx;
@@ -385,14 +399,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ctx)
 	memcpy(tmp, v, vlen);
 	tmp[vlen] = '\0';
 	if (strncasecmp(p, "etag:", 5) == 0) {
-		char *t = tmp;
-		size_t tl = vlen;
+		const char *t;
+		size_t tl = unquote(tmp, &t);
 
-		if (tl >= 2 && t[0] == '"' && t[tl - 1] == '"') {
-			t[tl - 1] = '\0';
-			t++;
-		}
-		snprintf(r->etag, sizeof(r->etag), "%s", t);
+		snprintf(r->etag, sizeof(r->etag), "%.*s", (int)tl, t);
 	} else if (strncasecmp(p, "x-amz-meta-litestream-timestamp:", 32) == 0) {
 		r->meta_ms = s3_parse_time(tmp);
 	} else if (strncasecmp(p, "x-amz-meta-ltfs-epoch:", 22) == 0) {
@@ -529,6 +539,20 @@ static bool xml_text(const char *p, const char *end, const char *tag, char *out,
 	return a == b;
 }
 
+/* "CODE (Message)" of an S3 error document in [p, end); its code also
+ * into code[code_n]. */
+static void error_text(const char *p, const char *end, char *code, size_t code_n, char *out,
+		       size_t n)
+{
+	char m[160] = "";
+
+	code[0] = '\0';
+	xml_text(p, end, "Code", code, code_n, NULL);
+	xml_text(p, end, "Message", m, sizeof(m), NULL);
+	snprintf(out, n, "%s%s%s%s", code[0] ? code : "(no S3 error code)", m[0] ? " (" : "", m,
+		 m[0] ? ")" : "");
+}
+
 static bool retryable_curl(CURLcode cc)
 {
 	switch (cc) {
@@ -601,13 +625,9 @@ static CURLcode perform(struct s3_conn *c, struct req *r, const char *url,
 		if (h && r->put->if_none_match)
 			h = curl_slist_append(h, "If-None-Match: *");
 		if (h && r->put->if_match) {
-			const char *e = r->put->if_match;
-			size_t el = strlen(e);
+			const char *e;
+			size_t el = unquote(r->put->if_match, &e);
 
-			if (el >= 2 && e[0] == '"' && e[el - 1] == '"') { /* RGW wants them bare */
-				e++;
-				el -= 2;
-			}
 			snprintf(line, sizeof(line), "If-Match: %.*s", (int)el, e);
 			h = curl_slist_append(h, line);
 		}
@@ -736,14 +756,11 @@ static int request(struct s3_conn *c, struct req *r, struct ltfs_err *err)
 		}
 		if (cc == CURLE_OK) {
 			const char *body = r->errbody.data ? (const char *)r->errbody.data : "";
-			const char *end = body + r->errbody.len;
-			char m[160] = "";
+			char text[224];
 
-			xml_text(body, end, "Code", c->code, sizeof(c->code), NULL);
-			xml_text(body, end, "Message", m, sizeof(m), NULL);
-			snprintf(msg, sizeof(msg), "%ld %s%s%s%s", c->status,
-				 c->code[0] ? c->code : "(no S3 error code)", m[0] ? " (" : "", m,
-				 m[0] ? ")" : "");
+			error_text(body, body + r->errbody.len, c->code, sizeof(c->code), text,
+				   sizeof(text));
+			snprintf(msg, sizeof(msg), "%ld %s", c->status, text);
 			retry = c->status >= 500 || c->status == 429;
 			rc = c->status == 404 ? -ENOENT : c->status == 412 ? LTFS_E_CONFLICT
 				: c->status == 403 || c->status == 401 ? -EACCES : -EIO;
@@ -853,16 +870,14 @@ static int upload_query(struct ltfs_buf *q, const char *id, unsigned part)
 static int error_in_body(const struct ltfs_buf *b, const char *what, const char *key,
 			 struct ltfs_err *err)
 {
-	const char *p = (const char *)b->data, *end = p + b->len;
-	char code[64] = "", msg[160] = "";
+	const char *p = (const char *)b->data;
+	char code[64], text[224];
 
 	if (!p || !memmem(p, b->len, "<Error>", 7))
 		return 0;
-	xml_text(p, end, "Code", code, sizeof(code), NULL);
-	xml_text(p, end, "Message", msg, sizeof(msg), NULL);
+	error_text(p, p + b->len, code, sizeof(code), text, sizeof(text));
 	return ltfs_err_set(err, strcmp(code, "PreconditionFailed") == 0 ? LTFS_E_CONFLICT : -EIO,
-			    "s3 %s '%s': 200 %s%s%s%s", what, key, code[0] ? code : "(no S3 error code)",
-			    msg[0] ? " (" : "", msg, msg[0] ? ")" : "");
+			    "s3 %s '%s': 200 %s", what, key, text);
 }
 
 /* A multipart upload's conditions, checked before it starts: S3 checks
@@ -883,13 +898,9 @@ static int check_conditions(struct s3_conn *c, const char *key, const struct s3_
 		return ltfs_err_set(err, LTFS_E_CONFLICT, "s3 PUT '%s': the object exists "
 				    "(If-None-Match: *, checked before a multipart upload)", key);
 	if (opts->if_match) {
-		const char *e = opts->if_match;
-		size_t el = strlen(e);
+		const char *e;
+		size_t el = unquote(opts->if_match, &e);
 
-		if (el >= 2 && e[0] == '"' && e[el - 1] == '"') {
-			e++;
-			el -= 2;
-		}
 		if (rc == -ENOENT || strlen(o.etag) != el || memcmp(o.etag, e, el) != 0)
 			return ltfs_err_set(err, LTFS_E_CONFLICT, "s3 PUT '%s': the object is not the "
 					    "one of ETag %s (If-Match, checked before a multipart "
@@ -981,18 +992,16 @@ static int put_parts(struct s3_conn *c, const char *key, int fd, uint64_t len,
 		if (rc == 0 && etag) {
 			/* the answer's ETag, or (RGW leaves it empty) the object's */
 			struct s3_object o;
+			const char *t;
 			size_t tl;
-			bool quoted;
 
 			tag[0] = '\0';
 			xml_text((const char *)resp.data, (const char *)resp.data + resp.len, "ETag",
 				 tag, sizeof(tag), NULL);
 			if (!tag[0] && s3_head(c, key, &o, err) == 0)
 				snprintf(tag, sizeof(tag), "%s", o.etag);
-			tl = strlen(tag);
-			quoted = tl >= 2 && tag[0] == '"' && tag[tl - 1] == '"';
-			snprintf(etag, S3_ETAG_MAX, "%.*s", (int)(quoted ? tl - 2 : tl),
-				 quoted ? tag + 1 : tag);
+			tl = unquote(tag, &t);
+			snprintf(etag, S3_ETAG_MAX, "%.*s", (int)tl, t);
 		}
 	}
 	if (rc < 0 && id[0] && upload_query(&query, id, 0) == 0) {
@@ -1138,12 +1147,11 @@ static int list_page(const char *body, size_t len, char *token, size_t token_n,
 		xml_text(p, ce, "LastModified", mtime, sizeof(mtime), NULL);
 		o.mtime_ms = s3_parse_time(mtime);
 		if (xml_text(p, ce, "ETag", o.etag, sizeof(o.etag), NULL)) {
-			size_t el = strlen(o.etag);
+			const char *t;
+			size_t tl = unquote(o.etag, &t);
 
-			if (el >= 2 && o.etag[0] == '"' && o.etag[el - 1] == '"') {
-				memmove(o.etag, o.etag + 1, el - 2);
-				o.etag[el - 2] = '\0';
-			}
+			memmove(o.etag, t, tl);
+			o.etag[tl] = '\0';
 		}
 		rc = fn(ctx, &o);
 		if (rc)
