@@ -202,8 +202,15 @@ refused_when_bad() {
 case_bad_objects() {
 	bstart 1 bad --upload-interval 0
 	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); INSERT INTO t(v) VALUES (randomblob(5000))"
-	for i in 1 2 3; do w 1 "INSERT INTO t(v) VALUES (randomblob(2000))"; done
+	# each commit shipped before the next: one object each, so that the
+	# second is in the middle of the chain (commits made together may go
+	# up as one object, and a gap at the end is no gap)
+	for i in 1 2 3; do
+		wait_shipped 1
+		w 1 "INSERT INTO t(v) VALUES (randomblob(2000))"
+	done
 	wait_shipped 1
+	check "the second object is not the last" [ "$(s3 list "$SUITE-bad/app.db/0000/" | wc -l)" -ge 3 ]
 	key=$(s3 list "$SUITE-bad/app.db/0000/" | sed -n 2p | cut -d' ' -f1)
 	refused_when_bad bad "$key" $(($(s3 head "$key" | cut -d' ' -f1) - 7))
 	# a missing file in the middle: the chain has a gap
