@@ -6,6 +6,10 @@
  * send); a replica runs one client thread. c->mu guards the fields marked
  * below; the fs commit hook only bumps c->gen under it, so it never waits
  * on anything slow.
+ *
+ * Lock order: the lease's l->mu, then fs's locks (fs->lock, a database's
+ * mu), then c->mu. A commit holds fs's locks as it calls the hook, so no
+ * call into fs that locks may be made with c->mu held.
  */
 #ifndef LTFS_CLUSTER_INT_H
 #define LTFS_CLUSTER_INT_H

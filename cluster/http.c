@@ -140,7 +140,11 @@ static void add_db_json(void *ctx, const struct fs_db_info *info)
 		      "ltx_bytes", (json_int_t)info->ltx_bytes, "lag_ms", (json_int_t)dj->lag);
 	if (o && dj->c->backup) {
 		bool stuck;
-		uint64_t remote = cl_backup_remote_txid(dj->c, info->name, &stuck);
+		uint64_t remote;
+
+		pthread_mutex_lock(&dj->c->mu);
+		remote = cl_backup_remote_txid(dj->c, info->name, &stuck);
+		pthread_mutex_unlock(&dj->c->mu);
 
 		cl_hex16(remote, txid);
 		json_object_set_new(o, "backup_txid", json_string(txid));
@@ -191,9 +195,9 @@ static enum MHD_Result serve_info(struct cluster *c, struct MHD_Connection *conn
 				  "unpublished_txids", (json_int_t)c->unpublished_txids);
 	memcpy(last_error, c->last_error, sizeof(last_error));
 	backup = backup_json(c);
+	pthread_mutex_unlock(&c->mu);
 	if (dj.arr)
 		fs_db_foreach(c->fs, add_db_json, &dj);
-	pthread_mutex_unlock(&c->mu);
 	cl_hex16(fs_node_id(c->fs), node);
 	o = json_pack("{s:s, s:s, s:s?, s:s?, s:b, s:b, s:I, s:I, s:o}", "node", node,
 		      "role", primary ? "primary" : "replica",

@@ -721,14 +721,30 @@ static bool all_zero(const char *p, size_t n)
 	return true;
 }
 
-/* Synchronous mode: a request that committed answers once the commit is
- * safe elsewhere. Set before any request and never changed after. */
+/*
+ * A request that committed answers only once the commit is safe elsewhere
+ * (synchronous mode; fs->commit_wait is set before any request and never
+ * changed after), and only if the node may still write. The lease was
+ * checked as the request began, but a node paused past its lease (SIGSTOP,
+ * a long stall) wakes to a new primary: its answer must not acknowledge a
+ * commit the new primary never saw. The commit stays in the local history;
+ * the node, now a replica, finds it diverged and takes a snapshot.
+ */
 static int commit_wait(struct fs *fs, struct fs_db *db, uint64_t before, uint64_t after,
 		       bool can_fail)
 {
-	if (!fs->commit_wait || after <= before)
+	if (after <= before)
 		return 0;
-	return fs->commit_wait(fs->commit_wait_ctx, db->name, after, can_fail) < 0 ? -EIO : 0;
+	if (fs->commit_wait &&
+	    fs->commit_wait(fs->commit_wait_ctx, db->name, after, can_fail) < 0)
+		return -EIO;
+	if (can_fail && !fs_write_allowed(fs)) {
+		ltfs_warn(fs->log, "fs", "'%s': txid %llu was recorded as this node's "
+					 "right to write ended: the commit is reported as failed",
+			  db->name, (unsigned long long)after);
+		return -EIO;
+	}
+	return 0;
 }
 
 /*
@@ -744,7 +760,9 @@ static int finalize_wait(struct fs *fs, struct fs_db *db, uint64_t before)
 	uint64_t after = db->txid;
 	int rc;
 
-	if (!fs->commit_wait || after <= before)
+	if (!fs->commit_wait)
+		return commit_wait(fs, db, before, after, true);
+	if (after <= before)
 		return 0;
 	pthread_mutex_unlock(&db->mu);
 	rc = commit_wait(fs, db, before, after, true);

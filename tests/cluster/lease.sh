@@ -226,6 +226,44 @@ case_sigstop_primary() {
 		  "$(sql "$T/m$q/app.db" "SELECT count(*), total(id) FROM t")" ]
 }
 
+case_paused_mid_commit() {
+	# A commit in flight as the primary pauses past its lease: its answer,
+	# once the node wakes to a new primary, must be a failure. The stall
+	# holds the commit between the lease check as the request began and
+	# the answer; the pause lands inside it.
+	lstart 1 midcommit
+	wait_primary 1 >/dev/null
+	make_table 1 delete
+	node_stop 1
+	LTFS_FAULT=commit-stall:1 LTFS="$LTFS_FAULTS_BIN" lstart 1 midcommit
+	wait_primary 1 >/dev/null
+	lstart 2 midcommit
+	wait_sync app.db 1 2
+	ins 1 app.db "INSERT INTO t VALUES('paused', 1)" &
+	w=$!
+	i=0
+	while ! grep -q 'injected stall' "$T/n1.log"; do
+		i=$((i + 1))
+		check "the commit reaches the stall" [ $i -lt 100 ]
+		sleep 0.05
+	done
+	kill -STOP "$(cat "$T/ltfs.pid.1")"
+	check "node 2 takes over" [ "$(wait_primary 2)" = 2 ]
+	kill -CONT "$(cat "$T/ltfs.pid.1")"
+	check "the commit the deposed node made is reported as failed" fails wait $w
+	contains "$T/n1.log" "the commit is reported as failed"
+	check "node 2 takes writes" ins 2 app.db "INSERT INTO t VALUES('new', 1)"
+	i=0
+	while [ "$(role 1)" != replica ]; do
+		i=$((i + 1))
+		check "node 1 becomes a replica" [ $i -lt 100 ]
+		sleep 0.1
+	done
+	same_everywhere 1 2
+	check "no row of the failed commit" \
+		[ "$(sql "$T/m2/app.db" "SELECT count(*) FROM t WHERE tag = 'paused'")" -eq 0 ]
+}
+
 case_s3_down() {
 	for n in 1 2; do lstart $n down; done
 	p=$(wait_primary 1 2)
@@ -765,6 +803,7 @@ run_case config_errors
 run_case election_race
 run_case kill_primary
 run_case sigstop_primary
+run_case paused_mid_commit
 run_case s3_down
 run_case clean_shutdown
 run_case non_candidate
