@@ -208,14 +208,21 @@ case_sigstop_primary() {
 	kill -CONT "$(cat "$T/ltfs.pid.$p")"
 	sleep 3
 	kill "$(cat "$T/writer.old")" 2>/dev/null || true
-	after=$(sed -n '/^CONT$/,$p' "$T/acked.old" | grep -c '^[0-9]' || true)
-	check "the deposed primary acknowledged no write after it woke ($after did)" [ "$after" -eq 0 ]
+	# The write in flight at the pause may be reported after the wake: its
+	# commit was answered before the pause, but sqlite3 exits (and the
+	# writer records it) only once its close is answered too. Any other
+	# write reported after the wake was taken by the deposed primary.
+	# (paused_mid_commit holds a commit across the pause on purpose.)
+	last=$(sed -n '/^STOP$/q;p' "$T/acked.old" | tail -1)
+	after=$(sed -n '/^CONT$/,$p' "$T/acked.old" | grep '^[0-9]' | grep -vx "$((last + 1))" |
+		tr '\n' ' ')
+	check "the deposed primary acknowledged no write begun after it woke (did: $after)" \
+		[ -z "$after" ]
 	check "the old primary is a replica" [ "$(role "$p")" = replica ]
 	check "writes on it are refused" fails ins "$p" app.db "INSERT INTO t VALUES('late', 1)"
 	same_everywhere 1 2 3
 	# no row of the deposed primary that it did not acknowledge before the
 	# pause, on any node and in the bucket
-	last=$(sed -n '/^STOP$/q;p' "$T/acked.old" | tail -1)
 	maxold=$(sql "$T/m$q/app.db" "SELECT coalesce(max(id), 0) FROM t WHERE tag = 'old'")
 	check "old rows end at the last acknowledged ($maxold > $last + 1)" [ "$maxold" -le $((last + 1)) ]
 	check "the new primary's rows are there" \
