@@ -16,11 +16,11 @@
  * can only fill its buffer and stall, and two at once made the benchmark's
  * two-file restore about a third slower. (A socket pair in the ring's
  * place cost a fifth of the restore's CPU in its two extra copies through
- * the kernel.) The checksum of the
- * result is computed from the very pages written, and ltx_build_apply()
- * checks it against each file's post-apply checksum; reading the whole
- * file back to check it again cost a sixth of a restore, so only a chain
- * without checksums is read back, for the checksum it reports. The result
+ * the kernel.) The checksum of the result is computed from the very pages
+ * written, and ltx_build_apply() checks it against each file's post-apply
+ * checksum; reading the whole file back to check it again cost a sixth of
+ * a restore, so only a chain without checksums is read back, for the
+ * checksum it reports. The result
  * is synced and renamed into place: a bad object stops the restore with
  * its key named, and never leaves a wrong database at OUT.
  */
