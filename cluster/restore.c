@@ -20,9 +20,9 @@
  * written, and ltx_build_apply() checks it against each file's post-apply
  * checksum; reading the whole file back to check it again cost a sixth of
  * a restore, so only a chain without checksums is read back, for the
- * checksum it reports. The result
- * is synced and renamed into place: a bad object stops the restore with
- * its key named, and never leaves a wrong database at OUT.
+ * checksum it reports. The result is synced and renamed into place: a bad
+ * object stops the restore with its key named, and never leaves a wrong
+ * database at OUT.
  */
 #include <errno.h>
 #include <fcntl.h>
