@@ -219,6 +219,7 @@ void cluster_stop(struct cluster *c)
 	pthread_mutex_unlock(&c->mu);
 	cl_lease_stop_thread(c);
 	cl_client_stop(c);
+	fs_history_drain(c->fs); /* the last commits into the history it reads */
 	cl_backup_stop(c);   /* ships and publishes what is left */
 	cl_lease_stop(c);    /* then releases the lease */
 	cl_http_stop(c);

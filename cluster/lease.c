@@ -683,9 +683,14 @@ int cl_lease_handoff(struct cluster *c, const char *to, struct ltfs_err *err)
 	pthread_mutex_unlock(&c->mu);
 	if (rc < 0)
 		return ltfs_err_set(err, rc, "this node is not the primary");
-	/* no new commit from here on; what is committed goes to the bucket */
+	/* no new commit from here on; what is committed goes to the bucket,
+	 * once it is in the history that the uploads read */
 	fs_set_write_deadline(c->fs, 1);
-	rc = c->backup ? cl_backup_flush(c, l->ttl_ms / 2, err) : 0;
+	rc = fs_history_drain(c->fs);
+	if (rc < 0)
+		ltfs_err_set(err, rc, "the local history did not take the last commits");
+	if (rc == 0 && c->backup)
+		rc = cl_backup_flush(c, l->ttl_ms / 2, err);
 	pthread_mutex_lock(&l->mu);
 	if (rc == 0 && !l->held)
 		rc = ltfs_err_set(err, LTFS_E_NOT_PRIMARY, "the lease was lost meanwhile");

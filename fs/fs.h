@@ -84,6 +84,9 @@ bool fs_is_primary(struct fs *fs);
 void fs_set_write_deadline(struct fs *fs, int64_t mono_ms);
 /* The primary role and, with a deadline, still inside it. */
 bool fs_write_allowed(struct fs *fs);
+/* Wait until every WAL commit so far is in the local history (the LTX
+ * writer lags the commits by a few ms): 0, or -EIO after some seconds. */
+int fs_history_drain(struct fs *fs);
 
 /* Position of a database: 0 and TXID/checksum, or -ENOENT. */
 int fs_db_position(struct fs *fs, const char *db, uint64_t *txid,

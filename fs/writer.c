@@ -276,6 +276,13 @@ static void *writer_main(void *arg)
 			pthread_cond_timedwait(&w->cv, &w->mu, &job->queued);
 		}
 		pthread_mutex_unlock(&w->mu);
+		if (fs_fault_hit(fs, "writer-slow")) {
+			/* a writer far behind (a slow disk): the history lags
+			 * the commits by this much */
+			struct timespec ts = { 1, 0 };
+
+			nanosleep(&ts, NULL);
+		}
 		rc = write_jobs(fs, job, count, &err);
 		pthread_mutex_lock(&w->mu);
 		if (rc < 0) {
@@ -410,7 +417,27 @@ int fs_writer_drain(struct fs *fs, struct fs_db *db)
 			rc = -EIO;
 	pthread_mutex_unlock(&w->mu);
 	if (rc < 0)
-		ltfs_error(fs->log, "writer", "'%s': history not written after %d s; refusing to let SQLite overwrite WAL frames it still needs",
+		ltfs_error(fs->log, "writer", "'%s': history not written after %d s (what waits "
+					      "for it fails: a checkpoint, a handoff)",
 			   db->name, WRITER_DRAIN_S);
+	return rc;
+}
+
+int fs_history_drain(struct fs *fs)
+{
+	int rc = 0;
+
+	/* databases are never freed while mounted (fold_histories relies on
+	 * it too); fs->lock only guards the array */
+	for (size_t i = 0; rc == 0; i++) {
+		struct fs_db *db;
+
+		pthread_mutex_lock(&fs->lock);
+		db = i < fs->ndbs ? fs->dbs[i] : NULL;
+		pthread_mutex_unlock(&fs->lock);
+		if (!db)
+			break;
+		rc = fs_writer_drain(fs, db);
+	}
 	return rc;
 }
