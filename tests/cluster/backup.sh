@@ -178,6 +178,21 @@ run_case output_rules
 # refused_when_bad CASE KEY CUT: KEY with a byte flipped in the middle, then
 # cut to CUT bytes: each restore fails naming KEY and writes nothing; the
 # object is left intact (its bytes in $T/good.ltx).
+# served_back KEY FILE: until the server answers a GET of KEY with FILE's
+# bytes (at most 5 s): what a restore reads next is the object just put.
+served_back() {
+	_i=0
+	until s3 get "$1" 2>/dev/null | cmp -s - "$2"; do
+		_i=$((_i + 1))
+		if [ $_i -gt 50 ]; then
+			echo "    the server does not serve '$1' as it was put:" >&2
+			s3 list "${1%/*}/" >&2
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
 refused_when_bad() {
 	s3 get "$2" >"$T/good.ltx"
 	size=$(stat -c %s "$T/good.ltx")
@@ -190,6 +205,7 @@ refused_when_bad() {
 	head -c "$3" "$T/good.ltx" >"$T/short.ltx"
 	for bad in flip short; do
 		s3 put "$2" "$T/$bad.ltx" >/dev/null
+		served_back "$2" "$T/$bad.ltx"
 		expect_exit 1 timeout "${RESTORE_TIMEOUT:-60}" "$LTFS" restore -o "$T/r.db" "$(url "$1")/app.db"
 		contains "$T/err" "$2"
 		check "$bad: no output" [ ! -e "$T/r.db" ] && [ ! -e "$T/r.db.tmp" ]
