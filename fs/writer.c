@@ -276,13 +276,7 @@ static void *writer_main(void *arg)
 			pthread_cond_timedwait(&w->cv, &w->mu, &job->queued);
 		}
 		pthread_mutex_unlock(&w->mu);
-		if (fs_fault_hit(fs, "writer-slow")) {
-			/* a writer far behind (a slow disk): the history lags
-			 * the commits by this much */
-			struct timespec ts = { 1, 0 };
-
-			nanosleep(&ts, NULL);
-		}
+		fs_fault_stall(fs, "writer-slow", 1000);
 		rc = write_jobs(fs, job, count, &err);
 		pthread_mutex_lock(&w->mu);
 		if (rc < 0) {
@@ -398,10 +392,11 @@ void fs_writer_queue(struct fs *fs, struct fs_job *job)
 }
 
 /*
- * Wait until no job of `db` is queued or running: 0, or -EIO after
- * WRITER_DRAIN_S seconds (the history cannot be written, e.g. disk full;
- * the caller refuses what would destroy the frames, SQLite sees an I/O
- * error, and nothing is lost).
+ * Wait until no job of `db` (NULL: of any database) is queued or running:
+ * 0, or -EIO after WRITER_DRAIN_S seconds (the history cannot be written,
+ * e.g. disk full; the caller refuses what would destroy the frames, SQLite
+ * sees an I/O error, and nothing is lost). A job leaves the queue only
+ * once it is written.
  */
 int fs_writer_drain(struct fs *fs, struct fs_db *db)
 {
@@ -412,32 +407,18 @@ int fs_writer_drain(struct fs *fs, struct fs_db *db)
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += WRITER_DRAIN_S;
 	pthread_mutex_lock(&w->mu);
-	while (db->jobs_pending > 0 && rc == 0)
+	while ((db ? db->jobs_pending > 0 : w->head != NULL) && rc == 0)
 		if (pthread_cond_timedwait(&w->done, &w->mu, &until) == ETIMEDOUT)
 			rc = -EIO;
 	pthread_mutex_unlock(&w->mu);
 	if (rc < 0)
 		ltfs_error(fs->log, "writer", "'%s': history not written after %d s (what waits "
 					      "for it fails: a checkpoint, a handoff)",
-			   db->name, WRITER_DRAIN_S);
+			   db ? db->name : "every database", WRITER_DRAIN_S);
 	return rc;
 }
 
 int fs_history_drain(struct fs *fs)
 {
-	int rc = 0;
-
-	/* databases are never freed while mounted (fold_histories relies on
-	 * it too); fs->lock only guards the array */
-	for (size_t i = 0; rc == 0; i++) {
-		struct fs_db *db;
-
-		pthread_mutex_lock(&fs->lock);
-		db = i < fs->ndbs ? fs->dbs[i] : NULL;
-		pthread_mutex_unlock(&fs->lock);
-		if (!db)
-			break;
-		rc = fs_writer_drain(fs, db);
-	}
-	return rc;
+	return fs_writer_drain(fs, NULL);
 }
