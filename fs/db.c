@@ -227,15 +227,8 @@ static int ltx_done(struct fs_db *db, struct ltx_out *o, bool durable,
 	o->bytes = ltx_encoder_bytes_written(o->enc);
 	if (rc == 0 && fs_fault_hit(db->fs, "commit-ltx-write"))
 		rc = ltfs_err_set(err, -EIO, "ltx '%s': injected fault", o->tmp);
-	if (rc == 0 && fs_fault_hit(db->fs, "commit-stall")) {
-		/* a commit held up mid-way (a stalled disk): the node may be
-		 * paused and deposed meanwhile */
-		struct timespec ts = { 1, 500000000 };
-
-		ltfs_warn(db->fs->log, "fs", "'%s': injected stall of a commit", db->name);
-		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-			;
-	}
+	if (rc == 0)
+		fs_fault_stall(db->fs, "commit-stall", 1500);
 	/* TRUNCATE and PERSIST journals are finalized without a directory
 	 * sync from SQLite: a durable file needs a durable name too. */
 	if (rc == 0)

@@ -293,5 +293,8 @@ int fs_errno(int rc); /* project codes to a positive errno for FUSE */
 
 /* Fault injection: true if `op` should fail (test builds only). */
 bool fs_fault_hit(struct fs *fs, const char *op);
+/* Test builds: sleep ms where fault OP hits (a stalled disk, a slow
+ * writer), so that a pause or a failover lands inside the stall. */
+void fs_fault_stall(struct fs *fs, const char *op, long ms);
 
 #endif /* LTFS_FS_INT_H */

@@ -105,6 +105,17 @@ bool fs_fault_hit(struct fs *fs, const char *op)
 #endif
 }
 
+void fs_fault_stall(struct fs *fs, const char *op, long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	if (!fs_fault_hit(fs, op))
+		return;
+	ltfs_warn(fs->log, "fs", "injected stall: '%s' for %ld ms", op, ms);
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
 static const char *rel(const struct fs_node *n)
 {
 	return n->path[0] ? n->path : ".";
