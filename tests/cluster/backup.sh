@@ -175,9 +175,6 @@ case_output_rules() {
 }
 run_case output_rules
 
-# refused_when_bad CASE KEY CUT: KEY with a byte flipped in the middle, then
-# cut to CUT bytes: each restore fails naming KEY and writes nothing; the
-# object is left intact (its bytes in $T/good.ltx).
 # served_back KEY FILE: until the server answers a GET of KEY with FILE's
 # bytes (at most 5 s): what a restore reads next is the object just put.
 served_back() {
@@ -193,6 +190,9 @@ served_back() {
 	done
 }
 
+# refused_when_bad CASE KEY CUT: KEY with a byte flipped in the middle, then
+# cut to CUT bytes: each restore fails naming KEY and writes nothing; the
+# object is left intact (its bytes in $T/good.ltx).
 refused_when_bad() {
 	s3 get "$2" >"$T/good.ltx"
 	size=$(stat -c %s "$T/good.ltx")
