@@ -61,8 +61,9 @@ now_ms() { date +%s%3N; }
 # The lease object of a case, as JSON text.
 lease_of() { s3 get "$SUITE-$1/.ltfs/lease.json"; }
 
-# ins N DB SQL: one write on node N; quiet, the exit status says.
-ins() { sqlite3 -cmd ".timeout 3000" "$T/m$1/$2" "$3" >/dev/null 2>&1; }
+# ins N DB SQL: one write on node N; quiet, the exit status says (SQLite's
+# message goes to $INS_ERR if set).
+ins() { sqlite3 -cmd ".timeout 3000" "$T/m$1/$2" "$3" >/dev/null 2>"${INS_ERR:-/dev/null}"; }
 
 # writer NAME MODE COUNT NODES...: in the background, insert ids 1..COUNT
 # into app.db table t (row tag NAME) on whichever node is the primary,
@@ -77,16 +78,15 @@ writer() {
 		_end=$(($(date +%s) + 120))
 		_i=1
 		_at=$1
+		INS_ERR="$T/writer.$_name.err"
 		while [ $_i -le "$_count" ] && [ "$(date +%s)" -lt $_end ]; do
 			_t=$(now_ms)
-			if sqlite3 -cmd ".timeout 3000" "$T/m$_at/app.db" \
-				"PRAGMA journal_mode=$_mode; INSERT INTO t VALUES('$_name', $_i)" \
-				>/dev/null 2>"$T/writer.$_name.err"; then
+			if ins "$_at" app.db "PRAGMA journal_mode=$_mode; INSERT INTO t VALUES('$_name', $_i)"; then
 				echo $_i >>"$T/acked.$_name"
 				_i=$((_i + 1))
 			else
 				# for a failure report: when, where, what SQLite said
-				echo "$_t-$(now_ms) node $_at id $_i: $(head -c 200 "$T/writer.$_name.err")" \
+				echo "$_t-$(now_ms) node $_at id $_i: $(head -c 200 "$INS_ERR")" \
 					>>"$T/writer.$_name.log"
 				# find the primary again
 				for _n in "$@"; do
