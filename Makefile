@@ -114,9 +114,9 @@ $(BUILD)/proxy-app: $(BUILD)/obj/tests/tools/proxy_app.o
 	@[ "$(V)" = 1 ] || echo "  LINK    $@"
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
-# A relay that makes the test S3 server look like a store ignoring
-# conditional writes (libc only).
-$(BUILD)/s3-unconditional: $(BUILD)/obj/tests/tools/s3_unconditional.o
+# A relay that makes the test S3 server misbehave: ignore conditional
+# writes, or drop connections (libc only).
+$(BUILD)/s3-relay: $(BUILD)/obj/tests/tools/s3_relay.o
 	@[ "$(V)" = 1 ] || echo "  LINK    $@"
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^
 
@@ -129,7 +129,7 @@ $(BUILD)/s3-tool: $(BUILD)/obj/tests/tools/s3_tool.o $(BUILD)/libltfs.a
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
 test: $(BUILD)/ltfs $(BUILD)/ltfs-faults $(BUILD)/test-unit $(BUILD)/fake-primary $(BUILD)/s3-tool \
-	$(BUILD)/proxy-app $(BUILD)/s3-unconditional
+	$(BUILD)/proxy-app $(BUILD)/s3-relay
 	@tests/run $(BUILD)
 
 # Sanitizers: -O1 keeps stacks readable; recover off so any report fails.

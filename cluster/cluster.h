@@ -320,6 +320,16 @@ int s3_get(struct s3_conn *c, const char *key, uint64_t off, uint64_t len,
 typedef int (*s3_sink_fn)(void *ctx, const void *p, size_t n);
 int s3_get_sink(struct s3_conn *c, const char *key, s3_sink_fn sink, void *ctx, uint64_t *size,
 		struct ltfs_err *err);
+/* The same, read at the caller's pace on its own thread: s3_reader_read
+ * has the shape of an ltx_read_fn (bytes, 0 at the end, < 0 on error).
+ * Close tells whether the download failed (err names the URL and the S3
+ * error) and how many bytes it delivered; it also ends one not read to
+ * the end. */
+struct s3_reader;
+int s3_reader_open(struct s3_conn *c, const char *key, struct s3_reader **out,
+		   struct ltfs_err *err);
+ssize_t s3_reader_read(void *reader, void *p, size_t n);
+int s3_reader_close(struct s3_reader *reader, uint64_t *size, struct ltfs_err *err);
 /* The same into fd from offset 0. */
 int s3_get_fd(struct s3_conn *c, const char *key, int fd, uint64_t *size,
 	      struct ltfs_err *err);

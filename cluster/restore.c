@@ -11,12 +11,11 @@
  * Execution: worker threads download the files of the plan in parallel
  * while the calling thread applies them in order onto OUT.tmp with
  * ltx_build_apply(), which checks each file's pre- and post-apply
- * checksums. A small file is fetched whole into memory; a big one streams
- * through a ring buffer into the applier, one at a time: a second stream
- * can only fill its buffer and stall, and two at once made the benchmark's
- * two-file restore about a third slower. (A socket pair in the ring's
- * place cost a fifth of the restore's CPU in its two extra copies through
- * the kernel.) The checksum of the result is computed from the very pages
+ * checksums. A small file is fetched whole into memory by the workers; a
+ * big one the applier pulls itself as it applies it (s3_reader), from
+ * libcurl's buffer straight into the decoder's. A ring buffer filled by a
+ * worker in its place cost a third of the restore's CPU: the extra copy,
+ * and every cache line of it moving between cores. The checksum of the result is computed from the very pages
  * written, and ltx_build_apply() checks it against each file's post-apply
  * checksum; reading the whole file back to check it again cost a sixth of
  * a restore, so only a chain without checksums is read back, for the
@@ -40,7 +39,6 @@
 #define RESTORE_PARALLEL_MAX 64
 #define RESTORE_MEM_FILE (4u << 20) /* fetched whole; larger ones stream */
 #define RESTORE_FLUSH_MS 50
-#define RESTORE_RING (4u << 20) /* a streaming file's bytes ahead of the applier */
 #define CATCH_UP_SET_ASIDE_MAX 8 /* files one catch-up may set aside */
 
 struct rfile {
@@ -50,13 +48,11 @@ struct rfile {
 	int64_t mtime_ms, ts_ms;  /* ts_ms: commit time (HEAD metadata), 0 = unknown */
 	bool leads;               /* catch-up: a gapless run from it reaches the target */
 	bool refused;             /* catch-up: set aside (damaged, or not continued) */
-	/* download state, guarded by the job's mutex: a small file arrives
-	 * whole in mem; a big one streams through ring from the moment it is
-	 * ready */
+	/* download state of a small file, guarded by the job's mutex (a big
+	 * one is pulled by the applier) */
 	struct ltfs_buf mem;
-	struct ring *ring;
 	int rc;
-	bool ready, done;
+	bool done;
 	char err[LTFS_ERR_MSG_MAX];
 };
 
@@ -234,165 +230,24 @@ struct job {
 	size_t next;              /* next plan entry to fetch */
 	size_t window;            /* fetched but not yet applied, at most */
 	size_t applied;
-	bool streaming;           /* a big file is being streamed */
 	bool stop;
 	int out;                  /* OUT.tmp, for the flusher */
 	bool flushed;             /* the flusher may end */
 };
-
-/*
- * One producer (the download), one consumer (the applier). Each copies
- * outside the lock: the producer only fills free space, the consumer only
- * drains filled space. The last of the two ends to close frees the ring.
- */
-struct ring {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	uint8_t *buf;
-	size_t head, len;         /* filled: len bytes from head, wrapping */
-	bool write_closed, read_closed;
-	bool waiting;             /* one end sleeps on cv */
-	int ends;                 /* still open */
-};
-
-static struct ring *ring_new(void)
-{
-	struct ring *r = calloc(1, sizeof(*r));
-
-	if (r && !(r->buf = malloc(RESTORE_RING))) {
-		free(r);
-		return NULL;
-	}
-	if (r) {
-		pthread_mutex_init(&r->mu, NULL);
-		pthread_cond_init(&r->cv, NULL);
-		r->ends = 2;
-	}
-	return r;
-}
-
-/* Wake the other end if it sleeps (r->mu held). */
-static void ring_wake(struct ring *r)
-{
-	if (r->waiting) {
-		r->waiting = false;
-		pthread_cond_broadcast(&r->cv);
-	}
-}
-
-static void ring_close(struct ring *r, bool reader)
-{
-	bool last;
-
-	pthread_mutex_lock(&r->mu);
-	if (reader)
-		r->read_closed = true;
-	else
-		r->write_closed = true;
-	r->waiting = true;
-	ring_wake(r);
-	last = --r->ends == 0;
-	pthread_mutex_unlock(&r->mu);
-	if (last) {
-		pthread_mutex_destroy(&r->mu);
-		pthread_cond_destroy(&r->cv);
-		free(r->buf);
-		free(r);
-	}
-}
-
-static int to_ring(void *ctx, const void *p, size_t n)
-{
-	struct ring *r = ctx;
-
-	for (const uint8_t *q = p; n > 0;) {
-		size_t tail, k;
-
-		pthread_mutex_lock(&r->mu);
-		while (r->len == RESTORE_RING && !r->read_closed) {
-			r->waiting = true;
-			pthread_cond_wait(&r->cv, &r->mu);
-		}
-		if (r->read_closed) { /* the applier gave up */
-			pthread_mutex_unlock(&r->mu);
-			return -EPIPE;
-		}
-		tail = (r->head + r->len) % RESTORE_RING;
-		k = RESTORE_RING - r->len;
-		if (k > RESTORE_RING - tail)
-			k = RESTORE_RING - tail;
-		if (k > n)
-			k = n;
-		pthread_mutex_unlock(&r->mu);
-		memcpy(r->buf + tail, q, k);
-		pthread_mutex_lock(&r->mu);
-		r->len += k;
-		ring_wake(r);
-		pthread_mutex_unlock(&r->mu);
-		q += k;
-		n -= k;
-	}
-	return 0;
-}
-
-static ssize_t ring_read(void *ctx, void *p, size_t n)
-{
-	struct ring *r = ctx;
-	size_t k;
-
-	pthread_mutex_lock(&r->mu);
-	while (r->len == 0 && !r->write_closed) {
-		r->waiting = true;
-		pthread_cond_wait(&r->cv, &r->mu);
-	}
-	k = r->len < n ? r->len : n;
-	if (k > RESTORE_RING - r->head)
-		k = RESTORE_RING - r->head;
-	pthread_mutex_unlock(&r->mu);
-	if (k == 0)
-		return 0; /* the download ended; whether whole, its result says */
-	memcpy(p, r->buf + r->head, k);
-	pthread_mutex_lock(&r->mu);
-	r->head = (r->head + k) % RESTORE_RING;
-	r->len -= k;
-	ring_wake(r);
-	pthread_mutex_unlock(&r->mu);
-	return (ssize_t)k;
-}
 
 static int to_mem(void *ctx, const void *p, size_t n)
 {
 	return ltfs_buf_append(ctx, p, n);
 }
 
-/* Fetch one file of the plan (j->mu not held). */
-static int fetch(struct job *j, struct s3_conn *c, struct rfile *f, struct ltfs_err *err)
+/* Fetch one small file of the plan whole (j->mu not held). */
+static int fetch(struct s3_conn *c, struct rfile *f, struct ltfs_err *err)
 {
 	uint64_t got = 0;
 	int rc;
 
-	if (f->size <= RESTORE_MEM_FILE) {
-		ltfs_buf_init(&f->mem, f->size + 1);
-		rc = s3_get_sink(c, f->key, to_mem, &f->mem, &got, err);
-	} else {
-		struct ring *r = ring_new();
-
-		if (!r)
-			return ltfs_err_set(err, -ENOMEM, NULL);
-		pthread_mutex_lock(&j->mu);
-		if (j->stop) {
-			pthread_mutex_unlock(&j->mu);
-			ring_close(r, true);
-			ring_close(r, false);
-			return -ECANCELED;
-		}
-		f->ring = r;
-		f->ready = true;
-		pthread_cond_broadcast(&j->cv);
-		pthread_mutex_unlock(&j->mu);
-		rc = s3_get_sink(c, f->key, to_ring, r, &got, err);
-		ring_close(r, false); /* end of stream for the applier */
-	}
+	ltfs_buf_init(&f->mem, f->size + 1);
+	rc = s3_get_sink(c, f->key, to_mem, &f->mem, &got, err);
 	if (rc == 0 && got != f->size)
 		rc = ltfs_err_set(err, LTFS_E_TRUNCATED, "%s: %llu bytes downloaded, the listing said %llu",
 				  f->key, (unsigned long long)got, (unsigned long long)f->size);
@@ -410,29 +265,23 @@ static void *fetch_main(void *arg)
 	for (;;) {
 		struct rfile *f;
 		size_t i;
-		bool big;
 		int rc;
 
-		while (!j->stop && j->next < j->n &&
-		       (j->next >= j->applied + j->window ||
-			(j->streaming && j->files[j->plan[j->next]].size > RESTORE_MEM_FILE)))
+		while (!j->stop && j->next < j->n && j->next >= j->applied + j->window)
 			pthread_cond_wait(&j->cv, &j->mu);
 		if (j->stop || j->next >= j->n)
 			break;
 		i = j->next++;
 		f = &j->files[j->plan[i]];
-		big = f->size > RESTORE_MEM_FILE;
-		if (big)
-			j->streaming = true;
+		if (f->size > RESTORE_MEM_FILE)
+			continue; /* the applier pulls it itself */
 		pthread_mutex_unlock(&j->mu);
-		rc = crc < 0 ? crc : fetch(j, c, f, &err);
+		rc = crc < 0 ? crc : fetch(c, f, &err);
 		pthread_mutex_lock(&j->mu);
-		if (big)
-			j->streaming = false;
 		f->rc = rc;
 		if (rc < 0)
 			snprintf(f->err, sizeof(f->err), "%s", err.msg);
-		f->ready = f->done = true;
+		f->done = true;
 		pthread_cond_broadcast(&j->cv);
 	}
 	pthread_mutex_unlock(&j->mu);
@@ -458,35 +307,50 @@ static void *flush_main(void *arg)
 	return NULL;
 }
 
-/* Apply file f of the plan as it arrives (j->mu not held). */
-static int apply_one(struct job *j, struct rfile *f, struct ltx_build *b, int out, unsigned flags,
-		     struct ltx_header *h, struct ltfs_err *err)
+/* A big file, pulled from the bucket on this thread as it is applied. */
+static int apply_pulled(struct s3_conn *c, struct rfile *f, struct ltx_build *b, int out,
+			unsigned flags, struct ltx_header *h, struct ltfs_err *err)
+{
+	struct s3_reader *rd;
+	struct ltfs_err ferr = { 0 };
+	uint64_t got = 0;
+	int rc = s3_reader_open(c, f->key, &rd, err);
+	int frc;
+
+	if (rc < 0)
+		return rc;
+	rc = ltx_build_apply(b, out, s3_reader_read, rd, flags, h, err);
+	frc = s3_reader_close(rd, &got, &ferr);
+	/* a failed download explains a broken stream better than the decoder */
+	if (frc < 0)
+		return ltfs_err_set(err, frc == -ENOENT ? LTFS_E_STATE : frc, "%s", ferr.msg);
+	if (rc == 0 && got != f->size)
+		return ltfs_err_set(err, LTFS_E_TRUNCATED, "%s: %llu bytes downloaded, the listing said %llu",
+				    f->key, (unsigned long long)got, (unsigned long long)f->size);
+	if (rc < 0)
+		ltfs_err_prefix(err, "%s", f->key);
+	return rc;
+}
+
+/* Apply file f of the plan: a small one once it arrived (j->mu not held). */
+static int apply_one(struct job *j, struct s3_conn *c, struct rfile *f, struct ltx_build *b,
+		     int out, unsigned flags, struct ltx_header *h, struct ltfs_err *err)
 {
 	struct ltx_mem_source mem;
-	int rc = 0, frc;
+	int rc, frc;
 
-	pthread_mutex_lock(&j->mu);
-	while (!f->ready)
-		pthread_cond_wait(&j->cv, &j->mu);
-	pthread_mutex_unlock(&j->mu);
-	if (f->ring) {
-		rc = ltx_build_apply(b, out, ring_read, f->ring, flags, h, err);
-		ring_close(f->ring, true); /* the download stops if we stopped early */
-		f->ring = NULL;
-	}
+	if (f->size > RESTORE_MEM_FILE)
+		return apply_pulled(c, f, b, out, flags, h, err);
 	pthread_mutex_lock(&j->mu);
 	while (!f->done)
 		pthread_cond_wait(&j->cv, &j->mu);
 	frc = f->rc;
 	pthread_mutex_unlock(&j->mu);
-	/* a failed download explains a broken stream better than the decoder */
 	if (frc < 0)
 		return ltfs_err_set(err, frc == -ENOENT ? LTFS_E_STATE : frc, "%s", f->err);
-	if (f->size <= RESTORE_MEM_FILE) {
-		mem = (struct ltx_mem_source){ .data = f->mem.data, .len = f->mem.len };
-		rc = ltx_build_apply(b, out, ltx_read_mem, &mem, flags, h, err);
-		ltfs_buf_release(&f->mem);
-	}
+	mem = (struct ltx_mem_source){ .data = f->mem.data, .len = f->mem.len };
+	rc = ltx_build_apply(b, out, ltx_read_mem, &mem, flags, h, err);
+	ltfs_buf_release(&f->mem);
 	if (rc < 0)
 		ltfs_err_prefix(err, "%s", f->key);
 	return rc;
@@ -680,8 +544,8 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 		struct rfile *f = &l.v[plan[i]];
 
 		/* a file reaching back into what is applied overlaps it */
-		rc = apply_one(&j, f, &build, out, f->min > 1 && f->min <= reached ? LTX_APPLY_OVERLAP : 0,
-			       &h, err);
+		rc = apply_one(&j, c, f, &build, out,
+			       f->min > 1 && f->min <= reached ? LTX_APPLY_OVERLAP : 0, &h, err);
 		reached = f->max;
 		pthread_mutex_lock(&j.mu);
 		j.applied = i + 1;
@@ -720,13 +584,6 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 out:
 	pthread_mutex_lock(&j.mu);
 	j.stop = true;
-	/* a stream not applied would block its download for good: closing
-	 * the read end fails it */
-	for (size_t i = 0; i < l.n; i++)
-		if (l.v[i].ring) {
-			ring_close(l.v[i].ring, true);
-			l.v[i].ring = NULL;
-		}
 	pthread_cond_broadcast(&j.cv);
 	pthread_mutex_unlock(&j.mu);
 	for (size_t i = 0; i < nthreads; i++)

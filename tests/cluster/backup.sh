@@ -257,6 +257,21 @@ case_big_object() {
 	RESTORE_TIMEOUT=60 refused_when_bad big "$key" $(($(s3 head "$key" | cut -d' ' -f1) / 3))
 	expect_exit 0 "$LTFS" restore --integrity-check --parallel 3 -o "$T/r.db" "$(url big)/app.db"
 	check "restored" restored_same "$T/r.db" 1
+	# a network that drops every connection after 3 MB: each big object
+	# arrives in pieces, each resumed where the last broke off
+	rp=$((PORT_BASE + 10))
+	"$LTFS_BUILD/s3-relay" "$rp" "${AWS_ENDPOINT_URL_S3##*:}" cut:3000000 >"$T/relay.out" 2>&1 &
+	relay=$!
+	i=0
+	until grep -q listening "$T/relay.out" || [ $i -gt 50 ]; do i=$((i + 1)); sleep 0.1; done
+	rm -f "$T/r.db"
+	(
+		export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$rp
+		expect_exit 0 "$LTFS" restore -o "$T/r.db" "$(url big)/app.db"
+	) || { kill "$relay"; exit 1; }
+	kill "$relay" 2>/dev/null || true
+	check "connections were cut" [ "$(grep -c '^cut after' "$T/relay.out")" -ge 4 ]
+	check "restored through the cuts" restored_same "$T/r.db" 1
 	node_stop 1
 }
 run_case big_object

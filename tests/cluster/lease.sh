@@ -798,7 +798,7 @@ case_store_ignores_conditions() {
 	# store looks as if it ignored If-None-Match and If-Match: a node must
 	# refuse lease mode, not elect itself on it
 	rp=$((PORT_BASE + 10))
-	"$LTFS_BUILD/s3-unconditional" "$rp" "${AWS_ENDPOINT_URL_S3##*:}" >"$T/relay.out" 2>&1 &
+	"$LTFS_BUILD/s3-relay" "$rp" "${AWS_ENDPOINT_URL_S3##*:}" unconditional >"$T/relay.out" 2>&1 &
 	echo $! >"$T/relay.pid"
 	i=0
 	until grep -q listening "$T/relay.out" || [ $i -gt 50 ]; do i=$((i + 1)); sleep 0.1; done

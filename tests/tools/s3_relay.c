@@ -1,12 +1,16 @@
 /*
- * s3_unconditional.c - a relay in front of the test S3 server that makes it
- * look like a store ignoring conditional writes: every "412 Precondition
- * Failed" the server answers reaches the client as 200. Requests pass
- * unchanged, so their signatures stay valid; the server still refuses the
- * write, only the client is told otherwise, which is what a lease on such
- * a store would believe.
+ * s3_relay.c - a relay in front of the test S3 server that makes it
+ * misbehave in one of two ways. Requests pass unchanged, so their
+ * signatures stay valid.
  *
- *   s3-unconditional PORT UPSTREAM_PORT
+ *   s3-relay PORT UPSTREAM_PORT unconditional
+ *       a store ignoring conditional writes: every "412 Precondition
+ *       Failed" the server answers reaches the client as 200. The server
+ *       still refuses the write, only the client is told otherwise, which
+ *       is what a lease on such a store would believe.
+ *   s3-relay PORT UPSTREAM_PORT cut:BYTES
+ *       a network that drops connections: each one is closed once BYTES
+ *       of answers went through it ("cut after N bytes" on stdout).
  *
  * Listens on 127.0.0.1:PORT, one process per connection, relays to
  * 127.0.0.1:UPSTREAM_PORT. Prints "listening on PORT" once it listens;
@@ -73,11 +77,14 @@ static size_t rewrite(char *buf, size_t n)
 	return 0;
 }
 
-static void relay(int client, int upstream_port)
+/* cut_after: 0 rewrites 412 answers; otherwise the bytes a connection
+ * carries to the client before it is cut. */
+static void relay(int client, int upstream_port, long cut_after)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)upstream_port) };
 	char buf[65536];
 	size_t held = 0; /* bytes from the server not yet sent: buf[0..held) */
+	long sent = 0;
 	int up = socket(AF_INET, SOCK_STREAM, 0);
 
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -113,7 +120,14 @@ static void relay(int client, int upstream_port)
 				return;
 			}
 			total = held + (size_t)n;
-			keep = rewrite(buf, total);
+			if (cut_after && sent + (long)total >= cut_after) {
+				send_all(client, buf, (size_t)(cut_after - sent));
+				printf("cut after %ld bytes\n", cut_after);
+				fflush(stdout);
+				return;
+			}
+			sent += (long)total;
+			keep = cut_after ? 0 : rewrite(buf, total);
 			if (send_all(client, buf, total - keep) < 0)
 				return;
 			memmove(buf, buf + total - keep, keep);
@@ -127,9 +141,14 @@ int main(int argc, char **argv)
 	struct sockaddr_in a = { .sin_family = AF_INET };
 	int port, upstream, one = 1, ls;
 	time_t end = time(NULL) + LIFETIME_S;
+	long cut_after = 0;
+	char *rest = NULL;
 
-	if (argc != 3 || (port = parse_port(argv[1])) < 0 || (upstream = parse_port(argv[2])) < 0) {
-		fprintf(stderr, "usage: s3-unconditional PORT UPSTREAM_PORT\n");
+	if (argc == 4 && strncmp(argv[3], "cut:", 4) == 0)
+		cut_after = strtol(argv[3] + 4, &rest, 10);
+	if (argc != 4 || (port = parse_port(argv[1])) < 0 || (upstream = parse_port(argv[2])) < 0 ||
+	    (strcmp(argv[3], "unconditional") != 0 && (cut_after <= 0 || *rest))) {
+		fprintf(stderr, "usage: s3-relay PORT UPSTREAM_PORT unconditional|cut:BYTES\n");
 		return 2;
 	}
 	signal(SIGCHLD, SIG_IGN); /* no zombies from the per-connection children */
@@ -138,7 +157,7 @@ int main(int argc, char **argv)
 	ls = socket(AF_INET, SOCK_STREAM, 0);
 	if (ls < 0 || setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
 	    bind(ls, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(ls, 16) < 0) {
-		perror("s3-unconditional: listen");
+		perror("s3-relay: listen");
 		return 1;
 	}
 	printf("listening on %d\n", port);
@@ -155,7 +174,7 @@ int main(int argc, char **argv)
 		if (fork() == 0) {
 			close(ls);
 			alarm(LIFETIME_S);
-			relay(c, upstream);
+			relay(c, upstream, cut_after);
 			_exit(0);
 		}
 		close(c);
