@@ -11,6 +11,10 @@
  *   s3-relay PORT UPSTREAM_PORT cut:BYTES
  *       a network that drops connections: each one is closed once BYTES
  *       of answers went through it ("cut after N bytes" on stdout).
+ *   s3-relay PORT UPSTREAM_PORT gone:TEXT
+ *       objects deleted under a reader: a GET whose request line holds
+ *       TEXT is answered 404 NoSuchKey by the relay itself ("gone" on
+ *       stdout); everything else passes.
  *
  * Listens on 127.0.0.1:PORT, one process per connection, relays to
  * 127.0.0.1:UPSTREAM_PORT. Prints "listening on PORT" once it listens;
@@ -22,6 +26,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,10 +82,40 @@ static size_t rewrite(char *buf, size_t n)
 	return 0;
 }
 
-/* cut_after: 0 rewrites 412 answers; otherwise the bytes a connection
- * carries to the client before it is cut. */
-static void relay(int client, int upstream_port, long cut_after)
+static const char NOT_FOUND_BODY[] =
+	"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchKey</Code>"
+	"<Message>deleted (test relay)</Message></Error>";
+
+struct mode {
+	long cut_after;   /* cut: bytes a connection carries to the client */
+	const char *gone; /* gone: the text of the GETs answered 404 */
+};                        /* neither: 412 answers rewritten to 200 */
+
+/* A GET in in[0..n) whose request line holds text. */
+static bool is_gone(const char *in, size_t n, const char *text)
 {
+	const char *eol = memchr(in, '\n', n);
+
+	return text && n > 4 && memcmp(in, "GET ", 4) == 0 && eol &&
+	       memmem(in, (size_t)(eol - in), text, strlen(text)) != NULL;
+}
+
+static int answer_gone(int client)
+{
+	char head[256];
+	int len = snprintf(head, sizeof(head),
+			   "HTTP/1.1 404 Not Found\r\nContent-Type: application/xml\r\n"
+			   "Content-Length: %zu\r\n\r\n", sizeof(NOT_FOUND_BODY) - 1);
+
+	printf("gone\n");
+	fflush(stdout);
+	return send_all(client, head, (size_t)len) < 0 ? -1
+		: send_all(client, NOT_FOUND_BODY, sizeof(NOT_FOUND_BODY) - 1);
+}
+
+static void relay(int client, int upstream_port, const struct mode *m)
+{
+	long cut_after = m->cut_after;
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)upstream_port) };
 	char buf[65536];
 	size_t held = 0; /* bytes from the server not yet sent: buf[0..held) */
@@ -107,6 +142,11 @@ static void relay(int client, int upstream_port, long cut_after)
 			char in[65536];
 			ssize_t n = recv(client, in, sizeof(in), 0);
 
+			if (n > 0 && is_gone(in, (size_t)n, m->gone)) {
+				if (answer_gone(client) < 0)
+					return;
+				continue;
+			}
 			if (n <= 0 || send_all(up, in, (size_t)n) < 0)
 				return;
 		}
@@ -127,7 +167,7 @@ static void relay(int client, int upstream_port, long cut_after)
 				return;
 			}
 			sent += (long)total;
-			keep = cut_after ? 0 : rewrite(buf, total);
+			keep = cut_after || m->gone ? 0 : rewrite(buf, total);
 			if (send_all(client, buf, total - keep) < 0)
 				return;
 			memmove(buf, buf + total - keep, keep);
@@ -141,14 +181,21 @@ int main(int argc, char **argv)
 	struct sockaddr_in a = { .sin_family = AF_INET };
 	int port, upstream, one = 1, ls;
 	time_t end = time(NULL) + LIFETIME_S;
-	long cut_after = 0;
+	struct mode m = { 0 };
 	char *rest = NULL;
+	bool ok = argc == 4;
 
-	if (argc == 4 && strncmp(argv[3], "cut:", 4) == 0)
-		cut_after = strtol(argv[3] + 4, &rest, 10);
-	if (argc != 4 || (port = parse_port(argv[1])) < 0 || (upstream = parse_port(argv[2])) < 0 ||
-	    (strcmp(argv[3], "unconditional") != 0 && (cut_after <= 0 || *rest))) {
-		fprintf(stderr, "usage: s3-relay PORT UPSTREAM_PORT unconditional|cut:BYTES\n");
+	if (ok && strncmp(argv[3], "cut:", 4) == 0) {
+		m.cut_after = strtol(argv[3] + 4, &rest, 10);
+		ok = m.cut_after > 0 && !*rest;
+	} else if (ok && strncmp(argv[3], "gone:", 5) == 0) {
+		m.gone = argv[3] + 5;
+		ok = *m.gone != '\0';
+	} else if (ok) {
+		ok = strcmp(argv[3], "unconditional") == 0;
+	}
+	if (!ok || (port = parse_port(argv[1])) < 0 || (upstream = parse_port(argv[2])) < 0) {
+		fprintf(stderr, "usage: s3-relay PORT UPSTREAM_PORT unconditional|cut:BYTES|gone:TEXT\n");
 		return 2;
 	}
 	signal(SIGCHLD, SIG_IGN); /* no zombies from the per-connection children */
@@ -174,7 +221,7 @@ int main(int argc, char **argv)
 		if (fork() == 0) {
 			close(ls);
 			alarm(LIFETIME_S);
-			relay(c, upstream, cut_after);
+			relay(c, upstream, &m);
 			_exit(0);
 		}
 		close(c);
