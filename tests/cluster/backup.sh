@@ -213,10 +213,19 @@ refused_when_bad() {
 	s3 put "$2" "$T/good.ltx" >/dev/null
 }
 
+# still_config FILE: level-0 uploads of each commit and no compaction
+# within a case's time (the default's first level, 30 s, can outrun a
+# slow run, and a restore then takes the compacted file instead of the
+# level-0 object a case has spoiled).
+still_config() {
+	printf 's3:\n  upload-interval: 0\n  levels: [1h]\n' >"$1"
+}
+
 # A corrupt or truncated object stops the restore with its key named, and
 # no output is written; the intact chain still restores after a repair.
 case_bad_objects() {
-	bstart 1 bad --upload-interval 0
+	still_config "$T/c.yml"
+	bstart 1 bad --config "$T/c.yml"
 	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); INSERT INTO t(v) VALUES (randomblob(5000))"
 	# each commit shipped before the next: one object each, so that the
 	# second is in the middle of the chain (commits made together may go
@@ -245,7 +254,8 @@ run_case bad_objects
 # restore with its key (while the second waits to stream), and writes
 # nothing; intact, they restore exactly.
 case_big_object() {
-	bstart 1 big --upload-interval 0
+	still_config "$T/c.yml"
+	bstart 1 big --config "$T/c.yml"
 	MODE=wal
 	w 1 "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); INSERT INTO t(v) SELECT randomblob(3000) FROM generate_series(1, 3000)"
 	w 1 "INSERT INTO t(v) VALUES ('small')"
