@@ -115,7 +115,7 @@ $(BUILD)/proxy-app: $(BUILD)/obj/tests/tools/proxy_app.o
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
 # A relay that makes the test S3 server misbehave: ignore conditional
-# writes, or drop connections (libc only).
+# writes, drop connections, or answer 404 for an object (libc only).
 $(BUILD)/s3-relay: $(BUILD)/obj/tests/tools/s3_relay.o
 	@[ "$(V)" = 1 ] || echo "  LINK    $@"
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^

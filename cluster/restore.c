@@ -240,6 +240,22 @@ static int to_mem(void *ctx, const void *p, size_t n)
 	return ltfs_buf_append(ctx, p, n);
 }
 
+/* A failed download as the restore's error: a file gone (404, deleted
+ * by retention) makes a new plan (LTFS_E_STATE, cluster_restore). */
+static int download_failed(int rc, const char *msg, struct ltfs_err *err)
+{
+	return ltfs_err_set(err, rc == -ENOENT ? LTFS_E_STATE : rc, "%s", msg);
+}
+
+/* A download that ended well delivered as many bytes as listed. */
+static int check_size(const struct rfile *f, uint64_t got, struct ltfs_err *err)
+{
+	if (got == f->size)
+		return 0;
+	return ltfs_err_set(err, LTFS_E_TRUNCATED, "%s: %llu bytes downloaded, the listing said %llu",
+			    f->key, (unsigned long long)got, (unsigned long long)f->size);
+}
+
 /* Fetch one small file of the plan whole (j->mu not held). */
 static int fetch(struct s3_conn *c, struct rfile *f, struct ltfs_err *err)
 {
@@ -248,10 +264,7 @@ static int fetch(struct s3_conn *c, struct rfile *f, struct ltfs_err *err)
 
 	ltfs_buf_init(&f->mem, f->size + 1);
 	rc = s3_get_sink(c, f->key, to_mem, &f->mem, &got, err);
-	if (rc == 0 && got != f->size)
-		rc = ltfs_err_set(err, LTFS_E_TRUNCATED, "%s: %llu bytes downloaded, the listing said %llu",
-				  f->key, (unsigned long long)got, (unsigned long long)f->size);
-	return rc;
+	return rc < 0 ? rc : check_size(f, got, err);
 }
 
 static void *fetch_main(void *arg)
@@ -323,10 +336,9 @@ static int apply_pulled(struct s3_conn *c, struct rfile *f, struct ltx_build *b,
 	frc = s3_reader_close(rd, &got, &ferr);
 	/* a failed download explains a broken stream better than the decoder */
 	if (frc < 0)
-		return ltfs_err_set(err, frc == -ENOENT ? LTFS_E_STATE : frc, "%s", ferr.msg);
-	if (rc == 0 && got != f->size)
-		return ltfs_err_set(err, LTFS_E_TRUNCATED, "%s: %llu bytes downloaded, the listing said %llu",
-				    f->key, (unsigned long long)got, (unsigned long long)f->size);
+		return download_failed(frc, ferr.msg, err);
+	if (rc == 0)
+		return check_size(f, got, err);
 	if (rc < 0)
 		ltfs_err_prefix(err, "%s", f->key);
 	return rc;
@@ -347,7 +359,7 @@ static int apply_one(struct job *j, struct s3_conn *c, struct rfile *f, struct l
 	frc = f->rc;
 	pthread_mutex_unlock(&j->mu);
 	if (frc < 0)
-		return ltfs_err_set(err, frc == -ENOENT ? LTFS_E_STATE : frc, "%s", f->err);
+		return download_failed(frc, f->err, err);
 	mem = (struct ltx_mem_source){ .data = f->mem.data, .len = f->mem.len };
 	rc = ltx_build_apply(b, out, ltx_read_mem, &mem, flags, h, err);
 	ltfs_buf_release(&f->mem);

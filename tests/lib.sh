@@ -244,6 +244,17 @@ s3_suite_start() {
 url() { echo "s3://$LTFS_S3_BUCKET/$SUITE-$1"; }
 s3() { "$LTFS_S3_TOOL" "s3://$LTFS_S3_BUCKET" "$@"; }
 
+# relay_start PORT MODE: tests/tools/s3_relay.c in front of the suite's
+# server on PORT (its output in $T/relay.out), once it listens (5 s);
+# relay_stop ends it.
+relay_start() {
+	"$LTFS_BUILD/s3-relay" "$1" "${AWS_ENDPOINT_URL_S3##*:}" "$2" >"$T/relay.out" 2>&1 &
+	echo $! >"$T/relay.pid"
+	_i=0
+	until grep -q listening "$T/relay.out" || [ $_i -gt 50 ]; do _i=$((_i + 1)); sleep 0.1; done
+}
+relay_stop() { kill "$(cat "$T/relay.pid")" 2>/dev/null || true; }
+
 # run_case NAME: run case_NAME (only the cases listed in $CASES, if set).
 run_case() {
 	case " ${CASES:-$1} " in *" $1 "*) ;; *) return 0 ;; esac

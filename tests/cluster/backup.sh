@@ -270,31 +270,25 @@ case_big_object() {
 	# a network that drops every connection after 3 MB: each big object
 	# arrives in pieces, each resumed where the last broke off
 	rp=$((PORT_BASE + 10))
-	"$LTFS_BUILD/s3-relay" "$rp" "${AWS_ENDPOINT_URL_S3##*:}" cut:3000000 >"$T/relay.out" 2>&1 &
-	relay=$!
-	i=0
-	until grep -q listening "$T/relay.out" || [ $i -gt 50 ]; do i=$((i + 1)); sleep 0.1; done
+	relay_start "$rp" cut:3000000
 	rm -f "$T/r.db"
 	(
 		export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$rp
 		expect_exit 0 "$LTFS" restore -o "$T/r.db" "$(url big)/app.db"
-	) || { kill "$relay"; exit 1; }
-	kill "$relay" 2>/dev/null || true
+	) || { relay_stop; exit 1; }
+	relay_stop
 	check "connections were cut" [ "$(grep -c '^cut after' "$T/relay.out")" -ge 4 ]
 	check "restored through the cuts" restored_same "$T/r.db" 1
 	# the big object deleted (retention) as the restore reads it: each
 	# time a new plan, from a new listing; when it stays gone, an error
 	# naming it, and no output
 	rp=$((PORT_BASE + 11))
-	"$LTFS_BUILD/s3-relay" "$rp" "${AWS_ENDPOINT_URL_S3##*:}" "gone:${key##*/}" >"$T/relay.out" 2>&1 &
-	relay=$!
-	i=0
-	until grep -q listening "$T/relay.out" || [ $i -gt 50 ]; do i=$((i + 1)); sleep 0.1; done
+	relay_start "$rp" "gone:${key##*/}"
 	(
 		export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$rp
 		expect_exit 1 "$LTFS" restore -o "$T/gone.db" "$(url big)/app.db"
-	) || { kill "$relay"; exit 1; }
-	kill "$relay" 2>/dev/null || true
+	) || { relay_stop; exit 1; }
+	relay_stop
 	contains "$T/err" "${key##*/}"
 	contains "$T/err" "NoSuchKey"
 	check "three plans" [ "$(grep -c '^gone' "$T/relay.out")" = 3 ]

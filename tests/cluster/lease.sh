@@ -798,10 +798,7 @@ case_store_ignores_conditions() {
 	# store looks as if it ignored If-None-Match and If-Match: a node must
 	# refuse lease mode, not elect itself on it
 	rp=$((PORT_BASE + 10))
-	"$LTFS_BUILD/s3-relay" "$rp" "${AWS_ENDPOINT_URL_S3##*:}" unconditional >"$T/relay.out" 2>&1 &
-	echo $! >"$T/relay.pid"
-	i=0
-	until grep -q listening "$T/relay.out" || [ $i -gt 50 ]; do i=$((i + 1)); sleep 0.1; done
+	relay_start "$rp" unconditional
 	mkdir -p "$T/m"
 	(
 		export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$rp
@@ -817,7 +814,7 @@ case_store_ignores_conditions() {
 	# the same node through the server itself starts as the primary
 	lstart 1 ignores
 	check "the primary without the relay" [ "$(wait_primary 1)" = 1 ]
-	kill "$(cat "$T/relay.pid")" 2>/dev/null || true
+	relay_stop
 }
 
 case_config_errors() {

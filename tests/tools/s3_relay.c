@@ -1,6 +1,6 @@
 /*
  * s3_relay.c - a relay in front of the test S3 server that makes it
- * misbehave in one of two ways. Requests pass unchanged, so their
+ * misbehave in one of three ways. Requests pass unchanged, so their
  * signatures stay valid.
  *
  *   s3-relay PORT UPSTREAM_PORT unconditional
@@ -115,7 +115,6 @@ static int answer_gone(int client)
 
 static void relay(int client, int upstream_port, const struct mode *m)
 {
-	long cut_after = m->cut_after;
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)upstream_port) };
 	char buf[65536];
 	size_t held = 0; /* bytes from the server not yet sent: buf[0..held) */
@@ -160,14 +159,14 @@ static void relay(int client, int upstream_port, const struct mode *m)
 				return;
 			}
 			total = held + (size_t)n;
-			if (cut_after && sent + (long)total >= cut_after) {
-				send_all(client, buf, (size_t)(cut_after - sent));
-				printf("cut after %ld bytes\n", cut_after);
+			if (m->cut_after && sent + (long)total >= m->cut_after) {
+				send_all(client, buf, (size_t)(m->cut_after - sent));
+				printf("cut after %ld bytes\n", m->cut_after);
 				fflush(stdout);
 				return;
 			}
 			sent += (long)total;
-			keep = cut_after || m->gone ? 0 : rewrite(buf, total);
+			keep = m->cut_after || m->gone ? 0 : rewrite(buf, total);
 			if (send_all(client, buf, total - keep) < 0)
 				return;
 			memmove(buf, buf + total - keep, keep);
