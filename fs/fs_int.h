@@ -212,6 +212,11 @@ int fs_lock_get(struct fs_node *n, uint64_t owner, struct flock *fl);
 int fs_lock_set(struct fs_node *n, uint64_t owner, const struct flock *fl);
 void fs_lock_release_owner(struct fs_node *n, uint64_t owner);
 bool fs_lock_held(struct fs_node *n, uint64_t owner, uint64_t byte, short type);
+/* Call fn(ctx, byte) for the first byte in [first, last] that no owner
+ * locks, with the lock table held so that nobody can lock it meanwhile;
+ * fn's result, or -EAGAIN when every byte is locked. */
+int fs_lock_with_free_byte(struct fs_node *n, uint64_t first, uint64_t last,
+			   int (*fn)(void *ctx, uint64_t byte), void *ctx);
 void fs_lock_free_all(struct fs_node *n);
 
 /* The inode number the kernel knows a node by. */

@@ -149,6 +149,24 @@ bool fs_lock_held(struct fs_node *n, uint64_t owner, uint64_t byte, short type)
 	return held;
 }
 
+int fs_lock_with_free_byte(struct fs_node *n, uint64_t first, uint64_t last,
+			   int (*fn)(void *ctx, uint64_t byte), void *ctx)
+{
+	int rc = -EAGAIN;
+
+	pthread_mutex_lock(&n->lock_mu);
+	for (uint64_t b = first; b <= last && rc == -EAGAIN; b++) {
+		const struct fs_lock *l = n->locks;
+
+		while (l && !(l->start <= b && b <= l->end))
+			l = l->next;
+		if (!l)
+			rc = fn(ctx, b);
+	}
+	pthread_mutex_unlock(&n->lock_mu);
+	return rc;
+}
+
 void fs_lock_free_all(struct fs_node *n)
 {
 	while (n->locks) {

@@ -30,6 +30,8 @@
 /* SQLite's lock bytes. */
 #define DB_RESERVED_BYTE 0x40000001ull
 #define SHM_WRITE_BYTE 120ull
+#define SHM_READ_BYTE(i) (123ull + (i)) /* read-mark slot i, 0..4 */
+#define SHM_READ_MARK_OFF(i) (100 + 4 * (i))
 
 #define ATTR_TIMEOUT 1.0
 
@@ -877,12 +879,105 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 
 /* ---- locks ------------------------------------------------------------ */
 
+struct read_mark {
+	struct fs *fs;
+	struct fs_node *shm;
+	uint32_t frames;
+};
+
+static int store_read_mark(void *ctx, uint64_t byte)
+{
+	struct read_mark *m = ctx;
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(sizeof(m->frames));
+	int slot = (int)(byte - SHM_READ_BYTE(0));
+
+	bv.buf[0].mem = &m->frames;
+	return fuse_lowlevel_notify_store(m->fs->se, fs_node_ino(m->fs, m->shm),
+					  SHM_READ_MARK_OFF(slot), &bv, 0);
+}
+
+/*
+ * After a WAL commit, every next read transaction finds the read marks
+ * behind the new end of the WAL and moves one forward itself: an
+ * exclusive lock on a free read-mark slot, a store, an unlock. Those are
+ * two round trips through FUSE per transaction. The lock table is ours,
+ * so we do the same step here, on behalf of the next reader: with the
+ * table held, a slot nobody locks gets the WAL's frame count, written
+ * into the kernel's page cache of the -shm file (the pages SQLite maps).
+ * SQLite's format leaves a mark to whoever holds that slot's lock
+ * exclusively, which is what holding the whole table amounts to. A mark
+ * that turns out stale only sends the reader down its usual path.
+ */
+static void advance_read_mark(struct fs *fs, struct fs_node *shm, uint64_t wal_end,
+			      uint32_t page_size)
+{
+	struct read_mark m = { fs, shm, 0 };
+
+	if (!fs->se || page_size == 0 || wal_end <= LTX_WAL_HEADER_SIZE)
+		return;
+	m.frames = (uint32_t)((wal_end - LTX_WAL_HEADER_SIZE) /
+			      (LTX_WAL_FRAME_HEADER_SIZE + page_size));
+	fs_lock_with_free_byte(shm, SHM_READ_BYTE(1), SHM_READ_BYTE(4), store_read_mark, &m);
+}
+
+/*
+ * SQLite writes a WAL frame as a 24-byte header, then the page. The page
+ * lands at an offset that is not page aligned, so it spans two kernel
+ * pages, and the kernel sends the first, partial one in a request of its
+ * own unless its cache holds that page whole: three requests per frame
+ * instead of two. While the committing writer still holds the WAL write
+ * lock, the WAL cannot change, so we hand the kernel the page that holds
+ * the WAL's end, whole, from the backing file; the next transaction's
+ * first frame then takes two requests. Only a cache is filled: if the
+ * kernel refuses, the next frame costs one request more. The WAL's node
+ * is pinned meanwhile, as its inode number is its address.
+ */
+static void prime_wal_tail(struct fs *fs, struct fs_db *db)
+{
+	char path[FS_PATH_MAX], page[4096];
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
+	struct fs_node *wal;
+	struct stat st;
+	uint64_t start;
+	ssize_t got = -1;
+
+	/* another kernel page size: the kernel would not take the page whole */
+	if (!fs->se || sysconf(_SC_PAGESIZE) != (long)sizeof(page) ||
+	    (size_t)snprintf(path, sizeof(path), "%s-wal", db->name) >= sizeof(path))
+		return;
+	pthread_mutex_lock(&fs->lock);
+	wal = fs_node_find(fs, path);
+	if (wal && wal->nopen > 0)
+		wal->nopen++;
+	else
+		wal = NULL;
+	pthread_mutex_unlock(&fs->lock);
+	if (!wal)
+		return;
+	pthread_mutex_lock(&db->mu);
+	start = db->wal.end / sizeof(page) * sizeof(page);
+	if (db->wal.active && db->wal_fd >= 0 && fstat(db->wal_fd, &st) == 0 &&
+	    (uint64_t)st.st_size > start)
+		got = pread(db->wal_fd, page, sizeof(page), (off_t)start);
+	pthread_mutex_unlock(&db->mu);
+	if (got > 0) {
+		bv.buf[0].mem = page;
+		bv.buf[0].size = (size_t)got;
+		fuse_lowlevel_notify_store(fs->se, fs_node_ino(fs, wal), (off_t)start, &bv, 0);
+	}
+	pthread_mutex_lock(&fs->lock);
+	wal->nopen--;
+	fs_node_maybe_free(fs, wal);
+	pthread_mutex_unlock(&fs->lock);
+}
+
 /* After an owner dropped locks: commits that hang on a lock release. */
 static void after_unlock(struct fs *fs, struct fs_node *n, bool had_write,
 			 bool had_reserved)
 {
 	struct ltfs_err err = { 0 };
-	uint64_t before, after;
+	uint64_t before, after, wal_end;
+	uint32_t page_size;
 	int rc = 0;
 
 	if (!n->db || (!had_write && !had_reserved))
@@ -894,9 +989,13 @@ static void after_unlock(struct fs *fs, struct fs_node *n, bool had_write,
 	else if (n->kind == FS_DB && had_reserved)
 		rc = fs_db_commit_unjournaled(n->db, &err);
 	after = n->db->txid;
+	wal_end = n->db->wal.active ? n->db->wal.end : 0;
+	page_size = n->db->page_size;
 	pthread_mutex_unlock(&n->db->mu);
 	if (rc < 0)
 		ltfs_error(fs->log, "fs", "%s", err.msg);
+	else if (n->kind == FS_SHM && had_write)
+		advance_read_mark(fs, n, wal_end, page_size);
 	/* SQLite ignores errors of an unlock: this wait cannot fail */
 	commit_wait(fs, n->db, before, after, false);
 }
@@ -926,6 +1025,9 @@ static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 
 	if (lock->l_type == F_UNLCK || lock->l_type == F_RDLCK)
 		lock_state(n, fi->lock_owner, &w, &r);
+	if (w && lock->l_start <= (off_t)SHM_WRITE_BYTE &&
+	    (lock->l_len == 0 || lock->l_start + lock->l_len > (off_t)SHM_WRITE_BYTE))
+		prime_wal_tail(fs, n->db);
 	for (;;) {
 		rc = fs_lock_set(n, fi->lock_owner, lock);
 		if (rc != -EAGAIN || !sleep)

@@ -268,6 +268,74 @@ case_lock_page() {
 	ltfs_umount "$M"
 }
 
+# A WAL commit of one page costs the app six FUSE requests: the read
+# lock, the write lock and its release, the read unlock, and the frame in
+# two writes. Without ltfs moving a read mark forward (two lock requests
+# more) and priming the WAL's last page (a third write), it would be nine.
+case_wal_requests_per_commit() {
+	M=$T/mnt
+	ltfs_mount "$M" -d
+	new_db rq.db wal 4096
+	sql "$M/rq.db" "INSERT INTO t(v) VALUES ('warm');"
+	for i in $(seq 1 200); do echo "INSERT INTO t(v) VALUES ('r$i');"; done >"$T/rq.sql"
+	mark=$(wc -l <"$T/ltfs.log")
+	sql "$M/rq.db" <"$T/rq.sql"
+	tail -n +"$((mark + 1))" "$T/ltfs.log" | tr -d '\000' >"$T/rq.log"
+	setlk=$(grep -a -c "opcode: SETLK" "$T/rq.log")
+	writes=$(grep -a -c "opcode: WRITE" "$T/rq.log")
+	check "rows" [ "$(sql "$M/rq.db" 'SELECT count(*) FROM t')" = 201 ]
+	ltfs_umount "$M"
+	check "lock requests for 200 commits: $setlk" [ "$setlk" -le 850 ]
+	check "write requests for 200 commits: $writes" [ "$writes" -le 450 ]
+}
+
+# Writers in three processes, readers that hold a read transaction open
+# across commits, and checkpoints of every kind, all at once: each reader
+# sees one snapshot for its whole transaction, no commit is lost, and the
+# history rebuilds the database.
+case_wal_writers_readers_checkpoints() {
+	M=$T/mnt
+	ltfs_mount "$M"
+	for ps in 512 4096; do
+		db=mix-$ps.db
+		new_db "$db" wal "$ps"
+		pids=
+		for w in 1 2 3; do
+			for i in $(seq 1 100); do
+				echo "INSERT INTO t(v) VALUES ('w$w-$i');"
+			done >"$T/w$w.sql"
+			sql "$M/$db" <"$T/w$w.sql" &
+			pids="$pids $!"
+		done
+		(
+			for i in $(seq 1 10); do
+				for mode in PASSIVE FULL RESTART TRUNCATE; do
+					sql "$M/$db" "PRAGMA wal_checkpoint($mode);" >/dev/null || exit 1
+				done
+			done
+		) &
+		pids="$pids $!"
+		for r in 1 2; do
+			(
+				for i in $(seq 1 8); do
+					out=$(sql "$M/$db" "BEGIN; SELECT count(*) FROM t;" \
+						".system sleep 0.05" "SELECT count(*) FROM t; COMMIT;") || exit 1
+					set -- $out
+					[ "$1" = "$2" ] || { echo "    snapshot moved: $1 then $2" >&2; exit 1; }
+				done
+			) &
+			pids="$pids $!"
+		done
+		for p in $pids; do
+			wait "$p" || { echo "    a writer, reader or checkpointer failed" >&2; exit 1; }
+		done
+		check "$db: all rows" [ "$(sql "$M/$db" 'SELECT count(*) FROM t')" = 300 ]
+		check "$db: integrity" [ "$(sql "$M/$db" 'PRAGMA integrity_check')" = ok ]
+		check_history "$db"
+	done
+	ltfs_umount "$M"
+}
+
 run_case ok
 run_case rollback_and_no_write
 run_case big_and_vacuum
@@ -278,4 +346,7 @@ run_case drop_db
 run_case readdir_and_files
 run_case pos_file
 run_case lock_page
+run_case wal_requests_per_commit
+run_case wal_writers_readers_checkpoints
 finish
+
