@@ -897,11 +897,12 @@ static int store_read_mark(void *ctx, uint64_t byte)
 }
 
 /*
- * After a WAL commit, every next read transaction finds the read marks
- * behind the new end of the WAL and moves one forward itself: an
- * exclusive lock on a free read-mark slot, a store, an unlock. Those are
- * two round trips through FUSE per transaction. The lock table is ours,
- * so we do the same step here, on behalf of the next reader: with the
+ * When a writer lets go of the WAL write lock after a commit, the next
+ * read transaction finds every read mark behind the WAL's new end and
+ * moves one forward itself: an exclusive lock on a free read-mark slot,
+ * a store, an unlock. Those are two round trips through FUSE per
+ * transaction. The lock table is ours, so we do the same step here, on
+ * behalf of the next reader: with the
  * table held, a slot nobody locks gets the WAL's frame count, written
  * into the kernel's page cache of the -shm file (the pages SQLite maps).
  * SQLite's format leaves a mark to whoever holds that slot's lock
