@@ -18,6 +18,18 @@
 #define FS_NAME_MAX 255
 #define FS_MAX_DBS 4096
 
+/* SQLite's lock bytes (os_unix.c) and where the WAL index keeps its read
+ * marks (wal.c: WalCkptInfo.aReadMark, u32 in native byte order). */
+#define FS_DB_PENDING_BYTE 0x40000000ull
+#define FS_DB_RESERVED_BYTE 0x40000001ull
+#define FS_DB_SHARED_FIRST 0x40000002ull
+#define FS_DB_SHARED_SIZE 510
+#define FS_SHM_WRITE_BYTE 120ull
+#define FS_SHM_CKPT_BYTE 121ull
+#define FS_SHM_RECOVER_BYTE 122ull
+#define FS_SHM_READ_BYTE(i) (123ull + (i)) /* read-mark slot i, 0..4 */
+#define FS_SHM_READ_MARK_OFF(i) (100 + 4 * (i))
+
 enum fs_kind {
 	FS_DIR,     /* directory, backed by DATA/tree/PATH */
 	FS_FILE,    /* regular file that is not (yet) a database */

@@ -27,12 +27,6 @@
 
 #include "fs/fs_int.h"
 
-/* SQLite's lock bytes. */
-#define DB_RESERVED_BYTE 0x40000001ull
-#define SHM_WRITE_BYTE 120ull
-#define SHM_READ_BYTE(i) (123ull + (i)) /* read-mark slot i, 0..4 */
-#define SHM_READ_MARK_OFF(i) (100 + 4 * (i))
-
 #define ATTR_TIMEOUT 1.0
 
 struct dir_ent {
@@ -889,11 +883,11 @@ static int store_read_mark(void *ctx, uint64_t byte)
 {
 	struct read_mark *m = ctx;
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(sizeof(m->frames));
-	int slot = (int)(byte - SHM_READ_BYTE(0));
+	int slot = (int)(byte - FS_SHM_READ_BYTE(0));
 
 	bv.buf[0].mem = &m->frames;
 	return fuse_lowlevel_notify_store(m->fs->se, fs_node_ino(m->fs, m->shm),
-					  SHM_READ_MARK_OFF(slot), &bv, 0);
+					  FS_SHM_READ_MARK_OFF(slot), &bv, 0);
 }
 
 /*
@@ -918,7 +912,7 @@ static void advance_read_mark(struct fs *fs, struct fs_node *shm, uint64_t wal_e
 		return;
 	m.frames = (uint32_t)((wal_end - LTX_WAL_HEADER_SIZE) /
 			      (LTX_WAL_FRAME_HEADER_SIZE + page_size));
-	fs_lock_with_free_byte(shm, SHM_READ_BYTE(1), SHM_READ_BYTE(4), store_read_mark, &m);
+	fs_lock_with_free_byte(shm, FS_SHM_READ_BYTE(1), FS_SHM_READ_BYTE(4), store_read_mark, &m);
 }
 
 /*
@@ -1003,8 +997,8 @@ static void after_unlock(struct fs *fs, struct fs_node *n, bool had_write,
 
 static void lock_state(struct fs_node *n, uint64_t owner, bool *w, bool *r)
 {
-	*w = n->kind == FS_SHM && fs_lock_held(n, owner, SHM_WRITE_BYTE, F_WRLCK);
-	*r = n->kind == FS_DB && fs_lock_held(n, owner, DB_RESERVED_BYTE, F_WRLCK);
+	*w = n->kind == FS_SHM && fs_lock_held(n, owner, FS_SHM_WRITE_BYTE, F_WRLCK);
+	*r = n->kind == FS_DB && fs_lock_held(n, owner, FS_DB_RESERVED_BYTE, F_WRLCK);
 }
 
 static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
@@ -1026,8 +1020,8 @@ static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 
 	if (lock->l_type == F_UNLCK || lock->l_type == F_RDLCK)
 		lock_state(n, fi->lock_owner, &w, &r);
-	if (w && lock->l_start <= (off_t)SHM_WRITE_BYTE &&
-	    (lock->l_len == 0 || lock->l_start + lock->l_len > (off_t)SHM_WRITE_BYTE))
+	if (w && lock->l_start <= (off_t)FS_SHM_WRITE_BYTE &&
+	    (lock->l_len == 0 || lock->l_start + lock->l_len > (off_t)FS_SHM_WRITE_BYTE))
 		prime_wal_tail(fs, n->db);
 	for (;;) {
 		rc = fs_lock_set(n, fi->lock_owner, lock);

@@ -50,13 +50,14 @@ struct lock_range {
 	uint32_t len;
 };
 static const struct lock_range db_locks[] = {
-	{ 0x40000000, 1 },   /* PENDING: no new readers */
-	{ 0x40000001, 1 },   /* RESERVED: no writer */
-	{ 0x40000002, 510 }, /* SHARED: the readers there are gone */
+	{ FS_DB_PENDING_BYTE, 1 },  /* no new readers */
+	{ FS_DB_RESERVED_BYTE, 1 }, /* no writer */
+	{ FS_DB_SHARED_FIRST, FS_DB_SHARED_SIZE }, /* the readers there are gone */
 };
 static const struct lock_range shm_locks[] = {
-	{ 120, 1 }, { 121, 1 }, { 122, 1 }, /* WRITE, CKPT, RECOVER */
-	{ 123, 1 }, { 124, 1 }, { 125, 1 }, { 126, 1 }, { 127, 1 }, /* READ0..4 */
+	{ FS_SHM_WRITE_BYTE, 1 }, { FS_SHM_CKPT_BYTE, 1 }, { FS_SHM_RECOVER_BYTE, 1 },
+	{ FS_SHM_READ_BYTE(0), 1 }, { FS_SHM_READ_BYTE(1), 1 }, { FS_SHM_READ_BYTE(2), 1 },
+	{ FS_SHM_READ_BYTE(3), 1 }, { FS_SHM_READ_BYTE(4), 1 },
 };
 
 /* WAL-index header (wal.c: WalIndexHdr, WalCkptInfo), native byte order. */
@@ -524,7 +525,7 @@ static void build_wal_index(const uint8_t old[WALIDX_HDR_SIZE], uint32_t page_si
 	/* checkpoint info at 96: nBackfill 0, readMark[0] 0, others unused */
 	v = READMARK_NOT_USED;
 	for (int i = 1; i <= 4; i++)
-		memcpy(out + 100 + 4 * i, &v, 4);
+		memcpy(out + FS_SHM_READ_MARK_OFF(i), &v, 4);
 }
 
 static void inval_inode(struct fs *fs, uint64_t ino, off_t off, off_t len)
