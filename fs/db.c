@@ -133,10 +133,9 @@ int fs_ltx_create(struct fs_db *db, uint64_t min_txid, uint64_t max_txid,
 
 	ltx_format_filename(min_txid, max_txid, name);
 	snprintf(tmp, LTX_FILENAME_SIZE + 8, "%s.tmp", name);
-	fd = openat(db->ltxfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = fs_spare_create(db->fs, db->ltxfd, tmp, false);
 	if (fd < 0)
-		return ltfs_err_set(err, -errno, "ltx '%s/ltx/%s': %s", db->dir, tmp,
-				    strerror(errno));
+		return ltfs_err_set(err, fd, "ltx '%s/ltx/%s': %s", db->dir, tmp, strerror(-fd));
 	return fd;
 }
 
@@ -154,6 +153,7 @@ int fs_ltx_publish(struct fs_db *db, int fd, const char *tmp, const char *name,
 		unlinkat(db->ltxfd, tmp, 0);
 		return rc;
 	}
+	fs_history_added(db, name);
 	if (durable && fsync(db->ltxfd) < 0)
 		return ltfs_err_set(err, -errno, "fsync ltx dir of '%s': %s", db->name,
 				    strerror(errno));

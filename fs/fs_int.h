@@ -115,6 +115,23 @@ struct fs_writer {
 	bool stop, running;
 };
 
+/* Small files that left the history, kept for reuse (spare.c). */
+#define FS_SPARE_MAX 1024
+struct fs_spare {
+	uint64_t id;             /* DATA/staging/spare-ID */
+	uint32_t size;           /* bytes when it was retired */
+};
+struct fs_spares {
+	pthread_mutex_t mu;      /* protects everything below but next_id */
+	struct fs_spare ring[FS_SPARE_MAX]; /* oldest at head */
+	size_t head, n;
+	uint64_t bytes;
+	uint64_t next_id;        /* atomic */
+	bool off;                /* the file system grants no leases */
+};
+void fs_spares_init(struct fs_spares *s);
+void fs_spares_destroy(struct fs_spares *s);
+
 struct fs_db {
 	pthread_mutex_t mu;      /* protects everything below */
 	struct fs *fs;
@@ -152,7 +169,7 @@ struct fs_db {
 	uint64_t shipped_txid;   /* hist_mu: history up to here is in the bucket */
 	struct {                 /* hist_mu: the history's file names, as last read */
 		uint64_t *mins, *maxs;
-		size_t n;
+		size_t n, cap;
 		struct timespec mtime; /* of the ltx dir when read */
 		bool valid;
 	} hcache;
@@ -189,8 +206,9 @@ struct fs {
 	fs_commit_wait_fn commit_wait;
 	void *commit_wait_ctx;
 	struct fs_writer writer;
-	int staging_fd;            /* DATA/staging: received LTX files */
+	int staging_fd;            /* DATA/staging: received LTX files, spares */
 	uint64_t stage_seq;
+	struct fs_spares spares;
 	int64_t primary_time;      /* ms, for .lag; 0 = not caught up */
 	bool stopping;
 	pthread_t run_thread;      /* in fs_run(), which fs_stop() wakes */
@@ -268,6 +286,16 @@ int fs_db_commit_unjournaled(struct fs_db *db, struct ltfs_err *err);
 int fs_db_sync_history(struct fs_db *db);
 
 /*
+ * New history and staging files, and history files that go (spare.c):
+ * fs_spare_create returns a read-write descriptor of an empty file `name`
+ * in dirfd (`excl`: -EEXIST when the name exists; else it is replaced), or
+ * -errno. fs_spare_retire removes `name` from dirfd, keeping the file for
+ * reuse when it is small; 0 or -errno.
+ */
+int fs_spare_create(struct fs *fs, int dirfd, const char *name, bool excl);
+int fs_spare_retire(struct fs *fs, int dirfd, const char *name);
+
+/*
  * Files of the history are written as ltx/MIN-MAX.ltx.tmp and then put in
  * place. fs_ltx_create returns the temp file's descriptor (fills `name`
  * and `tmp`); fs_ltx_publish renames it without replacing any file, first
@@ -283,6 +311,7 @@ int fs_db_defer_sync(struct fs_db *db, int fd);
 
 /* history.c */
 int fs_history_drop_covered(struct fs_db *db);
+void fs_history_added(struct fs_db *db, const char *name);
 /* Files ending after `limit` are never folded (not yet shipped). */
 int fs_history_fold(struct fs_db *db, uint32_t keep, uint64_t limit,
 		    struct ltfs_err *err);

@@ -42,8 +42,9 @@ static int cmp_hfile(const void *a, const void *b)
 	return x->max < y->max ? -1 : x->max > y->max;
 }
 
-/* All history files, sorted by TXID range; *out is malloc'd. */
-static int list_history(struct fs_db *db, struct hfile **out, size_t *n)
+/* All history files, sorted by TXID range, with their `sizes` (a stat
+ * each) or sizes 0; *out is malloc'd. */
+static int list_history(struct fs_db *db, bool sizes, struct hfile **out, size_t *n)
 {
 	struct hfile *v = NULL;
 	size_t cap = 0, len = 0;
@@ -59,9 +60,9 @@ static int list_history(struct fs_db *db, struct hfile **out, size_t *n)
 		struct stat st;
 
 		if (ltx_parse_filename(de->d_name, &f.min, &f.max) < 0 ||
-		    fstatat(db->ltxfd, de->d_name, &st, 0) < 0)
+		    (sizes && fstatat(db->ltxfd, de->d_name, &st, 0) < 0))
 			continue;
-		f.size = (uint64_t)st.st_size;
+		f.size = sizes ? (uint64_t)st.st_size : 0;
 		snprintf(f.name, sizeof(f.name), "%s", de->d_name);
 		if (len == cap) {
 			struct hfile *p;
@@ -85,6 +86,14 @@ static int list_history(struct fs_db *db, struct hfile **out, size_t *n)
 	return 0;
 }
 
+/* The listing no longer matches the directory (hist_mu not held). */
+static void hcache_drop(struct fs_db *db)
+{
+	pthread_mutex_lock(&db->hist_mu);
+	db->hcache.valid = false;
+	pthread_mutex_unlock(&db->hist_mu);
+}
+
 /* Remove files that a snapshot 1..X next to them already covers (left by
  * a crash in the middle of folding). */
 int fs_history_drop_covered(struct fs_db *db)
@@ -92,7 +101,7 @@ int fs_history_drop_covered(struct fs_db *db)
 	struct hfile *v;
 	size_t n;
 	uint64_t top = 0;
-	int rc = list_history(db, &v, &n), removed = 0;
+	int rc = list_history(db, false, &v, &n), removed = 0;
 
 	if (rc < 0)
 		return rc;
@@ -101,12 +110,13 @@ int fs_history_drop_covered(struct fs_db *db)
 			top = v[i].max;
 	for (size_t i = 0; i < n; i++) {
 		if (v[i].max <= top && !(v[i].min == 1 && v[i].max == top)) {
-			unlinkat(db->ltxfd, v[i].name, 0);
+			fs_spare_retire(db->fs, db->ltxfd, v[i].name);
 			removed++;
 		}
 	}
 	free(v);
 	if (removed) {
+		hcache_drop(db);
 		fsync(db->ltxfd);
 		ltfs_info(db->fs->log, "recover", "'%s': removed %d history files covered by a newer snapshot",
 			  db->name, removed);
@@ -150,7 +160,7 @@ int fs_history_fold(struct fs_db *db, uint32_t keep, uint64_t limit,
 	size_t n, count;
 	int *fds = NULL, out = -1, rc;
 
-	rc = list_history(db, &v, &n);
+	rc = list_history(db, true, &v, &n);
 	if (rc < 0)
 		return ltfs_err_set(err, rc, "'%s/ltx': %s", db->dir, strerror(-rc));
 	count = fold_count(v, n, keep, limit);
@@ -189,7 +199,8 @@ int fs_history_fold(struct fs_db *db, uint32_t keep, uint64_t limit,
 		goto out;
 	/* the snapshot is durable: the files it replaces can go */
 	for (size_t i = 0; i < count; i++)
-		unlinkat(db->ltxfd, v[i].name, 0);
+		fs_spare_retire(db->fs, db->ltxfd, v[i].name);
+	hcache_drop(db);
 	fsync(db->ltxfd);
 	pthread_mutex_lock(&db->hist_mu);
 	db->nltx = db->nltx > count - 1 ? db->nltx - (uint32_t)(count - 1) : 1;
@@ -217,14 +228,15 @@ int fs_history_remove_except(struct fs_db *db, const char *keep)
 	struct hfile *v;
 	size_t n;
 	uint32_t removed = 0;
-	int rc = list_history(db, &v, &n);
+	int rc = list_history(db, false, &v, &n);
 
 	if (rc < 0)
 		return rc;
 	for (size_t i = 0; i < n; i++)
-		if (strcmp(v[i].name, keep) != 0 && unlinkat(db->ltxfd, v[i].name, 0) == 0)
+		if (strcmp(v[i].name, keep) != 0 && fs_spare_retire(db->fs, db->ltxfd, v[i].name) == 0)
 			removed++;
 	free(v);
+	hcache_drop(db);
 	pthread_mutex_lock(&db->hist_mu);
 	db->nltx = db->nltx > removed ? db->nltx - removed : 1;
 	pthread_mutex_unlock(&db->hist_mu);
@@ -253,7 +265,7 @@ static int hcache_load(struct fs_db *db, bool fresh)
 	pthread_mutex_unlock(&db->hist_mu);
 	if (rc)
 		return 0;
-	rc = list_history(db, &v, &n);
+	rc = list_history(db, false, &v, &n);
 	if (rc < 0)
 		return rc;
 	mins = malloc((n ? n : 1) * sizeof(*mins));
@@ -275,10 +287,60 @@ static int hcache_load(struct fs_db *db, bool fresh)
 	db->hcache.mins = mins;
 	db->hcache.maxs = maxs;
 	db->hcache.n = n;
+	db->hcache.cap = n ? n : 1;
 	db->hcache.mtime = st.st_mtim; /* read before listing: a change during it reads again */
 	db->hcache.valid = true;
 	pthread_mutex_unlock(&db->hist_mu);
 	return 0;
+}
+
+static int hcache_append(struct fs_db *db, uint64_t min, uint64_t max)
+{
+	if (db->hcache.n == db->hcache.cap) {
+		size_t cap = db->hcache.cap * 2;
+		uint64_t *mins = realloc(db->hcache.mins, cap * sizeof(*mins));
+		uint64_t *maxs;
+
+		if (!mins)
+			return -ENOMEM;
+		db->hcache.mins = mins;
+		maxs = realloc(db->hcache.maxs, cap * sizeof(*maxs));
+		if (!maxs)
+			return -ENOMEM;
+		db->hcache.maxs = maxs;
+		db->hcache.cap = cap;
+	}
+	db->hcache.mins[db->hcache.n] = min;
+	db->hcache.maxs[db->hcache.n] = max;
+	db->hcache.n++;
+	return 0;
+}
+
+/*
+ * `name` was just renamed into ltx/ by this daemon. A listing that it
+ * extends takes it, with the directory's new mtime, instead of being read
+ * again: a replica behind the head by a few files then finds each of them
+ * without a listing per commit. The daemon's own removals drop the
+ * listing (hcache_drop); only a change by someone else between the rename
+ * and the fstat below would go unseen, until the next change.
+ */
+void fs_history_added(struct fs_db *db, const char *name)
+{
+	uint64_t min, max;
+	struct stat st;
+
+	if (ltx_parse_filename(name, &min, &max) < 0 || fstat(db->ltxfd, &st) < 0) {
+		hcache_drop(db);
+		return;
+	}
+	pthread_mutex_lock(&db->hist_mu);
+	if (db->hcache.valid &&
+	    (db->hcache.n == 0 || min > db->hcache.mins[db->hcache.n - 1]) &&
+	    hcache_append(db, min, max) == 0)
+		db->hcache.mtime = st.st_mtim;
+	else
+		db->hcache.valid = false;
+	pthread_mutex_unlock(&db->hist_mu);
 }
 
 int fs_history_find(struct fs_db *db, uint64_t min_txid, bool fresh,

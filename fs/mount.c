@@ -268,6 +268,7 @@ int fs_open(struct fs **out, const struct fs_config *cfg, struct ltfs_err *err)
 	snprintf(fs->mountpoint, sizeof(fs->mountpoint), "%s", mnt);
 	snprintf(fs->data_dir, sizeof(fs->data_dir), "%s", data);
 	pthread_mutex_init(&fs->lock, NULL);
+	fs_spares_init(&fs->spares);
 #ifdef LTFS_FAULTS
 	{
 		const char *f = getenv("LTFS_FAULT");
@@ -448,6 +449,7 @@ void fs_close(struct fs *fs)
 	if (fs->data_fd >= 0)
 		close(fs->data_fd);
 	pthread_mutex_destroy(&fs->lock);
+	fs_spares_destroy(&fs->spares);
 	free(fs);
 }
 

@@ -213,12 +213,12 @@ int fs_stage_create(struct fs *fs, char name[64], struct ltfs_err *err)
 		int fd;
 
 		snprintf(name, 64, "recv-%llu.ltx", (unsigned long long)seq);
-		fd = openat(fs->staging_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		fd = fs_spare_create(fs, fs->staging_fd, name, true);
 		if (fd >= 0)
 			return fd;
-		if (errno != EEXIST)
-			return ltfs_err_set(err, -errno, "'%s/staging/%s': %s", fs->data_dir,
-					    name, strerror(errno));
+		if (fd != -EEXIST)
+			return ltfs_err_set(err, fd, "'%s/staging/%s': %s", fs->data_dir, name,
+					    strerror(-fd));
 	}
 	return ltfs_err_set(err, -EEXIST, "'%s/staging': no free name", fs->data_dir);
 }
@@ -650,6 +650,7 @@ static int publish(struct fs *fs, struct fs_db *db, const struct plan *p,
 	if (renameat(fs->staging_fd, stage_name, db->ltxfd, file) < 0)
 		return ltfs_err_set(err, -errno, "move into '%s/ltx/%s': %s", db->dir, file,
 				    strerror(errno));
+	fs_history_added(db, file);
 	pthread_mutex_lock(&db->hist_mu);
 	db->nltx++;
 	pthread_mutex_unlock(&db->hist_mu);

@@ -54,5 +54,51 @@ case_fold() {
 	ltfs_umount "$M"
 }
 
+# Files that leave the history are kept as spares (DATA/staging/spare-N)
+# and become the next new files; a spare someone still reads is left alone.
+case_spares() {
+	M=$T/mnt
+	S=$T/data/staging
+	ltfs_mount "$M" --history-keep 4
+	sql "$M/s.db" "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v);" >/dev/null
+	# spares_after N: N more one-row commits, then wait (at most 20 s) for
+	# a fold to leave spares
+	spares_after() {
+		for _k in $(seq 1 "$1"); do
+			sql "$M/s.db" "INSERT INTO t(v) VALUES (randomblob(3000));"
+		done
+		_i=0
+		while [ "$(ls "$S" | grep -c '^spare-')" -eq 0 ] && [ $_i -lt 200 ]; do
+			sleep 0.1
+			_i=$((_i + 1))
+		done
+	}
+	spares_after 40
+	n=$(ls "$S" | grep -c '^spare-')
+	check "folded files became spares ($n)" [ "$n" -gt 0 ]
+	held=$(ls "$S" | grep '^spare-' | sort -t- -k2 -n | head -n 1)
+	held_ino=$(stat -c %i "$S/$held")
+	cp "$S/$held" "$T/held.copy"
+	ls -i "$S" | awk '{ print $1 }' | sort >"$T/spare.inodes"
+	exec 3<"$S/$held"
+	spares_after 40
+	ls -i "$T/data/dbs/s.db/ltx" | awk '{ print $1 }' | sort >"$T/ltx.inodes"
+	reused=$(comm -12 "$T/spare.inodes" "$T/ltx.inodes" | wc -l)
+	check "spares became history files ($reused)" [ "$reused" -gt 0 ]
+	check "the spare held open is still there" [ -f "$S/$held" ]
+	check "and not reused" [ "$(stat -c %i "$S/$held")" = "$held_ino" ]
+	check "its content is what the reader opened" cmp -s /dev/fd/3 "$T/held.copy"
+	exec 3<&-
+	expect_exit 0 "$LTFS" ltx verify "$T/data/dbs/s.db/ltx/"*.ltx
+	check "history rebuilds" history_rebuilds s.db
+	check "rows" [ "$(sql "$M/s.db" 'SELECT count(*) FROM t')" = 80 ]
+	ltfs_umount "$M"
+	ltfs_mount "$M" --history-keep 4
+	check "a start clears the spares" [ "$(ls "$S" | grep -c '^spare-')" -eq 0 ]
+	check "history rebuilds after the restart" history_rebuilds s.db
+	ltfs_umount "$M"
+}
+
 run_case fold
+run_case spares
 finish
