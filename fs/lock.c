@@ -158,7 +158,7 @@ int fs_lock_with_free_byte(struct fs_node *n, uint64_t first, uint64_t last,
 	for (uint64_t b = first; b <= last && rc == -EAGAIN; b++) {
 		const struct fs_lock *l = n->locks;
 
-		while (l && !(l->start <= b && b <= l->end))
+		while (l && !overlaps(l, b, b))
 			l = l->next;
 		if (!l)
 			rc = fn(ctx, b);

@@ -932,7 +932,6 @@ static void prime_wal_tail(struct fs *fs, struct fs_db *db)
 	char path[FS_PATH_MAX], page[4096];
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
 	struct fs_node *wal;
-	struct stat st;
 	uint64_t start;
 	ssize_t got = -1;
 
@@ -951,8 +950,7 @@ static void prime_wal_tail(struct fs *fs, struct fs_db *db)
 		return;
 	pthread_mutex_lock(&db->mu);
 	start = db->wal.end / sizeof(page) * sizeof(page);
-	if (db->wal.active && db->wal_fd >= 0 && fstat(db->wal_fd, &st) == 0 &&
-	    (uint64_t)st.st_size > start)
+	if (db->wal.active && db->wal_fd >= 0) /* 0 at the file's end: nothing to store */
 		got = pread(db->wal_fd, page, sizeof(page), (off_t)start);
 	pthread_mutex_unlock(&db->mu);
 	if (got > 0) {

@@ -349,4 +349,3 @@ run_case lock_page
 run_case wal_requests_per_commit
 run_case wal_writers_readers_checkpoints
 finish
-
