@@ -290,10 +290,12 @@ int fs_db_sync_history(struct fs_db *db);
  * fs_spare_create returns a read-write descriptor of an empty file `name`
  * in dirfd (`excl`: -EEXIST when the name exists; else it is replaced), or
  * -errno. fs_spare_retire removes `name` from dirfd, keeping the file for
- * reuse when it is small; 0 or -errno.
+ * reuse when it is small; 0 or -errno. At start-up, fs_spare_adopt takes
+ * DATA/staging/`name` back as a spare when it is one that still fits.
  */
 int fs_spare_create(struct fs *fs, int dirfd, const char *name, bool excl);
 int fs_spare_retire(struct fs *fs, int dirfd, const char *name);
+bool fs_spare_adopt(struct fs *fs, const char *name);
 
 /*
  * Files of the history are written as ltx/MIN-MAX.ltx.tmp and then put in

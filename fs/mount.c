@@ -204,7 +204,7 @@ static int load_databases(struct fs *fs, struct ltfs_err *err)
 	return rc;
 }
 
-/* Files half received when the last run ended are of no use. */
+/* Files half received when the last run ended are of no use; spares are. */
 static void clear_staging(struct fs *fs)
 {
 	DIR *d = fs_opendir_at(fs->staging_fd);
@@ -213,7 +213,7 @@ static void clear_staging(struct fs *fs)
 	if (!d)
 		return;
 	while ((de = readdir(d)) != NULL)
-		if (de->d_name[0] != '.')
+		if (de->d_name[0] != '.' && !fs_spare_adopt(fs, de->d_name))
 			unlinkat(fs->staging_fd, de->d_name, 0);
 	closedir(d);
 }

@@ -8,8 +8,10 @@
  * recently_deleted): on such a disk that scan was most of a replica's CPU.
  * So a small file leaving the history is renamed to DATA/staging/spare-N,
  * and the next new history or staging file is such a spare, emptied and
- * renamed into place. Spares are reused oldest first; start-up clears the
- * staging dir, spares with it.
+ * renamed into place. Spares are reused oldest first. Start-up clears the
+ * staging dir but keeps the spares in it: deleting a thousand of them
+ * would make every new file of the next half minute scan past their
+ * inodes.
  *
  * A spare may still be open: a replication stream, an upload or an
  * operator's `ltfs ltx dump` that opened it while it was in the history
@@ -181,6 +183,30 @@ int fs_spare_create(struct fs *fs, int dirfd, const char *name, bool excl)
 		return fd;
 	fd = openat(dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC | (excl ? O_EXCL : O_TRUNC), 0644);
 	return fd < 0 ? -errno : fd;
+}
+
+bool fs_spare_adopt(struct fs *fs, const char *name)
+{
+	struct fs_spare sp = { 0 };
+	unsigned long long id;
+	struct stat st;
+	char sname[32];
+	int end = 0;
+
+	if (sscanf(name, "spare-%llu%n", &id, &end) != 1 || name[end] != '\0' || id == 0)
+		return false;
+	spare_name(sname, sizeof(sname), id);
+	if (strcmp(sname, name) != 0 || /* one spelling per id: no "spare-01" */
+	    fstatat(fs->staging_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+	    st.st_nlink != 1 || st.st_size > SPARE_FILE_MAX)
+		return false;
+	sp.id = id;
+	sp.size = (uint32_t)st.st_size;
+	if (!spare_push(&fs->spares, sp))
+		return false;
+	if (id > fs->spares.next_id) /* start-up: no other thread yet */
+		fs->spares.next_id = id;
+	return true;
 }
 
 int fs_spare_retire(struct fs *fs, int dirfd, const char *name)

@@ -61,14 +61,14 @@ case_spares() {
 	S=$T/data/staging
 	ltfs_mount "$M" --history-keep 4
 	sql "$M/s.db" "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v);" >/dev/null
-	# spares_after N: N more one-row commits, then wait (at most 20 s) for
-	# a fold to leave spares
+	# spares_after N [MIN]: N more one-row commits, then wait (at most
+	# 20 s) for folds to leave more than MIN (0) spares
 	spares_after() {
 		for _k in $(seq 1 "$1"); do
 			sql "$M/s.db" "INSERT INTO t(v) VALUES (randomblob(3000));"
 		done
 		_i=0
-		while [ "$(ls "$S" | grep -c '^spare-')" -eq 0 ] && [ $_i -lt 200 ]; do
+		while [ "$(ls "$S" | grep -c '^spare-')" -le "${2:-0}" ] && [ $_i -lt 200 ]; do
 			sleep 0.1
 			_i=$((_i + 1))
 		done
@@ -92,10 +92,30 @@ case_spares() {
 	expect_exit 0 "$LTFS" ltx verify "$T/data/dbs/s.db/ltx/"*.ltx
 	check "history rebuilds" history_rebuilds s.db
 	check "rows" [ "$(sql "$M/s.db" 'SELECT count(*) FROM t')" = 80 ]
+	# a start keeps the spares (and only them), and new files are made of
+	# them (no fold after the start: history-keep 100)
+	spares_after 20 4
 	ltfs_umount "$M"
-	ltfs_mount "$M" --history-keep 4
-	check "a start clears the spares" [ "$(ls "$S" | grep -c '^spare-')" -eq 0 ]
+	ls "$S" | grep '^spare-' | sort >"$T/spares.before"
+	n=$(wc -l <"$T/spares.before")
+	: >"$S/spare-x"
+	cp "$S/$(head -n 1 "$T/spares.before")" "$S/spare-0$n"
+	ls -i "$S" | awk '{ print $1 }' | sort >"$T/spare.inodes"
+	ls "$T/data/dbs/s.db/ltx" >"$T/ltx.before"
+	ltfs_mount "$M" --history-keep 100
+	ls "$S" | grep '^spare-' | sort >"$T/spares.after"
+	check "a start keeps the $n spares" cmp -s "$T/spares.before" "$T/spares.after"
+	for _k in 1 2 3; do
+		sql "$M/s.db" "INSERT INTO t(v) VALUES (randomblob(3000));"
+	done
+	ls -i "$T/data/dbs/s.db/ltx" | grep -vFf "$T/ltx.before" | awk '{ print $1 }' |
+		sort >"$T/ltx.inodes"
+	reused=$(comm -12 "$T/spare.inodes" "$T/ltx.inodes" | wc -l)
+	check "new history files are spares kept across the start ($reused of $(wc -l <"$T/ltx.inodes"))" \
+		[ "$reused" -gt 0 ] && [ "$reused" = "$(wc -l <"$T/ltx.inodes")" ]
+	expect_exit 0 "$LTFS" ltx verify "$T/data/dbs/s.db/ltx/"*.ltx
 	check "history rebuilds after the restart" history_rebuilds s.db
+	check "rows" [ "$(sql "$M/s.db" 'SELECT count(*) FROM t')" = 103 ]
 	ltfs_umount "$M"
 }
 
