@@ -179,6 +179,13 @@ static uint64_t xpow(uint64_t e)
 void ltx_crc64_shift_init(struct ltx_crc64_shift *s, uint64_t len)
 {
 	s->len = len;
+	if (len >= 512 && len <= 65536 && (len & (len - 1)) == 0) {
+		unsigned b = (unsigned)__builtin_ctzll(len);
+
+		s->op = crc64_page_shift[b - 9][0];
+		s->op_clmul = crc64_page_shift[b - 9][1];
+		return;
+	}
 	s->op = xpow(8 * len);
 	/*
 	 * The multiply path computes a*b*x (PCLMULQDQ) and then runs that

@@ -54,5 +54,15 @@ int main(void)
 	printf("#define CRC64_FOLD128_HI 0x%016" PRIx64 "ull\n", xpow(128 - 1));
 	printf("#define CRC64_FOLD512_LO 0x%016" PRIx64 "ull\n", xpow(512 + 63));
 	printf("#define CRC64_FOLD512_HI 0x%016" PRIx64 "ull\n", xpow(512 - 1));
+	/*
+	 * ltx_crc64_shift_init's operators for the page sizes SQLite allows
+	 * (2^9..2^16 bytes): every encoder and decoder needs one, and square-
+	 * and-multiply at run time costs about as much as a small commit.
+	 */
+	printf("static const uint64_t crc64_page_shift[8][2] = {\n");
+	for (unsigned b = 9; b <= 16; b++)
+		printf("\t{ 0x%016" PRIx64 "ull, 0x%016" PRIx64 "ull },\n",
+		       xpow(8u << b), xpow((8u << b) - 65));
+	printf("};\n");
 	return 0;
 }

@@ -55,26 +55,31 @@ TEST(crc64_engines_agree)
 
 TEST(crc64_combine)
 {
-	static uint8_t buf[9000];
+	static uint8_t buf[65536 + 100];
+	const size_t n = 9000;
 	struct ltx_crc64_shift sh;
 
 	fill_random(buf, sizeof(buf), 2);
-	for (size_t split = 0; split < sizeof(buf); split += 997) {
-		uint64_t whole = ltx_crc64(0, buf, sizeof(buf));
+	for (size_t split = 0; split < n; split += 997) {
+		uint64_t whole = ltx_crc64(0, buf, n);
 		uint64_t a = ltx_crc64(0, buf, split);
-		uint64_t b = ltx_crc64(0, buf + split, sizeof(buf) - split);
+		uint64_t b = ltx_crc64(0, buf + split, n - split);
 
-		CHECK_EQ(ltx_crc64_combine(a, b, sizeof(buf) - split), whole);
-		ltx_crc64_shift_init(&sh, sizeof(buf) - split);
+		CHECK_EQ(ltx_crc64_combine(a, b, n - split), whole);
+		ltx_crc64_shift_init(&sh, n - split);
 		CHECK_EQ(ltx_crc64_shift_combine(&sh, a, b), whole);
 	}
+	/* the page sizes, whose operators come from a generated table */
 	for (uint32_t ps = 512; ps <= 65536; ps *= 2) {
-		uint64_t crc = ltx_crc64(0, buf, ps > sizeof(buf) ? 4096 : ps);
-		uint32_t len = ps > sizeof(buf) ? 4096 : ps;
+		uint64_t a = ltx_crc64(0, buf, 100);
+		uint64_t b = ltx_crc64(0, buf + 100, ps);
 
-		ltx_crc64_shift_init(&sh, len);
-		CHECK_EQ(ltx_page_checksum_from_crc(77, crc, &sh),
-			 ltx_page_checksum(77, buf, len));
+		ltx_crc64_shift_init(&sh, ps);
+		/* combine(x^0, 0, len) is the plain operator x^(8 len) itself */
+		CHECK_EQ(sh.op, ltx_crc64_combine(UINT64_C(1) << 63, 0, ps));
+		CHECK_EQ(ltx_crc64_shift_combine(&sh, a, b), ltx_crc64(0, buf, 100 + ps));
+		CHECK_EQ(ltx_page_checksum_from_crc(77, b, &sh),
+			 ltx_page_checksum(77, buf + 100, ps));
 	}
 }
 
