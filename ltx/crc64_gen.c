@@ -57,7 +57,7 @@ int main(void)
 	/*
 	 * ltx_crc64_shift_init's operators for the page sizes SQLite allows
 	 * (2^9..2^16 bytes): every encoder and decoder needs one, and square-
-	 * and-multiply at run time costs about as much as a small commit.
+	 * and-multiply, a bit at a time, took 0.6% of a replication profile.
 	 */
 	printf("static const uint64_t crc64_page_shift[8][2] = {\n");
 	for (unsigned b = 9; b <= 16; b++)
