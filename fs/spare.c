@@ -4,7 +4,7 @@
  * A busy database makes hundreds of LTX files a second, on the primary and
  * on every replica, and folding drops as many. Each new file costs the
  * file system an inode, and ext4 without a journal looks past every inode
- * freed in the last minutes before it hands one out (find_inode_bit,
+ * freed in the last half minute before it hands one out (find_inode_bit,
  * recently_deleted): on such a disk that scan was most of a replica's CPU.
  * So a small file leaving the history is renamed to DATA/staging/spare-N,
  * and the next new history or staging file is such a spare, emptied and
