@@ -185,11 +185,23 @@ int fs_spare_create(struct fs *fs, int dirfd, const char *name, bool excl)
 	return fd < 0 ? -errno : fd;
 }
 
+/* Whether `name` in dirfd may be a spare (a regular file, its only link,
+ * small), with its size. */
+static bool spare_candidate(int dirfd, const char *name, uint32_t *size)
+{
+	struct stat st;
+
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+	    st.st_nlink != 1 || st.st_size > SPARE_FILE_MAX)
+		return false;
+	*size = (uint32_t)st.st_size;
+	return true;
+}
+
 bool fs_spare_adopt(struct fs *fs, const char *name)
 {
 	struct fs_spare sp = { 0 };
 	unsigned long long id;
-	struct stat st;
 	char sname[32];
 	int end = 0;
 
@@ -197,11 +209,9 @@ bool fs_spare_adopt(struct fs *fs, const char *name)
 		return false;
 	spare_name(sname, sizeof(sname), id);
 	if (strcmp(sname, name) != 0 || /* one spelling per id: no "spare-01" */
-	    fstatat(fs->staging_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
-	    st.st_nlink != 1 || st.st_size > SPARE_FILE_MAX)
+	    !spare_candidate(fs->staging_fd, name, &sp.size))
 		return false;
 	sp.id = id;
-	sp.size = (uint32_t)st.st_size;
 	if (!spare_push(&fs->spares, sp))
 		return false;
 	if (id > fs->spares.next_id) /* start-up: no other thread yet */
@@ -212,13 +222,10 @@ bool fs_spare_adopt(struct fs *fs, const char *name)
 int fs_spare_retire(struct fs *fs, int dirfd, const char *name)
 {
 	struct fs_spare sp = { 0 };
-	struct stat st;
 	char sname[32];
 
-	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-	    st.st_nlink == 1 && st.st_size <= SPARE_FILE_MAX && spare_room(&fs->spares, st.st_size)) {
+	if (spare_candidate(dirfd, name, &sp.size) && spare_room(&fs->spares, sp.size)) {
 		sp.id = __atomic_add_fetch(&fs->spares.next_id, 1, __ATOMIC_RELAXED);
-		sp.size = (uint32_t)st.st_size;
 		spare_name(sname, sizeof(sname), sp.id);
 		if (renameat(dirfd, name, fs->staging_fd, sname) == 0) {
 			if (!spare_push(&fs->spares, sp))
