@@ -238,7 +238,6 @@ static int ltx_done(struct fs_db *db, struct ltx_out *o, bool durable,
 		return rc;
 	}
 	pthread_mutex_lock(&db->hist_mu);
-	db->nltx++;
 	if (durable)
 		close(o->fd);
 	else

@@ -203,7 +203,7 @@ int fs_history_fold(struct fs_db *db, uint32_t keep, uint64_t limit,
 	hcache_drop(db);
 	fsync(db->ltxfd);
 	pthread_mutex_lock(&db->hist_mu);
-	db->nltx = db->nltx > count - 1 ? db->nltx - (uint32_t)(count - 1) : 1;
+	db->nltx = db->nltx > count ? db->nltx - (uint32_t)count : 1; /* the snapshot counted */
 	pthread_mutex_unlock(&db->hist_mu);
 	ltfs_info(db->fs->log, "history", "'%s': folded %zu files into %s", db->name, count, name);
 	rc = 1;
@@ -317,24 +317,23 @@ static int hcache_append(struct fs_db *db, uint64_t min, uint64_t max)
 }
 
 /*
- * `name` was just renamed into ltx/ by this daemon. A listing that it
- * extends takes it, with the directory's new mtime, instead of being read
- * again: a replica behind the head by a few files then finds each of them
- * without a listing per commit. The daemon's own removals drop the
- * listing (hcache_drop); only a change by someone else between the rename
- * and the fstat below would go unseen, until the next change.
+ * `name` was just renamed into ltx/ by this daemon: it counts in nltx, and
+ * a listing that it extends takes it, with the directory's new mtime,
+ * instead of being read again: a replica behind the head by a few files
+ * then finds each of them without a listing per commit. The daemon's own
+ * removals drop the listing (hcache_drop); only a change by someone else
+ * between the rename and the fstat below would go unseen, until the next
+ * change.
  */
 void fs_history_added(struct fs_db *db, const char *name)
 {
 	uint64_t min, max;
 	struct stat st;
+	bool known = ltx_parse_filename(name, &min, &max) == 0 && fstat(db->ltxfd, &st) == 0;
 
-	if (ltx_parse_filename(name, &min, &max) < 0 || fstat(db->ltxfd, &st) < 0) {
-		hcache_drop(db);
-		return;
-	}
 	pthread_mutex_lock(&db->hist_mu);
-	if (db->hcache.valid &&
+	db->nltx++;
+	if (known && db->hcache.valid &&
 	    (db->hcache.n == 0 || min > db->hcache.mins[db->hcache.n - 1]) &&
 	    hcache_append(db, min, max) == 0)
 		db->hcache.mtime = st.st_mtim;

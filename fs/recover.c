@@ -493,7 +493,6 @@ static int record_wal_tail(struct fs_db *db, const struct wal_scan *ws,
 	db->txid = h.max_txid;
 	db->checksum = new_sum;
 	db->timestamp = h.timestamp;
-	db->nltx++;
 	ltfs_info(db->fs->log, "recover", "'%s': recorded %s from the %s (txid %llu-%llu)",
 		  db->name, name, snapshot ? "database file" : "wal",
 		  (unsigned long long)h.min_txid, (unsigned long long)h.max_txid);

@@ -651,9 +651,6 @@ static int publish(struct fs *fs, struct fs_db *db, const struct plan *p,
 		return ltfs_err_set(err, -errno, "move into '%s/ltx/%s': %s", db->dir, file,
 				    strerror(errno));
 	fs_history_added(db, file);
-	pthread_mutex_lock(&db->hist_mu);
-	db->nltx++;
-	pthread_mutex_unlock(&db->hist_mu);
 	if (ltx_header_is_snapshot(&p->h))
 		fs_history_remove_except(db, file);
 	return 0;

@@ -154,7 +154,6 @@ static int write_jobs(struct fs *fs, struct fs_job *first, uint32_t count,
 		rc = fs_ltx_publish(db, fd, tmp, name, false, err);
 	if (rc == 0) {
 		pthread_mutex_lock(&db->hist_mu);
-		db->nltx++;
 		rc = fs_db_defer_sync(db, fd);
 		pthread_mutex_unlock(&db->hist_mu);
 		fd = -1;
