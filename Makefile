@@ -120,6 +120,11 @@ $(BUILD)/s3-relay: $(BUILD)/obj/tests/tools/s3_relay.o
 	@[ "$(V)" = 1 ] || echo "  LINK    $@"
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^
 
+# Waits in poll() for a database's -pos file to change (libc only).
+$(BUILD)/pos-wait: $(BUILD)/obj/tests/tools/pos_wait.o
+	@[ "$(V)" = 1 ] || echo "  LINK    $@"
+	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^
+
 test-unit: $(BUILD)/test-unit
 	$(BUILD)/test-unit
 
@@ -129,7 +134,7 @@ $(BUILD)/s3-tool: $(BUILD)/obj/tests/tools/s3_tool.o $(BUILD)/libltfs.a
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
 test: $(BUILD)/ltfs $(BUILD)/ltfs-faults $(BUILD)/test-unit $(BUILD)/fake-primary $(BUILD)/s3-tool \
-	$(BUILD)/proxy-app $(BUILD)/s3-relay
+	$(BUILD)/proxy-app $(BUILD)/s3-relay $(BUILD)/pos-wait
 	@tests/run $(BUILD)
 
 # Sanitizers: -O1 keeps stacks readable; recover off so any report fails.

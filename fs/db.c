@@ -327,6 +327,7 @@ static void committed(struct fs_db *db, const struct ltx_out *o)
 	db->txid = o->h.max_txid;
 	db->checksum = LTX_CHECKSUM_FLAG | o->sum;
 	db->timestamp = o->h.timestamp;
+	fs_pos_changed(db);
 	ltfs_debug(db->fs->log, "fs", "'%s': committed txid %llu, %u pages, checksum %016llx",
 		   db->name, (unsigned long long)db->txid, db->commit,
 		   (unsigned long long)db->checksum);
@@ -690,6 +691,7 @@ static int commit_wal_group(struct fs_db *db, struct frame_ref *frames,
 	db->txid = job->h.max_txid;
 	db->checksum = job->post;
 	db->timestamp = job->h.timestamp;
+	fs_pos_changed(db);
 	fs_writer_queue(db->fs, job);
 	return 0;
 fail:
@@ -914,6 +916,7 @@ static int db_init(struct fs *fs, const char *name, const char *escaped,
 		return ltfs_err_set(err, -ENOMEM, NULL);
 	pthread_mutex_init(&db->mu, NULL);
 	pthread_mutex_init(&db->hist_mu, NULL);
+	pthread_mutex_init(&db->poll_mu, NULL);
 	db->fs = fs;
 	db->dirfd = db->ltxfd = db->db_fd = -1;
 	db->journal_fd = db->wal_fd = db->shm_fd = -1;
@@ -978,6 +981,7 @@ void fs_db_free(struct fs_db *db)
 	free(db->dir);
 	pthread_mutex_destroy(&db->mu);
 	pthread_mutex_destroy(&db->hist_mu);
+	pthread_mutex_destroy(&db->poll_mu);
 	free(db);
 }
 

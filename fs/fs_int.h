@@ -178,6 +178,12 @@ struct fs_db {
 				  * the page cache's stale write-backs */
 	bool broken;             /* checksum mismatch: refuse service */
 	char broken_msg[LTFS_ERR_MSG_MAX];
+
+	/* NAME-pos open handles waiting in poll() for the next position
+	 * (ops.c); pos_seq counts the changes of position (atomic) */
+	pthread_mutex_t poll_mu;
+	struct fs_handle *pollers; /* poll_mu */
+	uint64_t pos_seq;
 };
 
 struct fs {
@@ -310,6 +316,10 @@ int fs_ltx_create(struct fs_db *db, uint64_t min_txid, uint64_t max_txid,
 int fs_ltx_publish(struct fs_db *db, int fd, const char *tmp, const char *name,
 		   bool durable, struct ltfs_err *err);
 int fs_db_defer_sync(struct fs_db *db, int fd);
+
+/* ops.c: the position of `db` changed; wake its -pos pollers (any lock
+ * but poll_mu may be held). */
+void fs_pos_changed(struct fs_db *db);
 
 /* history.c */
 int fs_history_drop_covered(struct fs_db *db);

@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,11 @@ struct fs_handle {
 	int fd;                 /* own descriptor, -1 for synthetic files */
 	struct dir_ent *ents;   /* directory listing */
 	size_t nents;
+	/* NAME-pos: the db's pos_seq at the last read (atomic), and a poll()
+	 * waiting for the next position, listed in db->pollers (poll_mu) */
+	uint64_t seen_seq;
+	struct fuse_pollhandle *ph;
+	struct fs_handle *poll_next;
 };
 
 static struct fs *req_fs(fuse_req_t req)
@@ -695,14 +701,20 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 
 	if (h->fd < 0) {
-		/* synthetic files are made afresh for every read: nothing in
-		 * the handle changes, so concurrent reads of one handle are
-		 * safe, and a re-read sees the current value */
+		/* synthetic files are made afresh for every read, so a re-read
+		 * sees the current value; concurrent reads of one handle only
+		 * share seen_seq, an atomic read before the text (a change in
+		 * between makes poll() answer at once, never wait for nothing) */
 		struct fs *fs = req_fs(req);
+		struct fs_node *n = ino_node(fs, ino);
 		char text[1100];
 		size_t len, o;
 
-		special_text(fs, ino_node(fs, ino), text, sizeof(text));
+		if (n->kind == FS_POS)
+			__atomic_store_n(&h->seen_seq,
+					 __atomic_load_n(&n->db->pos_seq, __ATOMIC_ACQUIRE),
+					 __ATOMIC_RELAXED);
+		special_text(fs, n, text, sizeof(text));
 		len = strlen(text);
 		o = (size_t)off < len ? (size_t)off : len;
 		fuse_reply_buf(req, text + o, len - o < size ? len - o : size);
@@ -1066,12 +1078,87 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, 0);
 }
 
+/* ---- poll() on NAME-pos ---------------------------------------------------
+ *
+ * A NAME-pos handle is ready once the position changed since the handle
+ * last read it: a reader waits for the next transaction in poll() instead
+ * of reading in a loop. Every other file is always ready, as on a disk.
+ */
+
+void fs_pos_changed(struct fs_db *db)
+{
+	struct fs_handle *h;
+
+	__atomic_add_fetch(&db->pos_seq, 1, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&db->poll_mu);
+	h = db->pollers;
+	db->pollers = NULL;
+	for (; h; h = h->poll_next) {
+		fuse_lowlevel_notify_poll(h->ph);
+		fuse_pollhandle_destroy(h->ph);
+		h->ph = NULL;
+	}
+	pthread_mutex_unlock(&db->poll_mu);
+}
+
+static void op_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		    struct fuse_pollhandle *ph)
+{
+	struct fs_node *n = ino_node(req_fs(req), ino);
+	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+	unsigned revents = POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM;
+
+	if (n->kind == FS_POS) {
+		struct fs_db *db = n->db;
+
+		revents = POLLIN | POLLRDNORM;
+		pthread_mutex_lock(&db->poll_mu);
+		/* under poll_mu: fs_pos_changed either saw this handle listed
+		 * or bumped pos_seq before this load */
+		if (__atomic_load_n(&db->pos_seq, __ATOMIC_ACQUIRE) ==
+		    __atomic_load_n(&h->seen_seq, __ATOMIC_RELAXED)) {
+			revents = 0;
+			if (ph && h->ph) {
+				fuse_pollhandle_destroy(h->ph); /* the newer one serves */
+			} else if (ph) {
+				h->poll_next = db->pollers;
+				db->pollers = h;
+			}
+			if (ph)
+				h->ph = ph;
+			ph = NULL;
+		}
+		pthread_mutex_unlock(&db->poll_mu);
+	}
+	if (ph)
+		fuse_pollhandle_destroy(ph);
+	fuse_reply_poll(req, revents);
+}
+
+/* A closing NAME-pos handle leaves the pollers. */
+static void pos_unpoll(struct fs_db *db, struct fs_handle *h)
+{
+	pthread_mutex_lock(&db->poll_mu);
+	if (h->ph) {
+		struct fs_handle **pp = &db->pollers;
+
+		while (*pp != h)
+			pp = &(*pp)->poll_next;
+		*pp = h->poll_next;
+		fuse_pollhandle_destroy(h->ph);
+		h->ph = NULL;
+	}
+	pthread_mutex_unlock(&db->poll_mu);
+}
+
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = req_fs(req);
 	struct fs_node *n = ino_node(fs, ino);
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
 
+	if (n->kind == FS_POS)
+		pos_unpoll(n->db, h);
 	if (h->fd >= 0)
 		close(h->fd);
 	free(h);
@@ -1647,4 +1734,5 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.statfs = op_statfs,
 	.getlk = op_getlk,
 	.setlk = op_setlk,
+	.poll = op_poll,
 };

@@ -886,6 +886,7 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 	if (p.h.commit > 0 && (p.wal_mode || file_in_wal_mode(db)))
 		rc = reset_wal_index(fs, db, &an, err);
 	invalidate(fs, &p, &an);
+	fs_pos_changed(db); /* after the caches: a woken reader sees the new state */
 	if (fstat(fd, &st) == 0) /* the staged file, now in the history */
 		fs_db_published(db, &p.h, p.sum, file, (uint64_t)st.st_size);
 	if (out)
@@ -932,6 +933,7 @@ int fs_db_forget(struct fs *fs, const char *name, struct ltfs_err *err)
 	db->timestamp = 0;
 	db->broken = false;
 	pthread_mutex_unlock(&db->mu);
+	fs_pos_changed(db);
 	pthread_mutex_lock(&db->hist_mu);
 	db->hist_txid = 0;
 	db->nltx = 0;

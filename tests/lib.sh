@@ -287,3 +287,17 @@ finish() {
 	echo "$SUITE: $_passed passed, $_failed failed"
 	[ "$_failed" -eq 0 ]
 }
+
+# pos_waiter FILE TIMEOUT_MS: pos-wait on a -pos FILE in the background
+# (pid in PW, output in T/pw.out), back once it read the file and waits.
+pos_waiter() {
+	: >"$T/pw.out"
+	"${LTFS_BUILD:?LTFS_BUILD must point at the build dir}/pos-wait" "$1" "$2" >"$T/pw.out" 2>&1 &
+	PW=$!
+	_i=0
+	while ! grep -q '^at ' "$T/pw.out" && [ $_i -lt 100 ]; do
+		sleep 0.05
+		_i=$((_i + 1))
+	done
+	sleep 0.1 # from its read into poll()
+}

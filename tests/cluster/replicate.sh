@@ -60,6 +60,14 @@ scenario_simple() {
 	wait $_reader
 	check "open connection sees the new row" [ "$(cat "$T/first" "$T/reads" | tr '\n' ' ')" = "3 4 " ]
 	wait_sync app.db 1 2
+	# an app waiting in poll() on the replica's -pos wakes with the apply
+	pos_waiter "$T/m2/app.db-pos" 10000
+	w 1 "INSERT INTO t(v) VALUES ('e')"
+	_rc=0
+	wait "$PW" || _rc=$?
+	check "poll on the replica's -pos wakes (exit $_rc)" [ "$_rc" = 0 ]
+	wait_sync app.db 1 2
+	check "with the primary's position" contains "$T/pw.out" "now $(pos 1 app.db)"
 	check ".primary names the primary" [ "$(cat "$T/m2/.primary")" = "$(node_url 1)" ]
 	check ".primary absent on the primary" [ ! -e "$T/m1/.primary" ]
 	check ".lag small" [ "$(cat "$T/m2/.lag" | tr -d '+\n' | sed 's/^0*//')" -lt 5000 ]

@@ -247,6 +247,36 @@ case_pos_file() {
 	ltfs_umount "$M"
 }
 
+# poll() on a -pos file waits for the next commit instead of answering at
+# once: rollback and WAL commits wake it, with the new position to read; a
+# poller that goes away while it waits leaves nothing behind.
+case_pos_poll() {
+	M=$T/mnt
+	ltfs_mount "$M"
+	for mode in delete wal; do
+		db=w-$mode.db
+		new_db "$db" "$mode" 4096
+		expect_exit 2 "$LTFS_BUILD/pos-wait" "$M/$db-pos" 300
+		check "$db: waits when nothing commits" contains "$T/out" timeout
+		pos_waiter "$M/$db-pos" 10000
+		sql "$M/$db" "INSERT INTO t(v) VALUES (1);"
+		rc=0
+		wait "$PW" || rc=$?
+		check "$db: a commit wakes it (exit $rc)" [ "$rc" = 0 ]
+		check "$db: with the new position" contains "$T/pw.out" "now $(cat "$M/$db-pos")"
+		pos_waiter "$M/$db-pos" 10000
+		kill -9 "$PW"
+		wait "$PW" 2>/dev/null || true
+		sql "$M/$db" "INSERT INTO t(v) VALUES (2);"
+		pos_waiter "$M/$db-pos" 10000
+		sql "$M/$db" "INSERT INTO t(v) VALUES (3);"
+		wait "$PW"
+		check "$db: after a poller died" contains "$T/pw.out" "now $(cat "$M/$db-pos")"
+	done
+	ltfs_umount "$M"
+	check "daemon exited cleanly" lacks "$T/ltfs.log" "ERROR"
+}
+
 # A database growing past 1 GiB: the page holding SQLite's lock byte is
 # never written by SQLite and never recorded; everything else is.
 case_lock_page() {
@@ -345,6 +375,7 @@ run_case concurrent_readers
 run_case drop_db
 run_case readdir_and_files
 run_case pos_file
+run_case pos_poll
 run_case lock_page
 run_case wal_requests_per_commit
 run_case wal_writers_readers_checkpoints
