@@ -18,9 +18,10 @@
  *       "n=N secs=S rate=R p50=MS p99=MS max=MS missing=N poll_us=US txid_ok=0|1"
  *       (poll_us: the mean time between two reads).
  *   bench-repl wait POS WANT SECONDS
- *       Read the file POS (open, read, close; it may not exist yet) every
- *       millisecond until it holds WANT; prints "t=SECONDS" (CLOCK_REALTIME)
- *       then. Exits 1 after SECONDS without it.
+ *       Wait until the file POS (it may not exist yet: tried every
+ *       millisecond) holds WANT, reading it whenever poll() says it
+ *       changed; prints "t=SECONDS" (CLOCK_REALTIME) then. Exits 1 after
+ *       SECONDS without it.
  *
  * Reports only: a slow replica gives large figures, never a failure.
  */
@@ -271,23 +272,45 @@ out:
 
 static int wait_pos(const char *path, const char *want, double timeout)
 {
-	char buf[64];
+	char buf[64], prev[64];
 	size_t wl = strlen(want);
 	double end = now() + timeout;
 	struct timespec ts;
+	ssize_t last = -1;
+	bool woke = false;
+	int fd = -1;
 
 	while (now() < end) {
-		ssize_t n = read_small(path, buf, sizeof(buf));
+		struct pollfd pf = { .events = POLLIN };
+		ssize_t n;
 
+		/* the file shows once the database exists; then poll() on it */
+		if (fd < 0 && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+			sleep_for(0.001);
+			continue;
+		}
+		n = pread(fd, buf, sizeof(buf) - 1, 0);
 		if (n > 0 && buf[n - 1] == '\n')
-			buf[--n] = '\0';
+			n--;
 		if (n >= 0 && (size_t)n == wl && memcmp(buf, want, wl) == 0) {
 			clock_gettime(CLOCK_REALTIME, &ts);
 			printf("t=%lld.%09ld\n", (long long)ts.tv_sec, ts.tv_nsec);
+			close(fd);
 			return 0;
 		}
-		sleep_for(0.001);
+		/* gone, or woken with nothing new (no poll() support): a fixed
+		 * period instead */
+		if (n < 0 || (woke && n == last && memcmp(buf, prev, (size_t)n) == 0))
+			sleep_for(0.001);
+		if (n >= 0) {
+			memcpy(prev, buf, (size_t)n);
+			last = n;
+		}
+		pf.fd = fd;
+		woke = poll(&pf, 1, 20) > 0;
 	}
+	if (fd >= 0)
+		close(fd);
 	fprintf(stderr, "bench-repl: '%s' did not read '%s' in %.0f s (last: '%s')\n", path,
 		want, timeout, read_small(path, buf, sizeof(buf)) > 0 ? buf : "");
 	return 1;
