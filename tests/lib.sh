@@ -288,11 +288,13 @@ finish() {
 	[ "$_failed" -eq 0 ]
 }
 
-# pos_waiter FILE TIMEOUT_MS: pos-wait on a -pos FILE in the background
-# (pid in PW, output in T/pw.out), back once it read the file and waits.
+# pos_waiter FILE TIMEOUT_MS [poll|select|epoll]: pos-wait on a -pos FILE
+# in the background (pid in PW, output in T/pw.out), back once it read the
+# file and waits.
 pos_waiter() {
 	: >"$T/pw.out"
-	"${LTFS_BUILD:?LTFS_BUILD must point at the build dir}/pos-wait" "$1" "$2" >"$T/pw.out" 2>&1 &
+	"${LTFS_BUILD:?LTFS_BUILD must point at the build dir}/pos-wait" "$1" "$2" ${3:-poll} \
+		>"$T/pw.out" 2>&1 &
 	PW=$!
 	_i=0
 	while ! grep -q '^at ' "$T/pw.out" && [ $_i -lt 100 ]; do

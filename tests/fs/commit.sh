@@ -247,17 +247,20 @@ case_pos_file() {
 	ltfs_umount "$M"
 }
 
-# poll() on a -pos file waits for the next commit instead of answering at
-# once: rollback and WAL commits wake it, with the new position to read; a
-# poller that goes away while it waits leaves nothing behind.
+# poll() (and select, epoll) on a -pos file waits for the next commit
+# instead of answering at once: rollback and WAL commits wake it, with the
+# new position to read; a poller that goes away while it waits leaves
+# nothing behind.
 case_pos_poll() {
 	M=$T/mnt
 	ltfs_mount "$M"
 	for mode in delete wal; do
 		db=w-$mode.db
 		new_db "$db" "$mode" 4096
-		expect_exit 2 "$LTFS_BUILD/pos-wait" "$M/$db-pos" 300
-		check "$db: waits when nothing commits" contains "$T/out" timeout
+		for how in poll select epoll; do
+			expect_exit 2 "$LTFS_BUILD/pos-wait" "$M/$db-pos" 300 $how
+			check "$db: $how waits when nothing commits" contains "$T/out" timeout
+		done
 		pos_waiter "$M/$db-pos" 10000
 		sql "$M/$db" "INSERT INTO t(v) VALUES (1);"
 		rc=0
@@ -268,7 +271,7 @@ case_pos_poll() {
 		kill -9 "$PW"
 		wait "$PW" 2>/dev/null || true
 		sql "$M/$db" "INSERT INTO t(v) VALUES (2);"
-		pos_waiter "$M/$db-pos" 10000
+		pos_waiter "$M/$db-pos" 10000 "$([ $mode = wal ] && echo epoll || echo select)"
 		sql "$M/$db" "INSERT INTO t(v) VALUES (3);"
 		wait "$PW"
 		check "$db: after a poller died" contains "$T/pw.out" "now $(cat "$M/$db-pos")"
