@@ -1118,15 +1118,16 @@ static void op_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		if (__atomic_load_n(&db->pos_seq, __ATOMIC_ACQUIRE) ==
 		    __atomic_load_n(&h->seen_seq, __ATOMIC_RELAXED)) {
 			revents = 0;
-			if (ph && h->ph) {
-				fuse_pollhandle_destroy(h->ph); /* the newer one serves */
-			} else if (ph) {
-				h->poll_next = db->pollers;
-				db->pollers = h;
-			}
-			if (ph)
+			if (ph) {
+				if (h->ph) { /* listed already: the newer handle serves */
+					fuse_pollhandle_destroy(h->ph);
+				} else {
+					h->poll_next = db->pollers;
+					db->pollers = h;
+				}
 				h->ph = ph;
-			ph = NULL;
+				ph = NULL;
+			}
 		}
 		pthread_mutex_unlock(&db->poll_mu);
 	}

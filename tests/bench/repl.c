@@ -53,6 +53,21 @@ static void sleep_for(double secs)
 	sleep_until(now() + secs);
 }
 
+/*
+ * Wait for the next change of fd (a NAME-pos): poll() it, at most 20 ms.
+ * `stale` (woken last time, yet nothing new) means a daemon without poll()
+ * support, which answers at once: a fixed `period` first. True when poll()
+ * said it changed.
+ */
+static bool await_change(int fd, bool stale, double period)
+{
+	struct pollfd pf = { .fd = fd, .events = POLLIN };
+
+	if (stale)
+		sleep_for(period);
+	return poll(&pf, 1, 20) > 0;
+}
+
 /* Read a whole small file into buf (NUL-terminated); its length or -1. */
 static ssize_t read_small(const char *path, char *buf, size_t cap)
 {
@@ -116,14 +131,8 @@ static void *poll_main(void *arg)
 		    p->polls >= MAX_POLLS)
 			break;
 		if (p->wait_poll) {
-			struct pollfd pf = { .fd = p->fd, .events = POLLIN };
-
-			/* woken, but nothing new: a daemon without poll() support
-			 * answers at once, so fall back to the fixed period */
-			if (woke && txid <= before)
-				sleep_for(POLL_US / 1e6);
+			woke = await_change(p->fd, woke && txid <= before, POLL_US / 1e6);
 			before = p->seen;
-			woke = poll(&pf, 1, 20) > 0;
 			continue;
 		}
 		/* a fixed period; no sleep when the read itself took longer */
@@ -281,7 +290,6 @@ static int wait_pos(const char *path, const char *want, double timeout)
 	int fd = -1;
 
 	while (now() < end) {
-		struct pollfd pf = { .events = POLLIN };
 		ssize_t n;
 
 		/* the file shows once the database exists; then poll() on it */
@@ -298,16 +306,13 @@ static int wait_pos(const char *path, const char *want, double timeout)
 			close(fd);
 			return 0;
 		}
-		/* gone, or woken with nothing new (no poll() support): a fixed
-		 * period instead */
-		if (n < 0 || (woke && n == last && memcmp(buf, prev, (size_t)n) == 0))
-			sleep_for(0.001);
+		/* gone (a fixed period too), or woken with nothing new */
+		woke = await_change(fd, n < 0 || (woke && n == last && memcmp(buf, prev, (size_t)n) == 0),
+				    0.001);
 		if (n >= 0) {
 			memcpy(prev, buf, (size_t)n);
 			last = n;
 		}
-		pf.fd = fd;
-		woke = poll(&pf, 1, 20) > 0;
 	}
 	if (fd >= 0)
 		close(fd);

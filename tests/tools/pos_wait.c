@@ -39,6 +39,8 @@ static int read_pos(int fd, const char *path, char *buf, size_t cap)
 /* 1 when fd became readable, 0 on timeout, -1 on error (errno) */
 static int wait_readable(int fd, int timeout_ms, const char *how)
 {
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
 	if (strcmp(how, "select") == 0) {
 		struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
 		fd_set rd;
@@ -57,8 +59,6 @@ static int wait_readable(int fd, int timeout_ms, const char *how)
 			close(ep);
 		return rc;
 	}
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-
 	return poll(&p, 1, timeout_ms);
 }
 
@@ -67,7 +67,9 @@ int main(int argc, char **argv)
 	char before[128], after[128];
 	int fd, rc;
 
-	if (argc != 3 && argc != 4) {
+	if ((argc != 3 && argc != 4) ||
+	    (argc == 4 && strcmp(argv[3], "poll") != 0 && strcmp(argv[3], "select") != 0 &&
+	     strcmp(argv[3], "epoll") != 0)) {
 		fprintf(stderr, "usage: pos-wait FILE TIMEOUT_MS [poll|select|epoll]\n");
 		return 1;
 	}
