@@ -493,7 +493,7 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 	uint64_t cksum = LTX_CHECKSUM_FLAG, total = 0, done_bytes = 0, reached = 0, txid = o->txid;
 	struct ltx_header h = { 0 };
 	struct timespec t0, t1;
-	int out = -1, rc;
+	int out = -1, dout = -1, rc;
 
 	memset(res, 0, sizeof(*res));
 	ltx_build_init(&build);
@@ -537,6 +537,12 @@ static int restore_once(const struct cluster_restore_opts *o, struct cluster_res
 		rc = ltfs_err_set(err, -errno, "'%s': %s", tmp, strerror(errno));
 		goto out;
 	}
+	/* the same file for the write-behind's long runs (see ltx.h); a file
+	 * system without O_DIRECT gets them through the page cache */
+	dout = open(tmp, O_WRONLY | O_DIRECT | O_CLOEXEC);
+	rc = ltx_build_write_behind(&build, out, dout, err);
+	if (rc < 0)
+		goto out;
 	j.files = l.v;
 	j.plan = plan;
 	j.n = np;
@@ -605,6 +611,8 @@ out:
 	for (size_t i = 0; i < l.n; i++)
 		ltfs_buf_release(&l.v[i].mem);
 	ltx_build_release(&build);
+	if (dout >= 0)
+		close(dout);
 	if (out >= 0) {
 		close(out);
 		if (rc < 0)

@@ -219,8 +219,16 @@ void ltx_build_init(struct ltx_build *b)
 
 void ltx_build_release(struct ltx_build *b)
 {
+	ltx_wb_close(b->wb);
 	free(b->cksums);
 	memset(b, 0, sizeof(*b));
+}
+
+int ltx_build_write_behind(struct ltx_build *b, int fd, int direct_fd, struct ltfs_err *err)
+{
+	if (b->wb)
+		return ltfs_err_set(err, LTFS_E_USAGE, "write-behind already on");
+	return ltx_wb_open(&b->wb, fd, direct_fd, err);
 }
 
 static int build_reserve(struct ltx_build *b, uint32_t pages)
@@ -320,16 +328,18 @@ int ltx_build_apply(struct ltx_build *b, int db_fd, ltx_read_fn read, void *ctx,
 		goto out;
 	}
 	while ((rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1) {
+		uint64_t off = (uint64_t)(pgno - 1) * h->page_size;
+
 		ltx_decoder_frame_info(dec, &fi);
-		rc = ltx_page_run_add(&w, db_fd, page, h->page_size, (uint64_t)(pgno - 1) * h->page_size,
-				      err);
+		rc = b->wb ? ltx_wb_add(b->wb, page, h->page_size, off, err) :
+			     ltx_page_run_add(&w, db_fd, page, h->page_size, off, err);
 		if (rc < 0)
 			goto out;
 		sum ^= (b->cksums[pgno - 1] ^ fi.checksum) & ~LTX_CHECKSUM_FLAG;
 		b->cksums[pgno - 1] = fi.checksum;
 	}
 	if (rc == 0)
-		rc = ltx_page_run_flush(&w, db_fd, err);
+		rc = b->wb ? ltx_wb_wait(b->wb, err) : ltx_page_run_flush(&w, db_fd, err);
 	if (rc < 0)
 		goto out;
 	rc = ltx_decoder_finish(dec, &t, err);

@@ -528,11 +528,31 @@ struct ltx_build {
 	uint32_t page_size, pages;
 	uint64_t *cksums;   /* [0..cap), 0 where no page */
 	uint32_t cap;
+	struct ltx_wb *wb;  /* write-behind, or NULL: pages written in place */
 };
 void ltx_build_init(struct ltx_build *b);
 void ltx_build_release(struct ltx_build *b);
+/* Write the pages of every later apply from a thread of their own, long
+ * runs through direct_fd (the same file opened with O_DIRECT; -1: none).
+ * Each apply returns once its pages are written. */
+int ltx_build_write_behind(struct ltx_build *b, int fd, int direct_fd, struct ltfs_err *err);
 int ltx_build_apply(struct ltx_build *b, int db_fd, ltx_read_fn read, void *ctx, unsigned flags,
 		    struct ltx_header *out_header, struct ltfs_err *err);
+
+/*
+ * Write-behind (writebehind.c): pages added in file order are gathered
+ * into runs of consecutive offsets and written by a thread of its own,
+ * while the caller goes on; runs of 256 KiB and more through direct_fd
+ * when it is not -1 (a file system that refuses it gets the page cache).
+ * A failed write is returned by a later add or by wait, which returns
+ * once everything added is written.
+ */
+struct ltx_wb;
+int ltx_wb_open(struct ltx_wb **out, int fd, int direct_fd, struct ltfs_err *err);
+int ltx_wb_add(struct ltx_wb *wb, const uint8_t *page, uint32_t page_size, uint64_t off,
+	       struct ltfs_err *err);
+int ltx_wb_wait(struct ltx_wb *wb, struct ltfs_err *err);
+void ltx_wb_close(struct ltx_wb *wb);
 
 /* ------------------------------------------------------------------------
  * Compactor
