@@ -19,9 +19,11 @@
  * computed from the very pages written, and ltx_build_apply() checks it
  * against each file's post-apply checksum; reading the whole file back to
  * check it again cost a sixth of a restore, so only a chain without
- * checksums is read back, for the checksum it reports. The result is synced and renamed into place: a bad
- * object stops the restore with its key named, and never leaves a wrong
- * database at OUT.
+ * checksums is read back, for the checksum it reports. The pages go out
+ * through the build's write-behind thread, long runs with O_DIRECT (see
+ * ltx/writebehind.c for why). The result is synced and renamed into
+ * place: a bad object stops the restore with its key named, and never
+ * leaves a wrong database at OUT.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -459,4 +459,47 @@ case_fresh_bucket_errors() {
 }
 run_case fresh_bucket_errors
 
+# The restore writes long runs of pages with O_DIRECT from a thread of its
+# own, short ones through the page cache (ltx/writebehind.c). Snapshots of
+# 512- and 65536-byte pages, restored onto the suite's file system, a
+# tmpfs, and an ext4 on a loop device with 4096-byte sectors, which refuses
+# direct writes of 512-byte pages at an offset that is not a multiple of
+# 4096 (the restore then writes them through the page cache): the same
+# bytes everywhere.
+case_output_filesystems() {
+	U=$(url outfs)
+	for ps in 512 65536; do
+		db=$T/src-$ps.db
+		sqlite3 "$db" "PRAGMA page_size=$ps; CREATE TABLE t(v);
+			WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000)
+			INSERT INTO t SELECT randomblob(3000) FROM c;"
+		# a page count that is not a multiple of 8: with 512-byte pages the
+		# last run of the snapshot ends off a 4096-byte boundary
+		while [ $(($(stat -c %s "$db") / ps % 8)) = 0 ]; do
+			sqlite3 "$db" "INSERT INTO t VALUES (randomblob($ps))"
+		done
+		"$LTFS" ltx encode-db "$db" -o "$T/snap.ltx" >/dev/null
+		put "$SUITE-outfs/app$ps.db/0009/$(ltxname 1 1)" "$T/snap.ltx"
+	done
+	truncate -s 96M "$T/img"
+	loop=$(losetup -f --show -b 4096 "$T/img")
+	trap 'umount -l "$T/loop" 2>/dev/null; losetup -d "$loop"' EXIT
+	mkfs.ext4 -q -F "$loop"
+	mkdir "$T/loop" "$T/tmpfs"
+	mount "$loop" "$T/loop"
+	mount -t tmpfs -o size=64M tmpfs "$T/tmpfs"
+	check "the loop device has 4096-byte sectors" [ "$(blockdev --getss "$loop")" = 4096 ]
+	for dir in "$T" "$T/tmpfs" "$T/loop"; do
+		for ps in 512 65536; do
+			out=$dir/out-$ps.db
+			expect_exit 0 "$LTFS" restore -o "$out" "$U/app$ps.db"
+			also "$ps-byte pages restored in $dir are the source" cmp "$out" "$T/src-$ps.db"
+			rm -f "$out"
+		done
+	done
+	umount "$T/tmpfs"
+	failed_later
+}
+run_case output_filesystems
+
 finish
