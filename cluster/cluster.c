@@ -27,14 +27,14 @@ static void on_commit(void *ctx, const struct fs_commit_info *info)
  * sync: s3. A commit's request waits until the bucket holds its TXID (and,
  * with a lease, the lease publishes it). sync: replicas=N: until N replicas
  * have applied it (their acks, POST /v1/ack). A node that stops being the
- * primary can no longer make it safe: the request fails where SQLite
- * reports it, and otherwise is never answered, so that no commit is
- * acknowledged that a failover may lose.
+ * primary, or whose uploads are stuck, can no longer make it safe: the
+ * request fails, and SQLite reports the COMMIT as failed, so that no commit
+ * is acknowledged that a failover may lose.
  */
-static int on_commit_wait(void *ctx, const char *db, uint64_t txid, bool can_fail)
+static int on_commit_wait(void *ctx, const char *db, uint64_t txid)
 {
 	struct cluster *c = ctx;
-	bool warned = false, stuck = false;
+	bool stuck = false;
 	int rc = 0;
 
 	pthread_mutex_lock(&c->mu);
@@ -46,16 +46,9 @@ static int on_commit_wait(void *ctx, const char *db, uint64_t txid, bool can_fai
 			rc = -ECANCELED;
 			break;
 		}
-		if ((lost || stuck) && can_fail) {
+		if (lost || stuck) {
 			rc = LTFS_E_NOT_PRIMARY;
 			break;
-		}
-		if ((lost || stuck) && !warned) {
-			ltfs_error(c->log, "sync", "'%s': TXID %llu cannot be made safe (%s); its "
-						   "COMMIT stays unanswered",
-				   db, (unsigned long long)txid,
-				   stuck ? "uploads are stuck" : "this node is no longer the primary");
-			warned = true;
 		}
 		cl_wait(c, 100);
 	}

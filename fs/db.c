@@ -515,7 +515,8 @@ int fs_db_journal_finalize(struct fs_db *db, struct ltfs_err *err)
 }
 
 /* Commit dirty pages written without a journal (journal_mode=MEMORY or
- * OFF, or a file copied in): at the write-lock release or last close. */
+ * OFF, or a file copied in): at SQLite's sync of the database or the
+ * last close. */
 int fs_db_commit_unjournaled(struct fs_db *db, struct ltfs_err *err)
 {
 	int rc;

@@ -69,12 +69,11 @@ void fs_set_commit_hook(struct fs *fs, fs_commit_fn fn, void *ctx);
 
 /*
  * Synchronous mode: the FUSE request that made a commit (the journal's
- * finalize, the WAL write lock's release) answers only once fn returns,
- * with -EIO if it fails. `can_fail` is false for the WAL lock release,
- * whose errors SQLite ignores: fn must then not return before the commit
- * is safe, or never acknowledge it at all.
+ * finalize, the write of the WAL's commit frame, the sync of a database
+ * written without a journal) answers only once fn returns, with -EIO if
+ * it fails, which SQLite reports as the COMMIT failing.
  */
-typedef int (*fs_commit_wait_fn)(void *ctx, const char *db, uint64_t txid, bool can_fail);
+typedef int (*fs_commit_wait_fn)(void *ctx, const char *db, uint64_t txid);
 void fs_set_commit_wait(struct fs *fs, fs_commit_wait_fn fn, void *ctx);
 void fs_set_role(struct fs *fs, enum fs_role role, const char *primary_url);
 bool fs_is_primary(struct fs *fs);

@@ -1,9 +1,9 @@
 /*
  * fs_int.h - internals shared by the files of fs/.
  *
- * Lock order: fs->lock (node table, registry) before db->mu (one database)
- * before node->lock_mu (byte-range locks of one file). Never hold any of
- * them across fuse_reply_*().
+ * Lock order: fs->lock (node table, registry) before db->mu (one database).
+ * Never hold either across fuse_reply_*() or across a call into the mount
+ * itself (the apply's locks, replica.c): those need a FUSE worker.
  */
 #ifndef LTFS_FS_INT_H
 #define LTFS_FS_INT_H
@@ -42,14 +42,6 @@ enum fs_kind {
 	FS_LAG,     /* .lag */
 };
 
-/* One byte-range lock held by one owner. */
-struct fs_lock {
-	uint64_t owner;
-	uint64_t start, end; /* inclusive; end = UINT64_MAX for "to EOF" */
-	short type;          /* F_RDLCK or F_WRLCK */
-	struct fs_lock *next;
-};
-
 struct fs_db;
 
 /*
@@ -66,10 +58,6 @@ struct fs_node {
 	struct fs_node *hnext;   /* hash chain by path; fs->lock */
 	bool hashed;             /* reachable by path; fs->lock */
 	uint64_t generation;
-
-	pthread_mutex_t lock_mu; /* protects locks and lock_cv waiters */
-	pthread_cond_t lock_cv;
-	struct fs_lock *locks;
 };
 
 /* WAL state of a database: where committed frames end. */
@@ -219,10 +207,18 @@ struct fs {
 	bool stopping;
 	pthread_t run_thread;      /* in fs_run(), which fs_stop() wakes */
 	bool running;              /* atomic */
+	pthread_mutex_t opener_mu; /* opener.c: the helper process */
+	int opener_sock;
+	pid_t opener_pid;
 	char fault[64];            /* LTFS_FAULT=OP[:N], test builds only */
 	int fault_left;            /* failures still to inject */
 	bool fault_always;
 };
+
+/* opener.c: open a file of our mount (PATH in it) without a request from
+ * this process (see there); -errno, or 0 and *fd. */
+int fs_open_in_mount(struct fs *fs, const char *path, int flags, int *fd);
+void fs_opener_stop(struct fs *fs);
 
 /* node.c */
 int fs_nodes_init(struct fs *fs);
@@ -242,18 +238,6 @@ enum fs_kind fs_suffix_kind(const char *name, size_t *base_len);
  * open), safe beside other listings; NULL with errno set. Close with
  * closedir(). */
 DIR *fs_opendir_at(int dirfd);
-
-/* lock.c */
-int fs_lock_get(struct fs_node *n, uint64_t owner, struct flock *fl);
-int fs_lock_set(struct fs_node *n, uint64_t owner, const struct flock *fl);
-void fs_lock_release_owner(struct fs_node *n, uint64_t owner);
-bool fs_lock_held(struct fs_node *n, uint64_t owner, uint64_t byte, short type);
-/* Call fn(ctx, byte) for the first byte in [first, last] that no owner
- * locks, with the lock table held so that nobody can lock it meanwhile;
- * fn's result, or -EAGAIN when every byte is locked. */
-int fs_lock_with_free_byte(struct fs_node *n, uint64_t first, uint64_t last,
-			   int (*fn)(void *ctx, uint64_t byte), void *ctx);
-void fs_lock_free_all(struct fs_node *n);
 
 /* The inode number the kernel knows a node by. */
 uint64_t fs_node_ino(struct fs *fs, struct fs_node *n);
@@ -333,9 +317,6 @@ int fs_history_remove_except(struct fs_db *db, const char *keep);
 int fs_history_find(struct fs_db *db, uint64_t min_txid, bool fresh,
 		    char name[LTX_FILENAME_SIZE]);
 
-/* replica.c */
-/* Lock owner of the store's own apply (no kernel owner is all ones). */
-#define FS_APPLY_OWNER UINT64_MAX
 
 /* writer.c */
 int fs_writer_start(struct fs *fs);

@@ -268,6 +268,8 @@ int fs_open(struct fs **out, const struct fs_config *cfg, struct ltfs_err *err)
 	snprintf(fs->mountpoint, sizeof(fs->mountpoint), "%s", mnt);
 	snprintf(fs->data_dir, sizeof(fs->data_dir), "%s", data);
 	pthread_mutex_init(&fs->lock, NULL);
+	pthread_mutex_init(&fs->opener_mu, NULL);
+	fs->opener_sock = -1;
 	fs_spares_init(&fs->spares);
 #ifdef LTFS_FAULTS
 	{
@@ -369,7 +371,7 @@ int fs_mount(struct fs *fs, struct ltfs_err *err)
 		return ltfs_err_set(err, -EIO, "cannot mount '%s' (see the message above; /dev/fuse and CAP_SYS_ADMIN are needed)",
 				    fs->mountpoint);
 	}
-	fs->mounted = true;
+	__atomic_store_n(&fs->mounted, true, __ATOMIC_SEQ_CST);
 	return 0;
 }
 
@@ -404,6 +406,12 @@ int fs_run(struct fs *fs, struct ltfs_err *err)
 	fuse_loop_cfg_set_clone_fd(cfg, 0);
 	rc = fuse_session_loop_mt(fs->se, cfg);
 	__atomic_store_n(&fs->running, false, __ATOMIC_SEQ_CST);
+	/* Nobody answers requests now: unmount at once, which also fails
+	 * those still waiting (an app's, or a replica apply's own open of a
+	 * file in the mount), rather than at fs_close(), after the threads
+	 * that may be waiting are joined. */
+	if (__atomic_exchange_n(&fs->mounted, false, __ATOMIC_SEQ_CST))
+		fuse_session_unmount(fs->se);
 	fuse_loop_cfg_destroy(cfg);
 	fuse_remove_signal_handlers(fs->se);
 	if (rc < 0)
@@ -431,10 +439,11 @@ void fs_close(struct fs *fs)
 	if (!fs)
 		return;
 	if (fs->se) {
-		if (fs->mounted)
+		if (__atomic_load_n(&fs->mounted, __ATOMIC_SEQ_CST))
 			fuse_session_unmount(fs->se);
 		fuse_session_destroy(fs->se);
 	}
+	fs_opener_stop(fs); /* after the session: an open it waits on has failed */
 	fs_writer_stop(fs); /* writes what is queued */
 	for (size_t i = 0; i < fs->ndbs; i++)
 		fs_db_free(fs->dbs[i]); /* syncs what is pending */
@@ -449,6 +458,7 @@ void fs_close(struct fs *fs)
 	if (fs->data_fd >= 0)
 		close(fs->data_fd);
 	pthread_mutex_destroy(&fs->lock);
+	pthread_mutex_destroy(&fs->opener_mu);
 	fs_spares_destroy(&fs->spares);
 	free(fs);
 }

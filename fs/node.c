@@ -42,9 +42,6 @@ int fs_nodes_init(struct fs *fs)
 
 static void node_destroy(struct fs_node *n)
 {
-	fs_lock_free_all(n);
-	pthread_mutex_destroy(&n->lock_mu);
-	pthread_cond_destroy(&n->lock_cv);
 	free(n->path);
 	free(n);
 }
@@ -125,8 +122,6 @@ struct fs_node *fs_node_new(struct fs *fs, const char *path, enum fs_kind kind,
 	n->kind = kind;
 	n->db = db;
 	n->generation = ++fs->generation;
-	pthread_mutex_init(&n->lock_mu, NULL);
-	pthread_cond_init(&n->lock_cv, NULL);
 	hash_insert(fs, n);
 	return n;
 }

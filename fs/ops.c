@@ -558,6 +558,9 @@ static void set_open_flags(struct fs_node *n, struct fs_handle *h,
 		fi->keep_cache = 1;
 	else
 		fi->direct_io = 1;
+	/* close(2) waits for no answer from us (there is nothing to flush,
+	 * and the apply's own handles must not wait: opener.c) */
+	fi->noflush = 1;
 	(void)n;
 }
 
@@ -749,15 +752,13 @@ static bool all_zero(const char *p, size_t n)
  * commit the new primary never saw. The commit stays in the local history;
  * the node, now a replica, finds it diverged and takes a snapshot.
  */
-static int commit_wait(struct fs *fs, struct fs_db *db, uint64_t before, uint64_t after,
-		       bool can_fail)
+static int commit_wait(struct fs *fs, struct fs_db *db, uint64_t before, uint64_t after)
 {
 	if (after <= before)
 		return 0;
-	if (fs->commit_wait &&
-	    fs->commit_wait(fs->commit_wait_ctx, db->name, after, can_fail) < 0)
+	if (fs->commit_wait && fs->commit_wait(fs->commit_wait_ctx, db->name, after) < 0)
 		return -EIO;
-	if (can_fail && !fs_write_allowed(fs)) {
+	if (!fs_write_allowed(fs)) {
 		ltfs_warn(fs->log, "fs", "'%s': txid %llu was recorded as this node's "
 					 "right to write ended: the commit is reported as failed",
 			  db->name, (unsigned long long)after);
@@ -780,11 +781,11 @@ static int finalize_wait(struct fs *fs, struct fs_db *db, uint64_t before)
 	int rc;
 
 	if (!fs->commit_wait)
-		return commit_wait(fs, db, before, after, true);
+		return commit_wait(fs, db, before, after);
 	if (after <= before)
 		return 0;
 	pthread_mutex_unlock(&db->mu);
-	rc = commit_wait(fs, db, before, after, true);
+	rc = commit_wait(fs, db, before, after);
 	pthread_mutex_lock(&db->mu);
 	return rc;
 }
@@ -849,7 +850,7 @@ static int write_db(struct fs *fs, struct fs_node *n, struct fs_handle *h,
 	/* a WAL commit is recorded as its commit frame lands: a failed wait
 	 * fails the write, and SQLite the COMMIT */
 	if (rc == 0 && n->kind == FS_WAL)
-		rc = commit_wait(fs, db, before, after, true);
+		rc = commit_wait(fs, db, before, after);
 	return rc;
 }
 
@@ -881,201 +882,6 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		reply_err(req, rc);
 	else
 		fuse_reply_write(req, size);
-}
-
-/* ---- locks ------------------------------------------------------------ */
-
-struct read_mark {
-	struct fs *fs;
-	struct fs_node *shm;
-	uint32_t frames;
-};
-
-static int store_read_mark(void *ctx, uint64_t byte)
-{
-	struct read_mark *m = ctx;
-	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(sizeof(m->frames));
-	int slot = (int)(byte - FS_SHM_READ_BYTE(0));
-
-	bv.buf[0].mem = &m->frames;
-	return fuse_lowlevel_notify_store(m->fs->se, fs_node_ino(m->fs, m->shm),
-					  FS_SHM_READ_MARK_OFF(slot), &bv, 0);
-}
-
-/*
- * When a writer lets go of the WAL write lock after a commit, the next
- * read transaction finds every read mark behind the WAL's new end and
- * moves one forward itself: an exclusive lock on a free read-mark slot,
- * a store, an unlock. Those are two round trips through FUSE per
- * transaction. The lock table is ours, so we do the same step here, on
- * behalf of the next reader: with the
- * table held, a slot nobody locks gets the WAL's frame count, written
- * into the kernel's page cache of the -shm file (the pages SQLite maps).
- * SQLite's format leaves a mark to whoever holds that slot's lock
- * exclusively, which is what holding the whole table amounts to. A mark
- * that turns out stale only sends the reader down its usual path.
- */
-static void advance_read_mark(struct fs *fs, struct fs_node *shm, uint64_t wal_end,
-			      uint32_t page_size)
-{
-	struct read_mark m = { fs, shm, 0 };
-
-	if (!fs->se || page_size == 0 || wal_end <= LTX_WAL_HEADER_SIZE)
-		return;
-	m.frames = (uint32_t)((wal_end - LTX_WAL_HEADER_SIZE) /
-			      (LTX_WAL_FRAME_HEADER_SIZE + page_size));
-	fs_lock_with_free_byte(shm, FS_SHM_READ_BYTE(1), FS_SHM_READ_BYTE(4), store_read_mark, &m);
-}
-
-/*
- * SQLite writes a WAL frame as a 24-byte header, then the page. The page
- * lands at an offset that is not page aligned, so it spans two kernel
- * pages, and the kernel sends the first, partial one in a request of its
- * own unless its cache holds that page whole: three requests per frame
- * instead of two. While the committing writer still holds the WAL write
- * lock, the WAL cannot change, so we hand the kernel the page that holds
- * the WAL's end, whole, from the backing file; the next transaction's
- * first frame then takes two requests. Only a cache is filled: if the
- * kernel refuses, the next frame costs one request more. The WAL's node
- * is pinned meanwhile, as its inode number is its address.
- */
-static void prime_wal_tail(struct fs *fs, struct fs_db *db)
-{
-	char path[FS_PATH_MAX], page[4096];
-	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
-	struct fs_node *wal;
-	uint64_t start;
-	ssize_t got = -1;
-
-	/* another kernel page size: the kernel would not take the page whole */
-	if (!fs->se || sysconf(_SC_PAGESIZE) != (long)sizeof(page) ||
-	    (size_t)snprintf(path, sizeof(path), "%s-wal", db->name) >= sizeof(path))
-		return;
-	pthread_mutex_lock(&fs->lock);
-	wal = fs_node_find(fs, path);
-	if (wal && wal->nopen > 0)
-		wal->nopen++;
-	else
-		wal = NULL;
-	pthread_mutex_unlock(&fs->lock);
-	if (!wal)
-		return;
-	pthread_mutex_lock(&db->mu);
-	start = db->wal.end / sizeof(page) * sizeof(page);
-	if (db->wal.active && db->wal_fd >= 0) /* 0 at the file's end: nothing to store */
-		got = pread(db->wal_fd, page, sizeof(page), (off_t)start);
-	pthread_mutex_unlock(&db->mu);
-	if (got > 0) {
-		bv.buf[0].mem = page;
-		bv.buf[0].size = (size_t)got;
-		fuse_lowlevel_notify_store(fs->se, fs_node_ino(fs, wal), (off_t)start, &bv, 0);
-	}
-	pthread_mutex_lock(&fs->lock);
-	wal->nopen--;
-	fs_node_maybe_free(fs, wal);
-	pthread_mutex_unlock(&fs->lock);
-}
-
-/* After an owner dropped locks: commits that hang on a lock release. */
-static void after_unlock(struct fs *fs, struct fs_node *n, bool had_write,
-			 bool had_reserved)
-{
-	struct ltfs_err err = { 0 };
-	uint64_t before, after, wal_end;
-	uint32_t page_size;
-	int rc = 0;
-
-	if (!n->db || (!had_write && !had_reserved))
-		return;
-	pthread_mutex_lock(&n->db->mu);
-	before = n->db->txid;
-	if (n->kind == FS_SHM && had_write)
-		rc = fs_db_wal_commit_pending(n->db, &err);
-	else if (n->kind == FS_DB && had_reserved)
-		rc = fs_db_commit_unjournaled(n->db, &err);
-	after = n->db->txid;
-	wal_end = n->db->wal.active ? n->db->wal.end : 0;
-	page_size = n->db->page_size;
-	pthread_mutex_unlock(&n->db->mu);
-	if (rc < 0)
-		ltfs_error(fs->log, "fs", "%s", err.msg);
-	else if (n->kind == FS_SHM && had_write)
-		advance_read_mark(fs, n, wal_end, page_size);
-	/* SQLite ignores errors of an unlock: this wait cannot fail */
-	commit_wait(fs, n->db, before, after, false);
-}
-
-static void lock_state(struct fs_node *n, uint64_t owner, bool *w, bool *r)
-{
-	*w = n->kind == FS_SHM && fs_lock_held(n, owner, FS_SHM_WRITE_BYTE, F_WRLCK);
-	*r = n->kind == FS_DB && fs_lock_held(n, owner, FS_DB_RESERVED_BYTE, F_WRLCK);
-}
-
-static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
-		     struct flock *lock)
-{
-	struct fs *fs = req_fs(req);
-
-	fs_lock_get(ino_node(fs, ino), fi->lock_owner, lock);
-	fuse_reply_lock(req, lock);
-}
-
-static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
-		     struct flock *lock, int sleep)
-{
-	struct fs *fs = req_fs(req);
-	struct fs_node *n = ino_node(fs, ino);
-	bool w = false, r = false;
-	int rc;
-
-	if (lock->l_type == F_UNLCK || lock->l_type == F_RDLCK)
-		lock_state(n, fi->lock_owner, &w, &r);
-	if (w && lock->l_start <= (off_t)FS_SHM_WRITE_BYTE &&
-	    (lock->l_len == 0 || lock->l_start + lock->l_len > (off_t)FS_SHM_WRITE_BYTE))
-		prime_wal_tail(fs, n->db);
-	for (;;) {
-		rc = fs_lock_set(n, fi->lock_owner, lock);
-		if (rc != -EAGAIN || !sleep)
-			break;
-		/* F_SETLKW: wait for a release, checking for interruption */
-		pthread_mutex_lock(&n->lock_mu);
-		{
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 50 * 1000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&n->lock_cv, &n->lock_mu, &ts);
-		}
-		pthread_mutex_unlock(&n->lock_mu);
-		if (fuse_req_interrupted(req)) {
-			rc = -EINTR;
-			break;
-		}
-	}
-	if (rc == 0 && (w || r)) {
-		bool w2, r2;
-
-		lock_state(n, fi->lock_owner, &w2, &r2);
-		after_unlock(fs, n, w && !w2, r && !r2);
-	}
-	reply_err(req, rc);
-}
-
-static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	struct fs *fs = req_fs(req);
-	struct fs_node *n = ino_node(fs, ino);
-	bool w, r;
-
-	/* close(2) drops every POSIX lock the process holds on the file */
-	lock_state(n, fi->lock_owner, &w, &r);
-	fs_lock_release_owner(n, fi->lock_owner);
-	after_unlock(fs, n, w, r);
-	fuse_reply_err(req, 0);
 }
 
 /* ---- poll() on NAME-pos ---------------------------------------------------
@@ -1190,9 +996,24 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	if (h->fd >= 0 && (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0)
 		rc = -errno;
 	if (rc == 0 && n->db && (n->kind == FS_DB || n->kind == FS_JOURNAL)) {
-		pthread_mutex_lock(&n->db->mu);
-		n->db->synced = true;
-		pthread_mutex_unlock(&n->db->mu);
+		struct fs_db *db = n->db;
+		struct ltfs_err err = { 0 };
+		uint64_t before, after;
+
+		pthread_mutex_lock(&db->mu);
+		db->synced = true;
+		before = db->txid;
+		/* Without a journal, SQLite's sync of the database ends its
+		 * commit (any synchronous but OFF); with one, the journal is
+		 * still hot here and this records nothing. */
+		if (n->kind == FS_DB)
+			rc = fs_db_commit_unjournaled(db, &err);
+		after = db->txid;
+		pthread_mutex_unlock(&db->mu);
+		if (rc < 0)
+			ltfs_error(fs->log, "fs", "%s", err.msg);
+		else
+			rc = commit_wait(fs, db, before, after);
 	}
 	reply_err(req, rc);
 }
@@ -1466,7 +1287,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	/* a deletion, or WAL commits the last close left behind (the
 	 * database outlives its name: it keeps its history) */
 	if (rc == 0 && db)
-		rc = commit_wait(fs, db, before, after, true);
+		rc = commit_wait(fs, db, before, after);
 	reply_err(req, rc);
 }
 
@@ -1697,7 +1518,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	struct fs *fs = userdata;
 
 	/* Writes must reach us one by one: no writeback cache. Cached pages
-	 * are dropped only when we say so, not on every mtime change. */
+	 * are dropped only when we say so, not on every mtime change. No
+	 * getlk/setlk: SQLite's locks stay the kernel's (see replica.c,
+	 * hold_locks, for how an apply holds readers). */
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
 	if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA)
@@ -1725,7 +1548,6 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.create = op_create,
 	.read = op_read,
 	.write = op_write,
-	.flush = op_flush,
 	.release = op_release,
 	.fsync = op_fsync,
 	.opendir = op_opendir,
@@ -1733,7 +1555,5 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.releasedir = op_releasedir,
 	.fsyncdir = op_fsyncdir,
 	.statfs = op_statfs,
-	.getlk = op_getlk,
-	.setlk = op_setlk,
 	.poll = op_poll,
 };

@@ -6,8 +6,8 @@
  *
  * On a replica, files received from the primary are staged in
  * DATA/staging and applied by fs_apply_ltx(). Readers must never see half
- * a transaction, so the apply takes SQLite's own locks inside the daemon,
- * as a writer would, under an owner no process has:
+ * a transaction, so the apply takes SQLite's own locks as a writer would,
+ * through the mount (hold_locks):
  *   rollback modes: PENDING, RESERVED and the SHARED range of the database;
  *   WAL mode: the WAL-index bytes WRITE, CKPT, RECOVER and READ0..4 (WAL
  *   readers keep a SHARED database lock while connected, so that one can
@@ -387,14 +387,38 @@ static int write_pages(struct fs_db *db, int fd, const struct plan *p,
 	return rc;
 }
 
-/* Take SQLite's locks on a node for the apply, one range at a time (and
- * keep each), waiting for SQLite's readers to let go. */
-static int hold_locks(struct fs *fs, struct fs_db *db, struct fs_node *n,
-		      const struct lock_range *r, size_t count)
+/*
+ * Take SQLite's locks for the apply, one range at a time (and keep each),
+ * waiting for SQLite's readers to let go. The app's locks are the
+ * kernel's (ltfs does not serve locks: each would be a FUSE round trip on
+ * the commit path), so the apply takes its own the same way, as
+ * open-file-description locks on the file opened through the mount (by a
+ * helper process: opener.c), where they conflict with the app's. Closing
+ * *fd releases them. Nothing may be held here that a FUSE worker needs.
+ * With no mount being served (starting, stopping) or no such file in it,
+ * no app can read it, and the apply goes ahead with *fd = -1.
+ */
+static int hold_locks(struct fs *fs, struct fs_db *db, const char *suffix,
+		      const struct lock_range *r, size_t count, int *fd)
 {
+	char path[FS_PATH_MAX];
 	struct timespec t0, now;
 	bool warned = false;
+	int rc;
 
+	*fd = -1;
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s%s", fs->mountpoint, db->name,
+			     suffix) >= sizeof(path))
+		return -ENAMETOOLONG;
+	while (!__atomic_load_n(&fs->running, __ATOMIC_SEQ_CST)) {
+		if (__atomic_load_n(&fs->stopping, __ATOMIC_SEQ_CST) ||
+		    !__atomic_load_n(&fs->mounted, __ATOMIC_SEQ_CST))
+			return 0;
+		usleep(1000); /* mounted, the loop about to start: requests wait for it */
+	}
+	rc = fs_open_in_mount(fs, path, O_RDWR, fd);
+	if (rc < 0) /* not there, or the mount went away meanwhile (fs_run) */
+		return rc == -ENOENT || !__atomic_load_n(&fs->mounted, __ATOMIC_SEQ_CST) ? 0 : rc;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (size_t i = 0; i < count; i++) {
 		struct flock fl = {
@@ -403,22 +427,13 @@ static int hold_locks(struct fs *fs, struct fs_db *db, struct fs_node *n,
 			.l_start = (off_t)r[i].start,
 			.l_len = (off_t)r[i].len,
 		};
-		int rc;
 
-		while ((rc = fs_lock_set(n, FS_APPLY_OWNER, &fl)) == -EAGAIN) {
-			struct timespec ts;
-
+		while (fcntl(*fd, F_OFD_SETLK, &fl) < 0) {
+			if (errno != EAGAIN && errno != EACCES)
+				return -errno;
 			if (__atomic_load_n(&fs->stopping, __ATOMIC_RELAXED))
 				return -ECANCELED;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 1000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_mutex_lock(&n->lock_mu);
-			pthread_cond_timedwait(&n->lock_cv, &n->lock_mu, &ts);
-			pthread_mutex_unlock(&n->lock_mu);
+			usleep(1000);
 			clock_gettime(CLOCK_MONOTONIC, &now);
 			if (!warned && now.tv_sec - t0.tv_sec >= APPLY_WARN_S) {
 				ltfs_warn(fs->log, "replica",
@@ -427,8 +442,6 @@ static int hold_locks(struct fs *fs, struct fs_db *db, struct fs_node *n,
 				warned = true;
 			}
 		}
-		if (rc < 0)
-			return rc;
 	}
 	return 0;
 }
@@ -448,6 +461,7 @@ static bool file_in_wal_mode(struct fs_db *db)
 struct apply_nodes {
 	struct fs_node *db, *shm;
 	uint64_t db_ino, shm_ino, parent_ino;
+	int lock_fd; /* the apply's locks, through the mount; -1: none */
 	char base[FS_NAME_MAX + 1];
 };
 
@@ -458,6 +472,7 @@ static int pin_nodes(struct fs *fs, struct fs_db *db, struct apply_nodes *an)
 	struct fs_node *pn;
 
 	memset(an, 0, sizeof(*an));
+	an->lock_fd = -1;
 	snprintf(an->base, sizeof(an->base), "%s", slash ? slash + 1 : db->name);
 	snprintf(parent, sizeof(parent), "%.*s", slash ? (int)(slash - db->name) : 0, db->name);
 	snprintf(path, sizeof(path), "%s-shm", db->name);
@@ -486,8 +501,8 @@ static int pin_nodes(struct fs *fs, struct fs_db *db, struct apply_nodes *an)
 
 static void unpin_nodes(struct fs *fs, struct apply_nodes *an)
 {
-	fs_lock_release_owner(an->db, FS_APPLY_OWNER);
-	fs_lock_release_owner(an->shm, FS_APPLY_OWNER);
+	if (an->lock_fd >= 0)
+		close(an->lock_fd);
 	pthread_mutex_lock(&fs->lock);
 	an->db->nopen--;
 	an->shm->nopen--;
@@ -801,7 +816,7 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 	struct fs_db *db = NULL;
 	char file[LTX_FILENAME_SIZE];
 	struct stat st;
-	bool pinned = false, moved = false, prebuilt = false;
+	bool pinned = false, moved = false, prebuilt = false, unserved;
 	int rc;
 
 	rc = fs_db_name_check(name, err);
@@ -843,10 +858,31 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 		goto out;
 	}
 	pinned = true;
-	if (p.wal_mode)
-		rc = hold_locks(fs, db, an.shm, shm_locks, sizeof(shm_locks) / sizeof(shm_locks[0]));
+	/* the file that carries the locks must exist, or an app could open
+	 * it in the middle of the apply and not be held; a database that is
+	 * not served (broken) has no reader to hold, nor can one open it */
+	pthread_mutex_lock(&db->mu);
+	unserved = db->broken;
+	if (unserved)
+		rc = 0;
+	else if (p.wal_mode)
+		rc = fs_db_open_aux(db, FS_SHM, true);
+	else if (!pb && db->db_fd < 0 && p.h.commit > 0 &&
+		 (db->db_fd = openat(db->dirfd, "database", O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
+		rc = -errno;
+	pthread_mutex_unlock(&db->mu);
+	if (rc < 0) {
+		ltfs_err_set(err, rc, "'%s': %s", db->dir, strerror(-rc));
+		goto out;
+	}
+	if (unserved)
+		rc = 0;
+	else if (p.wal_mode)
+		rc = hold_locks(fs, db, "-shm", shm_locks, sizeof(shm_locks) / sizeof(shm_locks[0]),
+				&an.lock_fd);
 	else
-		rc = hold_locks(fs, db, an.db, db_locks, sizeof(db_locks) / sizeof(db_locks[0]));
+		rc = hold_locks(fs, db, "", db_locks, sizeof(db_locks) / sizeof(db_locks[0]),
+				&an.lock_fd);
 	if (rc < 0) {
 		ltfs_err_set(err, rc, "taking the database's locks: %s", ltfs_strerror(rc));
 		goto out;
