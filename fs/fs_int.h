@@ -165,6 +165,7 @@ struct fs_db {
 	bool shm_resetting;      /* replica apply rewrites the WAL index: drop
 				  * the page cache's stale write-backs */
 	bool broken;             /* checksum mismatch: refuse service */
+	bool applying;           /* an apply with no app's file open: opens wait; fs->lock */
 	char broken_msg[LTFS_ERR_MSG_MAX];
 
 	/* NAME-pos open handles waiting in poll() for the next position
@@ -185,6 +186,7 @@ struct fs {
 	bool mounted;
 
 	pthread_mutex_t lock;      /* node table, registry, role */
+	pthread_cond_t apply_cv;   /* a database's `applying` ended; with lock */
 	struct fs_node *root;
 	struct fs_node **table;    /* hash by path */
 	size_t table_size, nnodes;

@@ -268,6 +268,7 @@ int fs_open(struct fs **out, const struct fs_config *cfg, struct ltfs_err *err)
 	snprintf(fs->mountpoint, sizeof(fs->mountpoint), "%s", mnt);
 	snprintf(fs->data_dir, sizeof(fs->data_dir), "%s", data);
 	pthread_mutex_init(&fs->lock, NULL);
+	pthread_cond_init(&fs->apply_cv, NULL);
 	pthread_mutex_init(&fs->opener_mu, NULL);
 	fs->opener_sock = -1;
 	fs_spares_init(&fs->spares);
@@ -459,6 +460,7 @@ void fs_close(struct fs *fs)
 		close(fs->data_fd);
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->opener_mu);
+	pthread_cond_destroy(&fs->apply_cv);
 	fs_spares_destroy(&fs->spares);
 	free(fs);
 }

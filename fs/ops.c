@@ -480,6 +480,10 @@ static int open_node(struct fs *fs, struct fs_node *n, int flags,
 {
 	int fd = -1, rc;
 
+	/* a replica applying to a database no app had open holds no
+	 * locks (replica.c): nobody may open it until the apply is done */
+	while (is_db_kind(n->kind) && n->db && n->db->applying)
+		pthread_cond_wait(&fs->apply_cv, &fs->lock);
 	switch (n->kind) {
 	case FS_DIR:
 		return -EISDIR;

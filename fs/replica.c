@@ -462,6 +462,7 @@ struct apply_nodes {
 	struct fs_node *db, *shm;
 	uint64_t db_ino, shm_ino, parent_ino;
 	int lock_fd; /* the apply's locks, through the mount; -1: none */
+	bool unwatched; /* no app had the files open: none may open them */
 	char base[FS_NAME_MAX + 1];
 };
 
@@ -489,6 +490,12 @@ static int pin_nodes(struct fs *fs, struct fs_db *db, struct apply_nodes *an)
 		return -ENOMEM;
 	}
 	an->db = db->node;
+	/* With no handle open on the database or its WAL index, no app holds
+	 * a lock or reads: the apply needs none of SQLite's locks, only that
+	 * no app opens the files meanwhile (open_node waits). Hot standbys
+	 * then apply without a trip through the mount. */
+	an->unwatched = an->db->nopen == 0 && an->shm->nopen == 0;
+	db->applying = an->unwatched;
 	an->db->nopen++;
 	an->shm->nopen++;
 	an->db_ino = fs_node_ino(fs, an->db);
@@ -499,10 +506,27 @@ static int pin_nodes(struct fs *fs, struct fs_db *db, struct apply_nodes *an)
 	return 0;
 }
 
+/*
+ * Let apps open the files again. Before an invalidation of names: the
+ * kernel holds the directory's lock while it waits for a create (an open
+ * with O_CREAT), which would wait for us, and the invalidation takes it.
+ */
+static void end_applying(struct fs *fs, struct apply_nodes *an)
+{
+	pthread_mutex_lock(&fs->lock);
+	if (an->unwatched) {
+		an->db->db->applying = false;
+		an->unwatched = false;
+		pthread_cond_broadcast(&fs->apply_cv);
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
 static void unpin_nodes(struct fs *fs, struct apply_nodes *an)
 {
 	if (an->lock_fd >= 0)
 		close(an->lock_fd);
+	end_applying(fs, an);
 	pthread_mutex_lock(&fs->lock);
 	an->db->nopen--;
 	an->shm->nopen--;
@@ -816,7 +840,7 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 	struct fs_db *db = NULL;
 	char file[LTX_FILENAME_SIZE];
 	struct stat st;
-	bool pinned = false, moved = false, prebuilt = false, unserved;
+	bool pinned = false, moved = false, prebuilt = false, unheld;
 	int rc;
 
 	rc = fs_db_name_check(name, err);
@@ -860,10 +884,11 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 	pinned = true;
 	/* the file that carries the locks must exist, or an app could open
 	 * it in the middle of the apply and not be held; a database that is
-	 * not served (broken) has no reader to hold, nor can one open it */
+	 * not served (broken), or that no app has open, has no reader to
+	 * hold, nor can one open it */
 	pthread_mutex_lock(&db->mu);
-	unserved = db->broken;
-	if (unserved)
+	unheld = db->broken || an.unwatched;
+	if (unheld)
 		rc = 0;
 	else if (p.wal_mode)
 		rc = fs_db_open_aux(db, FS_SHM, true);
@@ -875,7 +900,7 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 		ltfs_err_set(err, rc, "'%s': %s", db->dir, strerror(-rc));
 		goto out;
 	}
-	if (unserved)
+	if (unheld)
 		rc = 0;
 	else if (p.wal_mode)
 		rc = hold_locks(fs, db, "-shm", shm_locks, sizeof(shm_locks) / sizeof(shm_locks[0]),
@@ -919,8 +944,12 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 	pthread_mutex_unlock(&db->mu);
 	if (rc < 0)
 		goto out;
+	/* tests: the new pages are there, the caches not yet dropped */
+	fs_fault_stall(fs, "apply-slow", 100);
 	if (p.h.commit > 0 && (p.wal_mode || file_in_wal_mode(db)))
 		rc = reset_wal_index(fs, db, &an, err);
+	if (p.h.commit == 0)
+		end_applying(fs, &an);
 	invalidate(fs, &p, &an);
 	fs_pos_changed(db); /* after the caches: a woken reader sees the new state */
 	if (fstat(fd, &st) == 0) /* the staged file, now in the history */
@@ -974,6 +1003,7 @@ int fs_db_forget(struct fs *fs, const char *name, struct ltfs_err *err)
 	db->hist_txid = 0;
 	db->nltx = 0;
 	pthread_mutex_unlock(&db->hist_mu);
+	end_applying(fs, &an);
 	invalidate(fs, &p, &an); /* commit 0: the names go */
 	unpin_nodes(fs, &an);
 	ltfs_info(fs->log, "replica", "'%s': removed (the primary has no such database)", name);
