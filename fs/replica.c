@@ -9,9 +9,11 @@
  * a transaction, so the apply takes SQLite's own locks as a writer would,
  * through the mount (hold_locks):
  *   rollback modes: PENDING, RESERVED and the SHARED range of the database;
- *   WAL mode: the WAL-index bytes WRITE, CKPT, RECOVER and READ0..4 (WAL
- *   readers keep a SHARED database lock while connected, so that one can
- *   never be had).
+ *   WAL mode: the database's PENDING byte (no new connection, and no
+ *   last one closing, which deletes -wal and -shm), then the WAL-index
+ *   bytes WRITE, CKPT, RECOVER and READ0..4 (WAL readers keep a SHARED
+ *   database lock while connected, so more of the database's cannot be
+ *   had).
  * Bytes are taken one at a time and kept, so a stream of new readers cannot
  * starve the apply; an open read transaction delays it. SQLite's requests
  * meanwhile fail with EAGAIN, i.e. SQLITE_BUSY: apps on a replica need a
@@ -53,6 +55,9 @@ static const struct lock_range db_locks[] = {
 	{ FS_DB_PENDING_BYTE, 1 },  /* no new readers */
 	{ FS_DB_RESERVED_BYTE, 1 }, /* no writer */
 	{ FS_DB_SHARED_FIRST, FS_DB_SHARED_SIZE }, /* the readers there are gone */
+};
+static const struct lock_range wal_db_locks[] = {
+	{ FS_DB_PENDING_BYTE, 1 }, /* no new reader, no last one closing */
 };
 static const struct lock_range shm_locks[] = {
 	{ FS_SHM_WRITE_BYTE, 1 }, { FS_SHM_CKPT_BYTE, 1 }, { FS_SHM_RECOVER_BYTE, 1 },
@@ -461,7 +466,7 @@ static bool file_in_wal_mode(struct fs_db *db)
 struct apply_nodes {
 	struct fs_node *db, *shm;
 	uint64_t db_ino, shm_ino, parent_ino;
-	int lock_fd; /* the apply's locks, through the mount; -1: none */
+	int lock_fd, db_lock_fd; /* the apply's locks, through the mount; -1: none */
 	bool unwatched; /* no app had the files open: none may open them */
 	char base[FS_NAME_MAX + 1];
 };
@@ -473,7 +478,7 @@ static int pin_nodes(struct fs *fs, struct fs_db *db, struct apply_nodes *an)
 	struct fs_node *pn;
 
 	memset(an, 0, sizeof(*an));
-	an->lock_fd = -1;
+	an->lock_fd = an->db_lock_fd = -1;
 	snprintf(an->base, sizeof(an->base), "%s", slash ? slash + 1 : db->name);
 	snprintf(parent, sizeof(parent), "%.*s", slash ? (int)(slash - db->name) : 0, db->name);
 	snprintf(path, sizeof(path), "%s-shm", db->name);
@@ -495,7 +500,8 @@ static int pin_nodes(struct fs *fs, struct fs_db *db, struct apply_nodes *an)
 	 * no app opens the files meanwhile (open_node waits). Hot standbys
 	 * then apply without a trip through the mount. */
 	an->unwatched = an->db->nopen == 0 && an->shm->nopen == 0;
-	db->applying = an->unwatched;
+	if (an->unwatched)
+		db->applying = true;
 	an->db->nopen++;
 	an->shm->nopen++;
 	an->db_ino = fs_node_ino(fs, an->db);
@@ -526,6 +532,8 @@ static void unpin_nodes(struct fs *fs, struct apply_nodes *an)
 {
 	if (an->lock_fd >= 0)
 		close(an->lock_fd);
+	if (an->db_lock_fd >= 0)
+		close(an->db_lock_fd);
 	end_applying(fs, an);
 	pthread_mutex_lock(&fs->lock);
 	an->db->nopen--;
@@ -902,10 +910,14 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 	}
 	if (unheld)
 		rc = 0;
-	else if (p.wal_mode)
-		rc = hold_locks(fs, db, "-shm", shm_locks, sizeof(shm_locks) / sizeof(shm_locks[0]),
-				&an.lock_fd);
-	else
+	else if (p.wal_mode) {
+		/* PENDING first: no new connection, and no last one closing,
+		 * which would delete -wal and -shm under the apply */
+		rc = hold_locks(fs, db, "", wal_db_locks, 1, &an.db_lock_fd);
+		if (rc == 0)
+			rc = hold_locks(fs, db, "-shm", shm_locks,
+					sizeof(shm_locks) / sizeof(shm_locks[0]), &an.lock_fd);
+	} else
 		rc = hold_locks(fs, db, "", db_locks, sizeof(db_locks) / sizeof(db_locks[0]),
 				&an.lock_fd);
 	if (rc < 0) {
