@@ -319,7 +319,6 @@ int fs_history_remove_except(struct fs_db *db, const char *keep);
 int fs_history_find(struct fs_db *db, uint64_t min_txid, bool fresh,
 		    char name[LTX_FILENAME_SIZE]);
 
-
 /* writer.c */
 int fs_writer_start(struct fs *fs);
 void fs_writer_stop(struct fs *fs);

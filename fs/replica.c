@@ -840,6 +840,47 @@ static int install_prebuilt(struct fs *fs, struct fs_db *db, struct fs_prebuilt 
 	return 0;
 }
 
+/*
+ * Hold SQLite's readers off for the apply (hold_locks), into an's lock
+ * fds. A database that is not served (broken), or that no app has open
+ * (opens wait meanwhile: pin_nodes), has no reader to hold. The file that
+ * carries the locks must exist, or an app could open it in the middle of
+ * the apply and not be held; a prebuilt snapshot arrives whole, by rename.
+ */
+static int hold_readers(struct fs *fs, struct fs_db *db, const struct plan *p,
+			bool prebuilt, struct apply_nodes *an, struct ltfs_err *err)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&db->mu);
+	if (db->broken || an->unwatched) {
+		pthread_mutex_unlock(&db->mu);
+		return 0;
+	}
+	if (p->wal_mode)
+		rc = fs_db_open_aux(db, FS_SHM, true);
+	else if (!prebuilt && db->db_fd < 0 && p->h.commit > 0 &&
+		 (db->db_fd = openat(db->dirfd, "database", O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
+		rc = -errno;
+	pthread_mutex_unlock(&db->mu);
+	if (rc < 0)
+		return ltfs_err_set(err, rc, "'%s': %s", db->dir, strerror(-rc));
+	if (p->wal_mode) {
+		/* PENDING first: no new connection, and no last one closing,
+		 * which would delete -wal and -shm under the apply */
+		rc = hold_locks(fs, db, "", wal_db_locks, 1, &an->db_lock_fd);
+		if (rc == 0)
+			rc = hold_locks(fs, db, "-shm", shm_locks,
+					sizeof(shm_locks) / sizeof(shm_locks[0]), &an->lock_fd);
+	} else {
+		rc = hold_locks(fs, db, "", db_locks, sizeof(db_locks) / sizeof(db_locks[0]),
+				&an->lock_fd);
+	}
+	if (rc < 0)
+		return ltfs_err_set(err, rc, "taking the database's locks: %s", ltfs_strerror(rc));
+	return 0;
+}
+
 int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name,
 		 struct fs_prebuilt *pb, struct ltx_header *out, struct ltfs_err *err)
 {
@@ -848,7 +889,7 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 	struct fs_db *db = NULL;
 	char file[LTX_FILENAME_SIZE];
 	struct stat st;
-	bool pinned = false, moved = false, prebuilt = false, unheld;
+	bool pinned = false, moved = false, prebuilt = false;
 	int rc;
 
 	rc = fs_db_name_check(name, err);
@@ -890,40 +931,9 @@ int fs_apply_ltx(struct fs *fs, const char *name, int fd, const char *stage_name
 		goto out;
 	}
 	pinned = true;
-	/* the file that carries the locks must exist, or an app could open
-	 * it in the middle of the apply and not be held; a database that is
-	 * not served (broken), or that no app has open, has no reader to
-	 * hold, nor can one open it */
-	pthread_mutex_lock(&db->mu);
-	unheld = db->broken || an.unwatched;
-	if (unheld)
-		rc = 0;
-	else if (p.wal_mode)
-		rc = fs_db_open_aux(db, FS_SHM, true);
-	else if (!pb && db->db_fd < 0 && p.h.commit > 0 &&
-		 (db->db_fd = openat(db->dirfd, "database", O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
-		rc = -errno;
-	pthread_mutex_unlock(&db->mu);
-	if (rc < 0) {
-		ltfs_err_set(err, rc, "'%s': %s", db->dir, strerror(-rc));
+	rc = hold_readers(fs, db, &p, pb != NULL, &an, err);
+	if (rc < 0)
 		goto out;
-	}
-	if (unheld)
-		rc = 0;
-	else if (p.wal_mode) {
-		/* PENDING first: no new connection, and no last one closing,
-		 * which would delete -wal and -shm under the apply */
-		rc = hold_locks(fs, db, "", wal_db_locks, 1, &an.db_lock_fd);
-		if (rc == 0)
-			rc = hold_locks(fs, db, "-shm", shm_locks,
-					sizeof(shm_locks) / sizeof(shm_locks[0]), &an.lock_fd);
-	} else
-		rc = hold_locks(fs, db, "", db_locks, sizeof(db_locks) / sizeof(db_locks[0]),
-				&an.lock_fd);
-	if (rc < 0) {
-		ltfs_err_set(err, rc, "taking the database's locks: %s", ltfs_strerror(rc));
-		goto out;
-	}
 
 	pthread_mutex_lock(&db->mu);
 	rc = fs_db_settle(db, p.wal_mode, err);
