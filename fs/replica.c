@@ -767,6 +767,7 @@ int fs_prebuild_ltx(struct fs *fs, const char *name, const char *stage_name, ltx
 	rc = ltx_decoder_open(&dec, read, ctx, NULL, err);
 	if (rc < 0)
 		return rc;
+	fs_fault_stall(fs, "prebuild-slow", 1000); /* the frame outruns the writer */
 	if (!ltx_header_is_snapshot(ltx_decoder_header(dec)) ||
 	    !ltx_header_has_checksums(ltx_decoder_header(dec)) ||
 	    ltx_decoder_header(dec)->commit == 0)

@@ -63,16 +63,17 @@ case_fixture() {
 	check "one byte differs" [ "$(cmp -l "$T/ltx/3.ltx" "$T/ltx/3-flipped.ltx" | wc -l)" -eq 1 ]
 	expect_exit 1 "$LTFS" ltx verify "$T/ltx/3-flipped.ltx"
 	check "the flip is a checksum error" contains "$T/out" "checksum mismatch"
-	# big.ltx: a snapshot of a 3 MiB database, over the 1 MiB from which a
-	# replica writes a new database out while its frame still arrives;
+	# big.ltx: a snapshot of a 12 MiB database, over the 1 MiB from which a
+	# replica writes a new database out while its frame still arrives, and
+	# over the 8 MiB ring that carries the frame to that writer;
 	# big-flipped.ltx: the same with one byte in its middle inverted
 	sql "$T/big.db" "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
-		INSERT INTO t(v) SELECT randomblob(3000) FROM generate_series(1, 1000)"
+		INSERT INTO t(v) SELECT randomblob(3000) FROM generate_series(1, 4000)"
 	sql "$T/big.db" "SELECT count(*), sum(length(v)) FROM t" >"$T/big.rows"
 	"$LTFS" ltx checksum "$T/big.db" >"$T/big.sum"
 	"$LTFS" ltx encode-db "$T/big.db" -o "$T/ltx/big.ltx" >/dev/null
 	_size=$(wc -c <"$T/ltx/big.ltx")
-	check "big.ltx over 2 MiB" [ "$_size" -gt 2097152 ]
+	check "big.ltx over 9 MiB" [ "$_size" -gt 9437184 ]
 	cp "$T/ltx/big.ltx" "$T/ltx/big-flipped.ltx"
 	_byte=$(od -An -tu1 -j $((_size / 2)) -N1 "$T/ltx/big.ltx" | tr -d ' ')
 	printf "\\$(printf %03o $((_byte ^ 255)))" |
@@ -296,6 +297,20 @@ case_big_snapshot() {
 	ltfs_umount "$T/m"
 }
 
+# The same while the writer-out lags: a test build stalls it for a second
+# after the header, so the frame fills the ring it is read from and the
+# receiving side must wait for room rather than overwrite unread bytes.
+case_big_snapshot_slow_writer() {
+	fake ltx big.db "$FIX/ltx/big.ltx" end
+	LTFS_FAULT=prebuild-slow LTFS="$LTFS_FAULTS_BIN" replica
+	logged "injected stall: 'prebuild-slow'"
+	logged "'big.db': snapshot 0000000000000001-0000000000000001.ltx written out as it arrived"
+	fake_done
+	check "big.db's checksum" [ "$(cut -d/ -f2 "$T/m/big.db-pos")" = "$(cat "$FIX/big.sum")" ]
+	check "big.db's rows" [ "$(sql "$T/m/big.db" 'SELECT count(*), sum(length(v)) FROM t')" = "$(cat "$FIX/big.rows")" ]
+	ltfs_umount "$T/m"
+}
+
 # The same snapshot damaged in its middle: refused with the file named,
 # and neither the database nor the half written out is left.
 case_big_snapshot_flipped() {
@@ -358,6 +373,7 @@ case_big_snapshot_killed() {
 
 run_case good_stream
 run_case big_snapshot
+run_case big_snapshot_slow_writer
 run_case big_snapshot_flipped
 run_case big_snapshot_cut
 run_case big_snapshot_killed
