@@ -504,7 +504,7 @@ static void sent_commit(struct cl_backup *b, const char *name)
 		d->nsent = 0;
 		head = d->remote_txid;
 		b->last_ok_ms = cl_now_ms();
-		pthread_cond_broadcast(&b->c->cv); /* commits waiting for the bucket */
+		cl_wake(b->c); /* commits waiting for the bucket */
 	}
 	pthread_mutex_unlock(&b->c->mu);
 	if (head)
@@ -831,7 +831,7 @@ static void *backup_main(void *arg)
 			continue;
 		}
 		if (!last && !next_at && seen == c->gen) {
-			cl_wait(c, 1000);
+			cl_wait_commit(c, 1000);
 			continue;
 		}
 		if (!last && !next_at && b->interval_ms && seen != (uint64_t)-1) {
@@ -852,7 +852,7 @@ static void *backup_main(void *arg)
 		pthread_mutex_lock(&c->mu);
 		if (rc == 0 && flush != b->flush_done) {
 			b->flush_done = flush;
-			pthread_cond_broadcast(&c->cv);
+			cl_wake(c);
 		}
 		if (rc < 0 && rc != LTFS_E_CONFLICT && rc != LTFS_E_TXID && rc != LTFS_E_NOT_PRIMARY) {
 			b->failures++;
@@ -886,7 +886,7 @@ int cl_backup_flush(struct cluster *c, int64_t timeout_ms, struct ltfs_err *err)
 
 	pthread_mutex_lock(&c->mu);
 	want = ++b->flush_req;
-	pthread_cond_broadcast(&c->cv);
+	cl_wake(c);
 	while (b->flush_done < want && !c->stopping && cl_mono_ms() < until)
 		cl_wait(c, 20);
 	done = b->flush_done >= want;
@@ -936,7 +936,7 @@ int cl_backup_start(struct cluster *c, struct s3 *s3, const struct cluster_backu
 	if (rc < 0 && b->started) {
 		pthread_mutex_lock(&c->mu);
 		c->stopping = true;
-		pthread_cond_broadcast(&c->cv);
+		cl_wake(c);
 		pthread_mutex_unlock(&c->mu);
 		pthread_join(b->thread, NULL);
 	}

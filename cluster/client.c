@@ -71,9 +71,20 @@ void cl_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms)
 	pthread_cond_timedwait(cv, mu, &ts);
 }
 
+void cl_wake(struct cluster *c)
+{
+	pthread_cond_broadcast(&c->cv);
+	pthread_cond_broadcast(&c->commit_cv);
+}
+
 void cl_wait(struct cluster *c, int64_t ms)
 {
 	cl_cond_wait_ms(&c->cv, &c->mu, ms);
+}
+
+void cl_wait_commit(struct cluster *c, int64_t ms)
+{
+	cl_cond_wait_ms(&c->commit_cv, &c->mu, ms);
 }
 
 /* A big LTX frame followed while it is staged (the prebuild thread). */
@@ -348,7 +359,7 @@ static void want_ack(struct recv *r)
 	c->ack_gen++;
 	c->ack_epoch = r->epoch;
 	snprintf(c->ack_url, sizeof(c->ack_url), "%s", r->url);
-	pthread_cond_broadcast(&c->cv);
+	cl_wake(c);
 	pthread_mutex_unlock(&c->mu);
 }
 

@@ -19,7 +19,7 @@ static void on_commit(void *ctx, const struct fs_commit_info *info)
 	(void)info;
 	pthread_mutex_lock(&c->mu);
 	c->gen++;
-	pthread_cond_broadcast(&c->cv);
+	pthread_cond_broadcast(&c->commit_cv);
 	pthread_mutex_unlock(&c->mu);
 }
 
@@ -137,6 +137,7 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg,
 	c->allow_run = cfg->allow_run;
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
+	pthread_cond_init(&c->commit_cv, NULL);
 	rc = copy_setting(c->addr, sizeof(c->addr),
 			  cfg->http_addr ? cfg->http_addr : CLUSTER_DEFAULT_ADDR, "http.addr", err);
 	if (rc == 0)
@@ -205,7 +206,7 @@ void cluster_stop(struct cluster *c)
 	cl_proxy_stop(c);    /* no request may wait on what stops below */
 	pthread_mutex_lock(&c->mu);
 	c->stopping = true;
-	pthread_cond_broadcast(&c->cv);
+	cl_wake(c);
 	/* let the streams send END before the server closes their sockets */
 	for (int i = 0; i < 100 && c->streams > 0; i++)
 		cl_wait(c, 10);
@@ -220,6 +221,7 @@ void cluster_stop(struct cluster *c)
 	fs_set_commit_wait(c->fs, NULL, NULL);
 	cl_acks_clear(c);
 	pthread_cond_destroy(&c->cv);
+	pthread_cond_destroy(&c->commit_cv);
 	pthread_mutex_destroy(&c->mu);
 	free(c);
 }

@@ -36,7 +36,8 @@ struct cluster {
 	struct MHD_Daemon *mhd;
 
 	pthread_mutex_t mu;
-	pthread_cond_t cv;        /* a commit, or stop */
+	pthread_cond_t cv;        /* with mu: any change of state (cl_wake) */
+	pthread_cond_t commit_cv; /* with mu: the same, and every commit */
 	uint64_t gen;             /* mu: bumped by every commit */
 	bool stopping;            /* mu */
 	unsigned streams;         /* mu: open replication streams */
@@ -99,8 +100,15 @@ int cl_url_encode(struct ltfs_buf *b, const char *s, bool keep_slash);
 int64_t cl_mono_ms(void);     /* monotonic, ms */
 /* Wait on cv (mu held) for at most ms milliseconds. */
 void cl_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms);
-/* Wait on c->cv (c->mu held) for at most ms milliseconds. */
+/*
+ * Commits come by the thousand a second and only the streams and the
+ * backup's idle wait care: they wake only the threads that wait with
+ * cl_wait_commit(). Every other change is announced with cl_wake() (c->mu
+ * held), which wakes all. Both waits: at most ms milliseconds, c->mu held.
+ */
+void cl_wake(struct cluster *c);
 void cl_wait(struct cluster *c, int64_t ms);
+void cl_wait_commit(struct cluster *c, int64_t ms);
 
 /* client.c: one request (POST when body is not NULL), the answer's bytes
  * to sink as curl hands them over (which returns n, or less to stop). */

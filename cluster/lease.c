@@ -290,7 +290,7 @@ static void lose(struct cl_lease *l, const char *why)
 	c->promoting = false;
 	c->epoch = 0;
 	c->demotions++;
-	pthread_cond_broadcast(&c->cv);
+	cl_wake(c);
 	pthread_mutex_unlock(&c->mu);
 	ltfs_warn(c->log, "lease", "lost the lease of epoch %llu: %s; writes are refused from now on",
 		  (unsigned long long)l->doc.epoch, why);
@@ -479,7 +479,7 @@ static void take(struct cl_lease *l, const struct lease_doc *cur, const char *wh
 	c->follow_gen++;
 	c->promoting = true;
 	c->promotions++;
-	pthread_cond_broadcast(&c->cv);
+	cl_wake(c);
 	pthread_mutex_unlock(&c->mu);
 	ltfs_info(c->log, "lease", "took the lease at epoch %llu (%s); catching up before taking writes",
 		  (unsigned long long)d.epoch, why);
@@ -497,7 +497,7 @@ static void follow(struct cl_lease *l, const struct lease_doc *d)
 		snprintf(c->replica_of, sizeof(c->replica_of), "%s", d->url);
 		c->follow_epoch = d->epoch;
 		c->follow_gen++;
-		pthread_cond_broadcast(&c->cv);
+		cl_wake(c);
 		ltfs_info(c->log, "lease", "primary is node %s at %s (epoch %llu)", d->node, d->url,
 			  (unsigned long long)d->epoch);
 	}
@@ -640,7 +640,7 @@ int cl_lease_open_writes(struct cluster *c, uint64_t epoch)
 		c->serving = true;
 		c->promoting = false;
 		c->handing_off = false;
-		pthread_cond_broadcast(&c->cv);
+		cl_wake(c);
 		pthread_mutex_unlock(&c->mu);
 	}
 	pthread_mutex_unlock(&l->mu);

@@ -12,7 +12,7 @@
  *
  * Nothing is queued per replica: the stream reads the history files when
  * it has room to send, so a slow replica only falls behind, and commits
- * never wait for it. Its connection thread sleeps on c->cv between
+ * never wait for it. Its connection thread sleeps on c->commit_cv between
  * commits.
  */
 #include <errno.h>
@@ -406,10 +406,16 @@ static int next_frame(struct cl_stream *s)
 
 /* ---- the content reader ------------------------------------------------- */
 
+/*
+ * MHD sends what one call returns as one chunk, in one send(): the buffer
+ * is filled with every frame ready now (a busy primary has several per
+ * wake-up), and the call sleeps only when it has nothing at all.
+ */
 ssize_t cl_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	struct cl_stream *s = cls;
 	struct cluster *c = s->c;
+	size_t have = 0;
 
 	(void)pos;
 	for (;;) {
@@ -417,18 +423,21 @@ ssize_t cl_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 		bool stopping;
 		int rc;
 
+		if (have == max)
+			return (ssize_t)have;
 		if (s->head_off < s->head_len) {
 			size_t n = s->head_len - s->head_off;
 
-			n = n < max ? n : max;
-			memcpy(buf, s->head + s->head_off, n);
+			n = n < max - have ? n : max - have;
+			memcpy(buf + have, s->head + s->head_off, n);
 			s->head_off += n;
 			s->bytes += n;
-			return (ssize_t)n;
+			have += n;
+			continue;
 		}
 		if (s->fd >= 0) {
-			size_t want = s->left < max ? (size_t)s->left : max;
-			ssize_t n = read(s->fd, buf, want);
+			size_t want = s->left < max - have ? (size_t)s->left : max - have;
+			ssize_t n = read(s->fd, buf + have, want);
 
 			if (n <= 0) {
 				ltfs_error(c->log, "stream", "replica %s: reading the history: %s",
@@ -437,14 +446,15 @@ ssize_t cl_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 			}
 			s->left -= (uint64_t)n;
 			s->bytes += (uint64_t)n;
+			have += (size_t)n;
 			if (s->left == 0) {
 				close(s->fd);
 				s->fd = -1;
 			}
-			return n;
+			continue;
 		}
 		if (s->end_sent)
-			return MHD_CONTENT_READER_END_OF_STREAM;
+			return have ? (ssize_t)have : MHD_CONTENT_READER_END_OF_STREAM;
 
 		pthread_mutex_lock(&c->mu);
 		gen = c->gen;
@@ -472,10 +482,12 @@ ssize_t cl_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 			set_clock_frame(s, FRAME_HEARTBEAT);
 			continue;
 		}
+		if (have)
+			return (ssize_t)have;
 		/* nothing to send: sleep until a commit, a stop or the heartbeat */
 		pthread_mutex_lock(&c->mu);
 		if (c->gen == gen && !c->stopping)
-			cl_wait(c, HEARTBEAT_MS - (cl_mono_ms() - s->last_frame));
+			cl_wait_commit(c, HEARTBEAT_MS - (cl_mono_ms() - s->last_frame));
 		pthread_mutex_unlock(&c->mu);
 	}
 }
@@ -526,7 +538,7 @@ int cl_ack_record(struct cluster *c, const char *body, size_t len, struct ltfs_e
 		if (tmp.dbs[i].txid > a->txid)
 			a->txid = tmp.dbs[i].txid;
 	}
-	pthread_cond_broadcast(&c->cv);
+	cl_wake(c);
 	pthread_mutex_unlock(&c->mu);
 	for (size_t i = 0; i < tmp.n; i++)
 		free(tmp.dbs[i].name);
