@@ -347,7 +347,7 @@ static int merge(struct run *r, struct ltfs_buf *out, struct ltx_header *oh,
 		if (lseek(r->fds[i], 0, SEEK_SET) < 0)
 			rc = ltfs_err_set(err, -errno, "seek: %s", strerror(errno));
 		else
-			rc = ltx_decoder_open_fd(&decs[i], &r->fds[i], err);
+			rc = ltx_decoder_open_fd(&decs[i], &r->fds[i], LTX_DEC_IN_MERGE, err);
 	}
 	if (rc == 0)
 		rc = ltx_compact(decs, r->n, NULL, ltx_write_buf, out, oh, &ot, err);

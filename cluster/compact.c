@@ -82,7 +82,7 @@ int cl_history_compact(struct cluster *c, const char *name, uint64_t from, uint6
 	}
 	/* decoders keep a pointer into fds: open them once it stops moving */
 	for (size_t i = 0; i < n; i++) {
-		rc = ltx_decoder_open_fd(&decs[i], &fds[i], err);
+		rc = ltx_decoder_open_fd(&decs[i], &fds[i], LTX_DEC_IN_MERGE, err);
 		if (rc < 0) {
 			ltfs_err_prefix(err, "'%s'", name);
 			goto out;

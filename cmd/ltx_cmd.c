@@ -104,7 +104,7 @@ static int open_ltx(const char *path, struct ltx_decoder **dec, int *fd,
 	*fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (*fd < 0)
 		return ltfs_err_set(err, -errno, "%s", strerror(errno));
-	rc = ltx_decoder_open_fd(dec, fd, err);
+	rc = ltx_decoder_open_fd(dec, fd, 0, err);
 	if (rc < 0) {
 		close(*fd);
 		*fd = -1;

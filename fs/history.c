@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <time.h>
 
 #include "fs/fs_int.h"
 
@@ -124,6 +125,14 @@ int fs_history_drop_covered(struct fs_db *db)
 	return removed;
 }
 
+static double elapsed_s(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
 /* Decide whether folding pays and how many files to fold: 0 = not now. */
 static size_t fold_count(const struct hfile *v, size_t n, uint32_t keep,
 			 uint64_t limit)
@@ -159,7 +168,9 @@ int fs_history_fold(struct fs_db *db, uint32_t keep, uint64_t limit,
 	struct hfile *v;
 	size_t n, count;
 	int *fds = NULL, out = -1, rc;
+	struct timespec t0;
 
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	rc = list_history(db, true, &v, &n);
 	if (rc < 0)
 		return ltfs_err_set(err, rc, "'%s/ltx': %s", db->dir, strerror(-rc));
@@ -181,7 +192,7 @@ int fs_history_fold(struct fs_db *db, uint32_t keep, uint64_t limit,
 		if (fds[i] < 0)
 			rc = ltfs_err_set(err, -errno, "'%s': %s", v[i].name, strerror(errno));
 		else
-			rc = ltx_decoder_open_fd(&decs[i], &fds[i], err);
+			rc = ltx_decoder_open_fd(&decs[i], &fds[i], LTX_DEC_IN_MERGE, err);
 	}
 	if (rc < 0)
 		goto out;
@@ -205,7 +216,8 @@ int fs_history_fold(struct fs_db *db, uint32_t keep, uint64_t limit,
 	pthread_mutex_lock(&db->hist_mu);
 	db->nltx = db->nltx > count ? db->nltx - (uint32_t)count : 1; /* the snapshot counted */
 	pthread_mutex_unlock(&db->hist_mu);
-	ltfs_info(db->fs->log, "history", "'%s': folded %zu files into %s", db->name, count, name);
+	ltfs_info(db->fs->log, "history", "'%s': folded %zu files into %s in %.3f s", db->name,
+		  count, name, elapsed_s(&t0));
 	rc = 1;
 out:
 	if (out >= 0)

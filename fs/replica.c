@@ -304,7 +304,7 @@ static int plan_apply(struct fs_db *db, int fd, struct plan *p,
 	const uint8_t *page;
 	uint32_t pgno, old;
 	uint64_t sum;
-	int rc = ltx_decoder_open_fd(&dec, &fd, err);
+	int rc = ltx_decoder_open_fd(&dec, &fd, 0, err);
 
 	if (rc < 0)
 		return rc;
@@ -370,7 +370,7 @@ static int write_pages(struct fs_db *db, int fd, const struct plan *p,
 		return ltfs_err_set(err, rc, NULL);
 	for (uint32_t i = ltx_header_is_snapshot(h) ? 0 : db->commit; i < h->commit; i++)
 		db->page_cksums[i] = 0; /* pages new to the database */
-	rc = ltx_decoder_open_fd(&dec, &fd, err);
+	rc = ltx_decoder_open_fd(&dec, &fd, 0, err);
 	while (rc == 0 && (rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1) {
 		ltx_decoder_frame_info(dec, &fi);
 		rc = ltx_page_run_add(&run, db->db_fd, page, h->page_size,

@@ -32,7 +32,7 @@ static int plan(int db_fd, int *ltx_fd, uint32_t db_pages, uint64_t cur,
 	uint64_t sum;
 	int rc;
 
-	rc = ltx_decoder_open_fd(&dec, ltx_fd, err);
+	rc = ltx_decoder_open_fd(&dec, ltx_fd, 0, err);
 	if (rc < 0)
 		return rc;
 	dh = ltx_decoder_header(dec);
@@ -179,7 +179,7 @@ int ltx_apply_fd_flags(int db_fd, int ltx_fd, uint64_t *db_checksum, unsigned fl
 				  strerror(errno));
 		goto out;
 	}
-	rc = ltx_decoder_open_fd(&dec, &ltx_fd, err);
+	rc = ltx_decoder_open_fd(&dec, &ltx_fd, 0, err);
 	if (rc < 0)
 		goto out;
 	while ((rc = ltx_decoder_next(dec, &pgno, &page, err)) == 1) {

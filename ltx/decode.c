@@ -30,7 +30,6 @@
 
 #include "ltx/ltx_int.h"
 
-#define DEC_IN_CAP (128u * 1024)
 
 enum dec_state {
 	DEC_PAGES,    /* reading page frames */
@@ -47,7 +46,8 @@ struct ltx_decoder {
 	struct ltx_header h;
 	enum dec_state state;
 
-	uint8_t *in; /* raw input buffer */
+	uint8_t *in; /* raw input buffer, in_cap bytes */
+	size_t in_cap;
 	size_t in_len, in_pos;
 	uint64_t in_off; /* file offset of in[in_pos] */
 	bool eof;
@@ -87,7 +87,7 @@ static int dec_fail(struct ltx_decoder *dec, struct ltfs_err *err, int code,
 	return code;
 }
 
-/* Make at least n bytes available in the input buffer (n <= DEC_IN_CAP).
+/* Make at least n bytes available in the input buffer (n <= in_cap).
  * Returns 0, LTFS_E_TRUNCATED at end of input, or a read error. */
 static int fill(struct ltx_decoder *dec, size_t n)
 {
@@ -103,12 +103,12 @@ static int fill(struct ltx_decoder *dec, size_t n)
 		if (dec->eof)
 			return LTFS_E_TRUNCATED;
 		r = dec->read(dec->ctx, dec->in + dec->in_len,
-			      DEC_IN_CAP - dec->in_len);
+			      dec->in_cap - dec->in_len);
 		if (r < 0)
 			return (int)r;
 		if (r == 0)
 			dec->eof = true;
-		else if ((size_t)r > DEC_IN_CAP - dec->in_len)
+		else if ((size_t)r > dec->in_cap - dec->in_len)
 			return -EIO; /* a broken source; never trust it */
 		dec->in_len += (size_t)r;
 	}
@@ -127,7 +127,7 @@ static int read_raw(struct ltx_decoder *dec, void *dst, size_t n, bool hash)
 	uint8_t *d = dst;
 
 	while (n > 0) {
-		size_t k = n < DEC_IN_CAP ? n : DEC_IN_CAP;
+		size_t k = n < dec->in_cap ? n : dec->in_cap;
 		int rc = fill(dec, 1);
 
 		if (rc < 0)
@@ -263,7 +263,10 @@ int ltx_decoder_open(struct ltx_decoder **out, ltx_read_fn read, void *ctx,
 		return ltfs_err_set(err, -ENOMEM, NULL);
 	dec->read = read;
 	dec->ctx = ctx;
-	dec->in = malloc(DEC_IN_CAP);
+	dec->in_cap = opts && opts->in_cap ? opts->in_cap : LTX_DEC_IN_DEFAULT;
+	if (dec->in_cap < LTX_DEC_IN_MIN)
+		dec->in_cap = LTX_DEC_IN_MIN;
+	dec->in = malloc(dec->in_cap);
 	if (!dec->in) {
 		rc = ltfs_err_set(err, -ENOMEM, NULL);
 		goto fail;
@@ -750,9 +753,10 @@ int ltx_detect_version_fd(int fd, enum ltx_version *out, struct ltfs_err *err)
 	return 0;
 }
 
-int ltx_decoder_open_fd(struct ltx_decoder **out, int *fd, struct ltfs_err *err)
+int ltx_decoder_open_fd(struct ltx_decoder **out, int *fd, size_t in_cap,
+			struct ltfs_err *err)
 {
-	struct ltx_decoder_opts opts = { .version = LTX_VERSION_AUTO };
+	struct ltx_decoder_opts opts = { .version = LTX_VERSION_AUTO, .in_cap = in_cap };
 	int rc = ltx_detect_version_fd(*fd, &opts.version, err);
 
 	*out = NULL;
@@ -767,7 +771,7 @@ int ltx_verify_fd(int fd, struct ltx_header *h, struct ltx_trailer *t,
 		  struct ltfs_err *err)
 {
 	struct ltx_decoder *dec;
-	int rc = ltx_decoder_open_fd(&dec, &fd, err);
+	int rc = ltx_decoder_open_fd(&dec, &fd, 0, err);
 
 	if (rc < 0)
 		return rc;

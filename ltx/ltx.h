@@ -409,7 +409,13 @@ struct ltx_decoder_opts {
 	 * its first bytes: use ltx_detect_version_fd() for files on disk.
 	 */
 	enum ltx_version version;
+	/* bytes of input read ahead (0: LTX_DEC_IN_DEFAULT; at least
+	 * LTX_DEC_IN_MIN): a merge of a thousand files wants little each */
+	size_t in_cap;
 };
+#define LTX_DEC_IN_DEFAULT (128u * 1024)
+#define LTX_DEC_IN_MERGE (16u * 1024)
+#define LTX_DEC_IN_MIN 4096u
 
 /*
  * Tell format 1 from format 3 by the file's tail: a format-3 file ends with
@@ -420,8 +426,10 @@ int ltx_detect_version_fd(int fd, enum ltx_version *out, struct ltfs_err *err);
 int ltx_decoder_open(struct ltx_decoder **out, ltx_read_fn read, void *ctx,
 		     const struct ltx_decoder_opts *opts, struct ltfs_err *err);
 /* A decoder over a whole file from its first byte, the format detected
- * from its tail. It reads through `fd` (a pointer): *fd must outlive it. */
-int ltx_decoder_open_fd(struct ltx_decoder **out, int *fd, struct ltfs_err *err);
+ * from its tail. It reads through `fd` (a pointer): *fd must outlive it.
+ * in_cap as in struct ltx_decoder_opts. */
+int ltx_decoder_open_fd(struct ltx_decoder **out, int *fd, size_t in_cap,
+			struct ltfs_err *err);
 const struct ltx_header *ltx_decoder_header(const struct ltx_decoder *dec);
 enum ltx_version ltx_decoder_version(const struct ltx_decoder *dec);
 
