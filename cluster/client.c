@@ -7,11 +7,13 @@
  * applied before the next byte is read: TCP's flow control is the only
  * queue. The staging file is written in whole STAGE_CHUNKs: curl hands
  * over what each recv() returned, and appending those odd sizes to the
- * page cache cost about a fifth of a snapshot's receiving time. Any error (a frame that does not parse, a file that does not
- * verify or continue the database, a silent primary) closes the stream;
- * the next connection starts from the positions the replica really has,
- * and the primary answers with a snapshot where needed. Reconnects back
- * off from 100 ms to 5 s.
+ * page cache cost about a fifth of a snapshot's receiving time.
+ *
+ * Any error (a frame that does not parse, a file that does not verify or
+ * continue the database, a silent primary) closes the stream; the next
+ * connection starts from the positions the replica really has, and the
+ * primary answers with a snapshot where needed. Reconnects back off from
+ * 100 ms to 5 s.
  *
  * A big LTX frame is also followed while it is staged: its chunks are
  * assembled in a ring that a thread reads, up to the bytes staged so far,
