@@ -336,5 +336,7 @@ bool fs_fault_hit(struct fs *fs, const char *op);
 /* Test builds: sleep ms where fault OP hits (a stalled disk, a slow
  * writer), so that a pause or a failover lands inside the stall. */
 void fs_fault_stall(struct fs *fs, const char *op, long ms);
+/* Seconds since `since` (CLOCK_MONOTONIC), for the log. */
+double fs_elapsed_s(const struct timespec *since);
 
 #endif /* LTFS_FS_INT_H */

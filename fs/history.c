@@ -19,8 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fs/fs_int.h"
 
@@ -125,14 +125,6 @@ int fs_history_drop_covered(struct fs_db *db)
 	return removed;
 }
 
-static double elapsed_s(const struct timespec *t0)
-{
-	struct timespec t1;
-
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
 /* Decide whether folding pays and how many files to fold: 0 = not now. */
 static size_t fold_count(const struct hfile *v, size_t n, uint32_t keep,
 			 uint64_t limit)
@@ -217,7 +209,7 @@ int fs_history_fold(struct fs_db *db, uint32_t keep, uint64_t limit,
 	db->nltx = db->nltx > count ? db->nltx - (uint32_t)count : 1; /* the snapshot counted */
 	pthread_mutex_unlock(&db->hist_mu);
 	ltfs_info(db->fs->log, "history", "'%s': folded %zu files into %s in %.3f s", db->name,
-		  count, name, elapsed_s(&t0));
+		  count, name, fs_elapsed_s(&t0));
 	rc = 1;
 out:
 	if (out >= 0)

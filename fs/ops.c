@@ -118,6 +118,14 @@ void fs_fault_stall(struct fs *fs, const char *op, long ms)
 		;
 }
 
+double fs_elapsed_s(const struct timespec *since)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - since->tv_sec) + (double)(now.tv_nsec - since->tv_nsec) / 1e9;
+}
+
 static const char *rel(const struct fs_node *n)
 {
 	return n->path[0] ? n->path : ".";

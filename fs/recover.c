@@ -631,7 +631,7 @@ int fs_db_load(struct fs *fs, const char *escaped, struct fs_db **out,
 	struct hist h;
 	uint32_t npages = 0, unrecorded = 0;
 	uint64_t sum, recorded;
-	struct timespec t0, t1;
+	struct timespec t0;
 	int rc;
 
 	if (fs_unescape_name(escaped, name, sizeof(name)) < 0)
@@ -701,10 +701,8 @@ int fs_db_load(struct fs *fs, const char *escaped, struct fs_db **out,
 	rc = checksum_logical(db, &ws, npages, &sum, err);
 	if (rc < 0)
 		goto fail;
-	clock_gettime(CLOCK_MONOTONIC, &t1);
 	{
-		double secs = (double)(t1.tv_sec - t0.tv_sec) +
-			      (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		double secs = fs_elapsed_s(&t0);
 		double mb = (double)npages * db->page_size / 1e6;
 
 		ltfs_info(fs->log, "recover", "'%s': checksummed %u pages (%.1f MB) in %.3f s (%.2f GB/s)",

@@ -30,7 +30,6 @@
 
 #include "ltx/ltx_int.h"
 
-
 enum dec_state {
 	DEC_PAGES,    /* reading page frames */
 	DEC_END,      /* end marker read */
