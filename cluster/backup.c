@@ -811,6 +811,7 @@ static void *backup_main(void *arg)
 	uint64_t seen = (uint64_t)-1; /* -1: ship what is left from before */
 	int64_t retry_ms = 0, next_at = 0;
 
+	pthread_setname_np(pthread_self(), "backup");
 	pthread_mutex_lock(&c->mu);
 	for (;;) {
 		struct ltfs_err err = { 0 };

@@ -182,6 +182,7 @@ static void *follow_main(void *arg)
 	struct follow *f = arg;
 	struct ltfs_err err = { 0 };
 
+	pthread_setname_np(pthread_self(), "snap-writeout");
 	/* a file that fails here fails its apply as well, which names it */
 	if (fs_prebuild_ltx(f->fs, f->name, f->stage, follow_read, f, &f->pb, &err) < 0)
 		f->pb = NULL;
@@ -637,6 +638,7 @@ static void *client_main(void *arg)
 	struct cluster *c = arg;
 	int64_t backoff = BACKOFF_MIN_MS;
 
+	pthread_setname_np(pthread_self(), "replica");
 	while (!stopping(c)) {
 		struct ltfs_err err = { 0 };
 		char primary[URL_MAX];
@@ -709,6 +711,7 @@ static void *acker_main(void *arg)
 {
 	struct cluster *c = arg;
 
+	pthread_setname_np(pthread_self(), "replica-ack");
 	pthread_mutex_lock(&c->mu);
 	while (!c->stopping) {
 		struct ltfs_err err = { 0 };

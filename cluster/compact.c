@@ -448,6 +448,7 @@ void *cl_compact_main(void *arg)
 	const struct cluster_backup_opts *o = &b->opts;
 	int64_t due[BUCKET_LEVELS] = { 0 }, snap_due, now = cl_now_ms();
 
+	pthread_setname_np(pthread_self(), "compact");
 	for (unsigned l = 1; l <= o->nlevels; l++)
 		due[l] = next_multiple(now, o->levels_ms[l - 1]);
 	snap_due = next_multiple(now, o->snapshot_ms);

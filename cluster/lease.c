@@ -580,6 +580,7 @@ static void *lease_main(void *arg)
 
 	bool poked = false;
 
+	pthread_setname_np(pthread_self(), "lease");
 	for (;;) {
 		struct ltfs_err err = { 0 };
 		int64_t wait;

@@ -1168,6 +1168,7 @@ static void *conn_main(void *arg)
 	struct cl_proxy *p = ca->p;
 	struct pconn *pc = calloc(1, sizeof(*pc));
 
+	pthread_setname_np(pthread_self(), "proxy-conn");
 	if (pc) {
 		pc->p = p;
 		pc->cfd = ca->fd;
@@ -1220,6 +1221,7 @@ static void *accept_main(void *arg)
 {
 	struct cl_proxy *p = arg;
 
+	pthread_setname_np(pthread_self(), "proxy");
 	while (!stopping(p)) {
 		struct pollfd pf = { .fd = p->lfd, .events = POLLIN };
 		struct conn_arg *ca;

@@ -276,6 +276,7 @@ static void *fetch_main(void *arg)
 	struct ltfs_err err = { 0 };
 	int crc = s3_conn_open(j->s3, &c, &err);
 
+	pthread_setname_np(pthread_self(), "restore-fetch");
 	pthread_mutex_lock(&j->mu);
 	for (;;) {
 		struct rfile *f;
@@ -311,6 +312,7 @@ static void *flush_main(void *arg)
 {
 	struct job *j = arg;
 
+	pthread_setname_np(pthread_self(), "restore-flush");
 	pthread_mutex_lock(&j->mu);
 	while (!j->flushed && !j->stop) {
 		cl_cond_wait_ms(&j->cv, &j->mu, RESTORE_FLUSH_MS);

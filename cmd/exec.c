@@ -295,6 +295,7 @@ static void *sup_main(void *arg)
 	struct supervisor *s = arg;
 	bool ready = s->plan.skip_sync;
 
+	pthread_setname_np(pthread_self(), "exec");
 	if (!ready)
 		ltfs_info(s->log, "exec", "waiting for the node to be primary or caught up before starting commands");
 	for (;;) {

@@ -221,6 +221,7 @@ static void *folder_main(void *arg)
 	struct fs *fs = arg;
 	struct fs_writer *w = &fs->writer;
 
+	pthread_setname_np(pthread_self(), "fold");
 	pthread_mutex_lock(&w->mu);
 	while (!w->stop) {
 		struct timespec ts;
@@ -243,6 +244,7 @@ static void *writer_main(void *arg)
 	struct fs *fs = arg;
 	struct fs_writer *w = &fs->writer;
 
+	pthread_setname_np(pthread_self(), "writer");
 	pthread_mutex_lock(&w->mu);
 	for (;;) {
 		struct fs_job *job;

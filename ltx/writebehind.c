@@ -67,6 +67,7 @@ static void *wb_main(void *arg)
 {
 	struct ltx_wb *wb = arg;
 
+	pthread_setname_np(pthread_self(), "write-behind");
 	pthread_mutex_lock(&wb->mu);
 	for (;;) {
 		struct wb_buf *b;
