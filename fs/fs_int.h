@@ -104,7 +104,7 @@ struct fs_writer {
 };
 
 /* Small files that left the history, kept for reuse (spare.c). */
-#define FS_SPARE_MAX 1024
+#define FS_SPARE_MAX 4096
 struct fs_spare {
 	uint64_t id;             /* DATA/staging/spare-ID */
 	uint32_t size;           /* bytes when it was retired */

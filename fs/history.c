@@ -149,6 +149,17 @@ static size_t fold_count(const struct hfile *v, size_t n, uint32_t keep,
 	return count > FOLD_MAX_FILES ? FOLD_MAX_FILES : count;
 }
 
+static void close_inputs(struct ltx_decoder **decs, int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		ltx_decoder_free(decs[i]);
+		decs[i] = NULL;
+		if (fds[i] >= 0)
+			close(fds[i]);
+		fds[i] = -1;
+	}
+}
+
 /* 1 if files were folded, 0 if it did not pay, < 0 on error. */
 int fs_history_fold(struct fs_db *db, uint32_t keep, uint64_t limit,
 		    struct ltfs_err *err)
@@ -200,7 +211,9 @@ int fs_history_fold(struct fs_db *db, uint32_t keep, uint64_t limit,
 		unlinkat(db->ltxfd, tmp, 0);
 	if (rc < 0)
 		goto out;
-	/* the snapshot is durable: the files it replaces can go */
+	/* the snapshot is durable: the files it replaces can go, closed
+	 * first, as a spare still open here could not be reused */
+	close_inputs(decs, fds, count);
 	for (size_t i = 0; i < count; i++)
 		fs_spare_retire(db->fs, db->ltxfd, v[i].name);
 	hcache_drop(db);
@@ -214,11 +227,8 @@ int fs_history_fold(struct fs_db *db, uint32_t keep, uint64_t limit,
 out:
 	if (out >= 0)
 		close(out);
-	for (size_t i = 0; decs && i < count; i++) {
-		ltx_decoder_free(decs[i]);
-		if (fds[i] >= 0)
-			close(fds[i]);
-	}
+	if (decs)
+		close_inputs(decs, fds, count);
 	free(decs);
 	free(fds);
 	free(v);
