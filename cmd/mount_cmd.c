@@ -88,20 +88,44 @@ static const char mount_usage[] =
 	"Data dir layout: DATA/dbs/NAME/database (the SQLite file), .../ltx/ (the\n"
 	"LTX history, inspect with 'ltfs ltx dump'), DATA/tree (other files).\n";
 
+/* Descriptor table slots made at start-up (fewer if the limit is lower). */
+#define FD_TABLE_START 4096
+
 /*
  * The daemon holds a descriptor per open file of every app, per backing
- * file, and per history file waiting for its sync: the usual soft limit of
- * 1024 is soon reached under load. Raise it to the hard limit.
+ * file, per history file waiting for its sync, and per file a history fold
+ * reads (up to 1024 at once): the usual soft limit of 1024 is soon reached
+ * under load. Raise it to the hard limit.
+ *
+ * Then grow the descriptor table to FD_TABLE_START slots while the process
+ * has a single thread. The kernel grows it on demand, doubling it, but in
+ * a process with several threads each growth waits for an RCU grace
+ * period, and every thread that opens a file meanwhile waits too: the
+ * first history fold, going from tens to a thousand descriptors, stopped
+ * the writer and the replication streams for 10 to 15 ms per doubling.
  */
-static void raise_fd_limit(struct cmd_ctx *ctx)
+static void prepare_fds(struct cmd_ctx *ctx)
 {
 	struct rlimit rl;
+	int top, fd;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
 		return;
-	rl.rlim_cur = rl.rlim_max;
-	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-		ltfs_warn(&ctx->log, "mount", "cannot raise the open-file limit: %s", strerror(errno));
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+			ltfs_warn(&ctx->log, "mount", "cannot raise the open-file limit: %s",
+				  strerror(errno));
+			getrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
+	top = rl.rlim_cur < FD_TABLE_START ? (int)rl.rlim_cur - 1 : FD_TABLE_START - 1;
+	fd = top > 2 ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
+	if (fd >= 0) {
+		if (dup2(fd, top) == top)
+			close(top);
+		close(fd);
+	}
 }
 
 /*
@@ -402,7 +426,7 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 		return cmd_fail("mount", "cannot block signals for the exec supervisor");
 	}
 
-	raise_fd_limit(ctx);
+	prepare_fds(ctx);
 	/* with a lease every node may become the primary: all start from the bucket */
 	rc = s3 && !(ccfg.replica_of && ccfg.replica_of[0]) ? bootstrap(ctx, s3, data_dir, &err) : 0;
 	if (rc == 0)
