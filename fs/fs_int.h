@@ -84,7 +84,7 @@ struct fs_page_ref {
 struct fs_job {
 	struct fs_job *next;
 	struct fs_db *db;
-	struct timespec queued;  /* deadline for writing it (CLOCK_REALTIME) */
+	int64_t due_ns;          /* written no later (CLOCK_MONOTONIC) */
 	struct ltx_header h;
 	uint64_t post;
 	uint32_t n;
@@ -95,11 +95,12 @@ struct fs_writer {
 	pthread_t thread;
 	pthread_t folder;        /* folds histories, beside the writer */
 	pthread_mutex_t mu;      /* protects everything below and db->jobs_pending */
-	pthread_cond_t cv;       /* work arrived / stop */
+	pthread_cond_t cv;       /* work arrived / hurry / stop; CLOCK_MONOTONIC */
 	pthread_cond_t done;     /* a job finished */
 	pthread_cond_t fold_cv;  /* stop (the folder otherwise wakes on a timer) */
 	struct fs_job *head, *tail;
 	uint32_t depth;
+	uint32_t hurry;          /* drains waiting: write without pacing */
 	bool stop, running;
 };
 
@@ -149,6 +150,11 @@ struct fs_db {
 	int *unsynced_fds;       /* their descriptors, kept open until synced */
 	uint32_t unsynced_cap;
 	uint32_t jobs_pending;   /* queued WAL commits; fs->writer.mu */
+	struct {                 /* fs->writer.mu: the pace of its files */
+		int64_t last_ns;     /* CLOCK_MONOTONIC start of the last one */
+		int64_t next_ns;     /* none sooner than this */
+		double rate;         /* commits per second, smoothed */
+	} pace;
 	uint32_t nltx;           /* files in the local history */
 	uint64_t hist_txid;      /* newest TXID in the history; hist_mu */
 	uint64_t n_commits;      /* files recorded or applied since start; hist_mu */

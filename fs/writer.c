@@ -34,8 +34,53 @@
 #define WRITER_MAX_QUEUED 4096
 #define WRITER_MAX_RUN 256 /* commits merged into one file at most */
 #define WRITER_DRAIN_S 5
-#define WRITER_BATCH_MS 2
 #define FOLD_EVERY_S 1 /* the folder looks at the histories this often */
+
+/*
+ * Pacing: each file of a history costs every node something (create,
+ * write, rename, fold; on each replica receive, stage, apply), so a busy
+ * database should make few, each holding many commits, while a quiet one
+ * should write each commit at once for the replicas' sake. A database's
+ * next file therefore starts no sooner than PACE_NS_PER_RATE ns per commit
+ * per second of its recent rate after the last one: at 1,000 commits/s a
+ * file per ms, about one commit each; from 8,000/s on, a file per
+ * PACE_MAX_NS, 64 commits and more. The rate is smoothed over about
+ * PACE_SMOOTH_NS, so an idle database starts its next burst unpaced.
+ */
+#define PACE_NS_PER_RATE 1000
+#define PACE_MAX_NS 8000000
+#define PACE_SMOOTH_NS 50000000
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static struct timespec mono_ts(int64_t ns)
+{
+	struct timespec ts = { .tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000 };
+
+	return ts;
+}
+
+/* A file of `count` commits starts now: update the pace (w->mu held). */
+static void pace_file(struct fs_db *db, uint32_t count, int64_t now)
+{
+	double dt = (double)(now - db->pace.last_ns), rate;
+
+	if (db->pace.last_ns == 0 || dt <= 0)
+		dt = PACE_SMOOTH_NS; /* the first file */
+	/* the average of the old rate over PACE_SMOOTH_NS and this
+	 * interval's, weighted by their lengths */
+	rate = (db->pace.rate * PACE_SMOOTH_NS + count * 1e9) / (PACE_SMOOTH_NS + dt);
+	db->pace.rate = rate;
+	db->pace.last_ns = now;
+	db->pace.next_ns = now + (rate * PACE_NS_PER_RATE < PACE_MAX_NS
+					  ? (int64_t)(rate * PACE_NS_PER_RATE) : PACE_MAX_NS);
+}
 
 static int cmp_ref(const void *a, const void *b)
 {
@@ -257,25 +302,21 @@ static void *writer_main(void *arg)
 		if (!w->head)
 			break; /* stopping, nothing left */
 		job = w->head;
-		/* Give commits arriving right behind this one a moment to join
-		 * it: a busy database then makes a few files a second instead
-		 * of thousands, which file systems handle far better. */
+		/* commits arriving before the job is due join its file */
 		for (;;) {
-			struct timespec now;
+			struct timespec due;
 
 			count = 1;
 			for (struct fs_job *j = job->next; j && j->db == job->db &&
 			     count < WRITER_MAX_RUN; j = j->next)
 				count++;
-			clock_gettime(CLOCK_REALTIME, &now);
-			if (count >= WRITER_MAX_RUN || w->stop ||
-			    (now.tv_sec > job->queued.tv_sec ||
-			     (now.tv_sec == job->queued.tv_sec &&
-			      now.tv_nsec >= job->queued.tv_nsec)) ||
-			    (job->next && job->next->db != job->db))
+			if (count >= WRITER_MAX_RUN || w->stop || w->hurry ||
+			    mono_ns() >= job->due_ns || (job->next && job->next->db != job->db))
 				break;
-			pthread_cond_timedwait(&w->cv, &w->mu, &job->queued);
+			due = mono_ts(job->due_ns);
+			pthread_cond_timedwait(&w->cv, &w->mu, &due);
 		}
+		pace_file(job->db, count, mono_ns());
 		pthread_mutex_unlock(&w->mu);
 		fs_fault_stall(fs, "writer-slow", 1000);
 		rc = write_jobs(fs, job, count, &err);
@@ -284,11 +325,9 @@ static void *writer_main(void *arg)
 			/* Keep the job: the frames stay until it is written.
 			 * Retry after a pause; writers of new commits wait
 			 * once the queue is full, nothing is lost. */
-			struct timespec ts;
+			struct timespec ts = mono_ts(mono_ns() + 1000000000);
 
 			ltfs_error(fs->log, "writer", "%s; retrying in 1 s", err.msg);
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += 1;
 			if (w->stop)
 				break; /* left in the WAL: recorded at the next start */
 			pthread_cond_timedwait(&w->cv, &w->mu, &ts);
@@ -312,9 +351,13 @@ static void *writer_main(void *arg)
 int fs_writer_start(struct fs *fs)
 {
 	struct fs_writer *w = &fs->writer;
+	pthread_condattr_t mono;
 
+	pthread_condattr_init(&mono);
+	pthread_condattr_setclock(&mono, CLOCK_MONOTONIC);
 	pthread_mutex_init(&w->mu, NULL);
-	pthread_cond_init(&w->cv, NULL);
+	pthread_cond_init(&w->cv, &mono);
+	pthread_condattr_destroy(&mono);
 	pthread_cond_init(&w->done, NULL);
 	pthread_cond_init(&w->fold_cv, NULL);
 	if (pthread_create(&w->thread, NULL, writer_main, fs) != 0)
@@ -371,13 +414,7 @@ void fs_writer_queue(struct fs *fs, struct fs_job *job)
 	while (w->depth >= WRITER_MAX_QUEUED)
 		pthread_cond_wait(&w->done, &w->mu);
 	job->next = NULL;
-	/* written no later than WRITER_BATCH_MS from now */
-	clock_gettime(CLOCK_REALTIME, &job->queued);
-	job->queued.tv_nsec += WRITER_BATCH_MS * 1000000L;
-	if (job->queued.tv_nsec >= 1000000000L) {
-		job->queued.tv_sec++;
-		job->queued.tv_nsec -= 1000000000L;
-	}
+	job->due_ns = job->db->pace.next_ns;
 	if (w->tail)
 		w->tail->next = job;
 	else
@@ -408,9 +445,12 @@ int fs_writer_drain(struct fs *fs, struct fs_db *db)
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += WRITER_DRAIN_S;
 	pthread_mutex_lock(&w->mu);
+	w->hurry++; /* someone waits: no more pacing */
+	pthread_cond_signal(&w->cv);
 	while ((db ? db->jobs_pending > 0 : w->head != NULL) && rc == 0)
 		if (pthread_cond_timedwait(&w->done, &w->mu, &until) == ETIMEDOUT)
 			rc = -EIO;
+	w->hurry--;
 	pthread_mutex_unlock(&w->mu);
 	if (rc < 0)
 		ltfs_error(fs->log, "writer", "'%s': history not written after %d s (what waits "

@@ -31,6 +31,21 @@ ltx_count() {
 	ls "$T/data/dbs/$1/ltx" | grep -c '\.ltx$'
 }
 
+files_after() { # DB TXID: "N M", history files after TXID, M of them holding several
+	_n=0
+	_m=0
+	for _f in $(ls "$T/data/dbs/$1/ltx"); do
+		case $_f in *-*.ltx) ;; *) continue ;; esac
+		_min=$(printf '%d' "0x${_f%%-*}")
+		_max=${_f#*-}
+		_max=$(printf '%d' "0x${_max%.ltx}")
+		[ "$_min" -gt "$2" ] || continue
+		_n=$((_n + 1))
+		[ "$_min" -eq "$_max" ] || _m=$((_m + 1))
+	done
+	echo "$_n $_m"
+}
+
 new_db() { # name mode pagesize
 	sql "$M/$1" "PRAGMA page_size=$3; PRAGMA journal_mode=$2;" >/dev/null
 	sql "$M/$1" "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);"
@@ -360,6 +375,47 @@ case_wal_requests_per_commit() {
 	check "requests for 200 commits: $all" [ "$all" -le 900 ]
 }
 
+# The WAL writer paces a database's history files by its commit rate
+# (docs/datadir.md): commits far apart get a file each, a burst is written
+# as at most about one file per pace interval (1 us per commit/s, 8 ms at
+# most), whatever the machine's speed.
+case_wal_pacing() {
+	M=$T/mnt
+	ltfs_mount "$M" --history-keep 100000 # no folding: every file counts
+	new_db pace.db wal 4096
+	base=$(txid pace.db)
+	# one connection: a closing one would checkpoint, which writes what
+	# is queued at once
+	for i in $(seq 1 10); do
+		echo "INSERT INTO t(v) VALUES ('q$i');"
+		sleep 0.03
+	done | sql "$M/pace.db"
+	quiet=$(files_after pace.db "$base")
+	check "10 quiet commits, a file each (files, merged: $quiet)" [ "$quiet" = "10 0" ]
+
+	n=4000
+	base=$(txid pace.db)
+	{
+		echo "PRAGMA synchronous=NORMAL;"
+		for i in $(seq 1 $n); do echo "INSERT INTO t(v) VALUES ('b$i');"; done
+	} >"$T/burst.sql"
+	t0=$(date +%s.%N)
+	sql "$M/pace.db" <"$T/burst.sql"
+	t1=$(date +%s.%N)
+	check "every burst commit has its TXID" [ "$(txid pace.db)" -eq $((base + n)) ]
+	# allow 50% more than one file per interval, and 100 for the first
+	# 50 ms in which the smoothed rate climbs
+	files=$(files_after pace.db "$base")
+	files=${files% *}
+	most=$(awk -v n=$n -v t0="$t0" -v t1="$t1" 'BEGIN {
+		t = t1 - t0; s = n / t * 1e-6; if (s > 0.008) s = 0.008
+		printf "%d", 1.5 * t / s + 100 }')
+	check "$n commits in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s: $files files, at most $most" \
+		[ "$files" -le "$most" ]
+	check_history pace.db
+	ltfs_umount "$M"
+}
+
 # Writers in three processes, readers that hold a read transaction open
 # across commits, and checkpoints of every kind, all at once: each reader
 # sees one snapshot for its whole transaction, no commit is lost, and the
@@ -420,5 +476,6 @@ run_case pos_poll
 run_case lock_page
 run_case unjournaled
 run_case wal_requests_per_commit
+run_case wal_pacing
 run_case wal_writers_readers_checkpoints
 finish
