@@ -197,7 +197,7 @@ void cl_stream_free(void *cls)
 	if (s->counted) {
 		pthread_mutex_lock(&s->c->mu);
 		s->c->streams--;
-		pthread_cond_broadcast(&s->c->cv);
+		cl_wake(s->c);
 		pthread_mutex_unlock(&s->c->mu);
 		ltfs_info(s->c->log, "stream", "replica %s disconnected after %llu files, %llu bytes",
 			  s->peer, (unsigned long long)s->files, (unsigned long long)s->bytes);

@@ -72,7 +72,7 @@ static void pace_file(struct fs_db *db, uint32_t count, int64_t now)
 	double dt = (double)(now - db->pace.last_ns), rate;
 
 	if (db->pace.last_ns == 0 || dt <= 0)
-		dt = PACE_SMOOTH_NS; /* the first file */
+		dt = PACE_SMOOTH_NS; /* the first file, or no time passed */
 	/* the average of the old rate over PACE_SMOOTH_NS and this
 	 * interval's, weighted by their lengths */
 	rate = (db->pace.rate * PACE_SMOOTH_NS + count * 1e9) / (PACE_SMOOTH_NS + dt);
