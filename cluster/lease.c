@@ -267,8 +267,12 @@ static int lease_put(struct cl_lease *l, const struct lease_doc *d, bool create,
 		l->sent_at = sent;
 		__atomic_store_n(&l->valid_until, sent + l->ttl_ms - l->margin_ms, __ATOMIC_SEQ_CST);
 		pthread_mutex_lock(&c->mu);
-		if (c->serving && !c->handing_off) /* a handoff keeps writes stopped */
+		/* a handoff keeps writes stopped; what it fenced in is
+		 * answered while the lease lasts */
+		if (c->serving && !c->handing_off)
 			fs_set_write_deadline(c->fs, l->valid_until);
+		else if (c->serving)
+			fs_set_ack_deadline(c->fs, l->valid_until);
 		pthread_mutex_unlock(&c->mu);
 	}
 	return 0;
@@ -276,14 +280,19 @@ static int lease_put(struct cl_lease *l, const struct lease_doc *d, bool create,
 
 /* We no longer hold the lease (l->mu held): refuse writes at once, stop
  * serving streams, and say what was never published. */
-static void lose(struct cl_lease *l, const char *why)
+static void step_down(struct cl_lease *l, const char *why, bool handed_over)
 {
 	struct cluster *c = l->c;
 
 	if (!l->held)
 		return;
 	__atomic_store_n(&l->held, false, __ATOMIC_SEQ_CST);
-	fs_set_write_deadline(c->fs, 1); /* long past */
+	/* a handoff has fenced writes and shipped what was recorded before:
+	 * those commits may still be answered as done */
+	if (handed_over)
+		fs_set_ack_deadline(c->fs, 0);
+	else
+		fs_set_write_deadline(c->fs, 1); /* long past */
 	fs_set_role(c->fs, FS_ROLE_REPLICA, "");
 	pthread_mutex_lock(&c->mu);
 	c->serving = false;
@@ -295,6 +304,11 @@ static void lose(struct cl_lease *l, const char *why)
 	ltfs_warn(c->log, "lease", "lost the lease of epoch %llu: %s; writes are refused from now on",
 		  (unsigned long long)l->doc.epoch, why);
 	cl_note_unpublished(c, &l->doc);
+}
+
+static void lose(struct cl_lease *l, const char *why)
+{
+	step_down(l, why, false);
 }
 
 /* The object as it is now, after a write of ours failed: still ours (the
@@ -686,7 +700,7 @@ int cl_lease_handoff(struct cluster *c, const char *to, struct ltfs_err *err)
 		return ltfs_err_set(err, rc, "this node is not the primary");
 	/* no new commit from here on; what is committed goes to the bucket,
 	 * once it is in the history that the uploads read */
-	fs_set_write_deadline(c->fs, 1);
+	fs_fence_writes(c->fs);
 	rc = fs_history_drain(c->fs);
 	if (rc < 0)
 		ltfs_err_set(err, rc, "the local history did not take the last commits");
@@ -714,7 +728,7 @@ int cl_lease_handoff(struct cluster *c, const char *to, struct ltfs_err *err)
 		}
 		if (rc == 0) {
 			l->seen_etag[0] = '\0';
-			lose(l, "handed over");
+			step_down(l, "handed over", true);
 		}
 	}
 	if (rc < 0 && l->held) {

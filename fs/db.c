@@ -835,8 +835,11 @@ int fs_db_wal_write(struct fs_db *db, const void *buf, size_t n, uint64_t off,
 		uint64_t frame = off + n - LTX_WAL_FRAME_HEADER_SIZE - db->page_size;
 
 		if (ltx_pread_full(db->wal_fd, fh, sizeof(fh), frame) == 0 &&
-		    ltx_get_be32(fh + 4) != 0)
+		    ltx_get_be32(fh + 4) != 0) {
+			/* tests: a handoff's fence must wait for this */
+			fs_fault_stall(db->fs, "record-stall", 1500);
 			return fs_db_wal_commit_pending(db, err);
+		}
 	}
 	return 0;
 }

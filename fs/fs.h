@@ -78,9 +78,18 @@ void fs_set_commit_wait(struct fs *fs, fs_commit_wait_fn fn, void *ctx);
 void fs_set_role(struct fs *fs, enum fs_role role, const char *primary_url);
 bool fs_is_primary(struct fs *fs);
 /* A primary holding a lease takes writes only until this CLOCK_MONOTONIC
- * moment (ms; 0 = no limit): past it, database writes fail with EACCES
- * even before the lease thread has demoted the node. */
+ * moment (ms; 0 = no limit, 1 = closed): past it, database writes fail
+ * with EACCES even before the lease thread has demoted the node. A commit
+ * recorded before it but answered after it is reported as failed: the
+ * node may have lost the lease without handing the commit on. */
 void fs_set_write_deadline(struct fs *fs, int64_t mono_ms);
+/* Close writes for a handoff, whose caller then drains the history and
+ * ships it. On return every commit that passed the write check has been
+ * recorded (fs_history_drain then writes it). Commits recorded before the
+ * fence are still answered as done until the acknowledgement deadline:
+ * the lease's end while the handoff runs, none (0) once it shipped them. */
+void fs_fence_writes(struct fs *fs);
+void fs_set_ack_deadline(struct fs *fs, int64_t mono_ms);
 /* The primary role and, with a deadline, still inside it. */
 bool fs_write_allowed(struct fs *fs);
 /* Wait until every WAL commit so far is in the local history (the LTX

@@ -203,6 +203,7 @@ struct fs {
 	enum fs_role role;
 	char primary_url[1024];
 	int64_t write_deadline;    /* CLOCK_MONOTONIC ms; 0 = none (atomic) */
+	int64_t ack_deadline;      /* same, for answering recorded commits */
 	fs_commit_fn on_commit;
 	void *on_commit_ctx;
 	fs_commit_wait_fn commit_wait;
@@ -332,6 +333,9 @@ void fs_writer_queue(struct fs *fs, struct fs_job *job);
 int fs_writer_drain(struct fs *fs, struct fs_db *db);
 int fs_db_drop(struct fs_db *db, struct ltfs_err *err);
 void fs_db_pos_text(struct fs_db *db, char out[34]);
+
+/* replica.c: a commit recorded may be answered as done (fs_fence_writes) */
+bool fs_ack_allowed(struct fs *fs);
 
 /* ops.c */
 extern const struct fuse_lowlevel_ops fs_ops;

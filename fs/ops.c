@@ -770,7 +770,7 @@ static int commit_wait(struct fs *fs, struct fs_db *db, uint64_t before, uint64_
 		return 0;
 	if (fs->commit_wait && fs->commit_wait(fs->commit_wait_ctx, db->name, after) < 0)
 		return -EIO;
-	if (!fs_write_allowed(fs)) {
+	if (!fs_ack_allowed(fs)) {
 		ltfs_warn(fs->log, "fs", "'%s': txid %llu was recorded as this node's "
 					 "right to write ended: the commit is reported as failed",
 			  db->name, (unsigned long long)after);
@@ -814,7 +814,7 @@ static int write_db(struct fs *fs, struct fs_node *n, struct fs_handle *h,
 	pthread_mutex_lock(&db->mu);
 	before = db->txid;
 	/* under the lock: a write that waited for it may have outlived the
-	 * node's lease meanwhile */
+	 * node's lease meanwhile, and a fence waits for it (fs_fence_writes) */
 	if (n->kind != FS_SHM && (rc = check_writable(fs, n->db)) < 0) {
 		pthread_mutex_unlock(&db->mu);
 		return rc;
@@ -861,8 +861,10 @@ static int write_db(struct fs *fs, struct fs_node *n, struct fs_handle *h,
 		ltfs_error(fs->log, "fs", "%s", err.msg);
 	/* a WAL commit is recorded as its commit frame lands: a failed wait
 	 * fails the write, and SQLite the COMMIT */
-	if (rc == 0 && n->kind == FS_WAL)
+	if (rc == 0 && n->kind == FS_WAL && after > before) {
+		fs_fault_stall(fs, "answer-stall", 1500);
 		rc = commit_wait(fs, db, before, after);
+	}
 	return rc;
 }
 
@@ -1011,10 +1013,12 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		struct fs_db *db = n->db;
 		struct ltfs_err err = { 0 };
 		uint64_t before, after;
+		bool open;
 
 		pthread_mutex_lock(&db->mu);
 		db->synced = true;
 		before = db->txid;
+		open = fs_write_allowed(fs);
 		/* Without a journal, SQLite's sync of the database ends its
 		 * commit (any synchronous but OFF); with one, the journal is
 		 * still hot here and this records nothing. */
@@ -1024,6 +1028,8 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		pthread_mutex_unlock(&db->mu);
 		if (rc < 0)
 			ltfs_error(fs->log, "fs", "%s", err.msg);
+		else if (!open && after > before)
+			rc = -EIO; /* recorded past a fence: a handoff may not carry it */
 		else
 			rc = commit_wait(fs, db, before, after);
 	}
@@ -1051,9 +1057,13 @@ static int truncate_node(struct fs *fs, struct fs_node *n, off_t size,
 	}
 	if (!is_db_kind(n->kind))
 		return -EACCES;
-	if (n->kind != FS_SHM && (rc = check_writable(fs, n->db)) < 0)
-		return rc;
+	/* checked under the lock that the commit is recorded under: see
+	 * fs_fence_writes */
 	pthread_mutex_lock(&n->db->mu);
+	if (n->kind != FS_SHM && (rc = check_writable(fs, n->db)) < 0) {
+		pthread_mutex_unlock(&n->db->mu);
+		return rc;
+	}
 	before = n->db->txid;
 	switch (n->kind) {
 	case FS_DB:
@@ -1198,9 +1208,11 @@ static int unlink_db_file(struct fs *fs, struct fs_node *n, uint64_t *before, ui
 	struct ltfs_err err = { 0 };
 	int rc = 0;
 
-	if (n->kind != FS_SHM && (rc = check_writable(fs, n->db)) < 0)
-		return rc;
 	pthread_mutex_lock(&db->mu);
+	if (n->kind != FS_SHM && (rc = check_writable(fs, n->db)) < 0) {
+		pthread_mutex_unlock(&db->mu);
+		return rc;
+	}
 	*before = db->txid;
 	switch (n->kind) {
 	case FS_DB:
@@ -1242,9 +1254,11 @@ static int journal_commit_sync(struct fs *fs, struct fs_db *db)
 	uint64_t before;
 	int rc;
 
-	if (check_writable(fs, db) < 0)
-		return 0; /* the unlink says so */
 	pthread_mutex_lock(&db->mu);
+	if (check_writable(fs, db) < 0) {
+		pthread_mutex_unlock(&db->mu);
+		return 0; /* the unlink says so */
+	}
 	before = db->txid;
 	rc = fs_db_journal_finalize(db, &err);
 	if (rc == 0)

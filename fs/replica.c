@@ -1061,20 +1061,50 @@ bool fs_is_primary(struct fs *fs)
 
 void fs_set_write_deadline(struct fs *fs, int64_t mono_ms)
 {
+	/* acknowledgements first: as writes close, a commit recorded under
+	 * the old deadline and answered in between is reported as failed */
+	__atomic_store_n(&fs->ack_deadline, mono_ms, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&fs->write_deadline, mono_ms, __ATOMIC_SEQ_CST);
 }
 
-bool fs_write_allowed(struct fs *fs)
+void fs_fence_writes(struct fs *fs)
 {
-	int64_t until = __atomic_load_n(&fs->write_deadline, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&fs->write_deadline, 1, __ATOMIC_SEQ_CST);
+	/* Every write checks the deadline and records its commit under its
+	 * database's lock: once each lock has been free once, no write that
+	 * passed the check is still short of recording. */
+	pthread_mutex_lock(&fs->lock);
+	for (size_t i = 0; i < fs->ndbs; i++) {
+		pthread_mutex_lock(&fs->dbs[i]->mu);
+		pthread_mutex_unlock(&fs->dbs[i]->mu);
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
+void fs_set_ack_deadline(struct fs *fs, int64_t mono_ms)
+{
+	__atomic_store_n(&fs->ack_deadline, mono_ms, __ATOMIC_SEQ_CST);
+}
+
+static bool before_deadline(const int64_t *deadline)
+{
+	int64_t until = __atomic_load_n(deadline, __ATOMIC_SEQ_CST);
 	struct timespec ts;
 
-	if (!fs_is_primary(fs))
-		return false;
 	if (until == 0)
 		return true;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 < until;
+}
+
+bool fs_write_allowed(struct fs *fs)
+{
+	return fs_is_primary(fs) && before_deadline(&fs->write_deadline);
+}
+
+bool fs_ack_allowed(struct fs *fs)
+{
+	return before_deadline(&fs->ack_deadline);
 }
 
 uint64_t fs_node_id(struct fs *fs)
