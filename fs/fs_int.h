@@ -94,12 +94,12 @@ struct fs_job {
 struct fs_writer {
 	pthread_t thread;
 	pthread_t folder;        /* folds histories, beside the writer */
-	pthread_mutex_t mu;      /* protects everything below and db->jobs_pending */
+	pthread_mutex_t mu;      /* protects everything below and each db->queue */
 	pthread_cond_t cv;       /* work arrived / hurry / stop; CLOCK_MONOTONIC */
 	pthread_cond_t done;     /* a job finished */
 	pthread_cond_t fold_cv;  /* stop (the folder otherwise wakes on a timer) */
-	struct fs_job *head, *tail;
-	uint32_t depth;
+	struct fs_db *busy, *busy_tail; /* databases with queued jobs, in turn */
+	uint32_t depth;          /* jobs queued, all databases */
 	uint32_t hurry;          /* drains waiting: write without pacing */
 	bool stop, running;
 };
@@ -149,7 +149,11 @@ struct fs_db {
 	uint32_t ltx_unsynced;   /* LTX files not yet fsynced (WAL mode) */
 	int *unsynced_fds;       /* their descriptors, kept open until synced */
 	uint32_t unsynced_cap;
-	uint32_t jobs_pending;   /* queued WAL commits; fs->writer.mu */
+	struct {                 /* fs->writer.mu: WAL commits for the writer */
+		struct fs_job *head, *tail;
+		uint32_t n;
+		struct fs_db *next_busy; /* in fs->writer.busy while n > 0 */
+	} queue;
 	struct {                 /* fs->writer.mu: the pace of its files */
 		int64_t last_ns;     /* CLOCK_MONOTONIC start of the last one */
 		int64_t next_ns;     /* none sooner than this */

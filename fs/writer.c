@@ -3,9 +3,12 @@
  *
  * In WAL mode a commit is durable in the WAL itself, so the commit path
  * only validates the frames, updates the checksums and the position, and
- * queues a job; this thread compresses the pages (read again from the WAL)
- * into the history file and then tells the commit hook. File creation,
- * rename and compression stay off SQLite's commit latency.
+ * queues a job on the database's own queue; this thread compresses the
+ * pages (read again from the WAL) into the history file and then tells
+ * the commit hook. File creation, rename and compression stay off SQLite's
+ * commit latency. Databases with queued jobs wait in line, each for its
+ * next file to be due (pacing, below), so that one busy database's
+ * commits never cut another's files short.
  *
  * The frames a job names stay in place until the job is done: everything
  * that could overwrite or remove them (a WAL restart, truncation or
@@ -82,6 +85,45 @@ static void pace_file(struct fs_db *db, uint32_t count, int64_t now)
 					  ? (int64_t)(rate * PACE_NS_PER_RATE) : PACE_MAX_NS);
 }
 
+/* Each database with queued jobs has a place in line (w->mu held). */
+static void busy_append(struct fs_writer *w, struct fs_db *db)
+{
+	db->queue.next_busy = NULL;
+	if (w->busy_tail)
+		w->busy_tail->queue.next_busy = db;
+	else
+		w->busy = db;
+	w->busy_tail = db;
+}
+
+static void busy_remove(struct fs_writer *w, struct fs_db *db)
+{
+	struct fs_db **at = &w->busy, *prev = NULL;
+
+	while (*at != db) {
+		prev = *at;
+		at = &prev->queue.next_busy;
+	}
+	*at = db->queue.next_busy;
+	if (w->busy_tail == db)
+		w->busy_tail = prev;
+	db->queue.next_busy = NULL;
+}
+
+/* The number of jobs of db's next file if it is due now; else 0, and
+ * *wake is brought forward to when it will be (w->mu held). */
+static uint32_t due_run(struct fs_writer *w, struct fs_db *db, int64_t now, int64_t *wake)
+{
+	uint32_t count = db->queue.n < WRITER_MAX_RUN ? db->queue.n : WRITER_MAX_RUN;
+	int64_t due = db->queue.head->due_ns;
+
+	if (count >= WRITER_MAX_RUN || w->stop || w->hurry || now >= due)
+		return count;
+	if (due < *wake)
+		*wake = due;
+	return 0;
+}
+
 static int cmp_ref(const void *a, const void *b)
 {
 	const struct fs_page_ref *x = a, *y = b;
@@ -90,9 +132,9 @@ static int cmp_ref(const void *a, const void *b)
 }
 
 /*
- * Write `count` consecutive jobs of one database as one file covering
- * their TXID range: under load the writer falls behind and each file holds
- * several commits, so creating files costs less per commit.
+ * Write the first `count` jobs of one database's queue as one file
+ * covering their TXID range: under load the writer falls behind and each
+ * file holds several commits, so creating files costs less per commit.
  */
 static int write_jobs(struct fs *fs, struct fs_job *first, uint32_t count,
 		      struct ltfs_err *err)
@@ -292,41 +334,42 @@ static void *writer_main(void *arg)
 	pthread_setname_np(pthread_self(), "writer");
 	pthread_mutex_lock(&w->mu);
 	for (;;) {
-		struct fs_job *job;
 		struct ltfs_err err = { 0 };
-		uint32_t count;
+		int64_t now, wake = INT64_MAX;
+		struct fs_db *db;
+		uint32_t count = 0;
 		int rc;
 
-		while (!w->head && !w->stop)
+		while (!w->busy && !w->stop)
 			pthread_cond_wait(&w->cv, &w->mu);
-		if (!w->head)
+		if (!w->busy)
 			break; /* stopping, nothing left */
-		job = w->head;
-		/* commits arriving before the job is due join its file */
-		for (;;) {
-			struct timespec due;
-
-			count = 1;
-			for (struct fs_job *j = job->next; j && j->db == job->db &&
-			     count < WRITER_MAX_RUN; j = j->next)
-				count++;
-			if (count >= WRITER_MAX_RUN || w->stop || w->hurry ||
-			    mono_ns() >= job->due_ns || (job->next && job->next->db != job->db))
+		/* the first database in line whose next file is due; commits
+		 * arriving before then join it */
+		now = mono_ns();
+		for (db = w->busy; db; db = db->queue.next_busy)
+			if ((count = due_run(w, db, now, &wake)) > 0)
 				break;
-			due = mono_ts(job->due_ns);
+		if (!db) {
+			struct timespec due = mono_ts(wake);
+
 			pthread_cond_timedwait(&w->cv, &w->mu, &due);
+			continue;
 		}
-		pace_file(job->db, count, mono_ns());
+		pace_file(db, count, now);
 		pthread_mutex_unlock(&w->mu);
 		fs_fault_stall(fs, "writer-slow", 1000);
-		rc = write_jobs(fs, job, count, &err);
+		rc = write_jobs(fs, db->queue.head, count, &err);
 		pthread_mutex_lock(&w->mu);
+		/* its turn is over either way: the next in line goes first */
+		busy_remove(w, db);
 		if (rc < 0) {
 			/* Keep the job: the frames stay until it is written.
 			 * Retry after a pause; writers of new commits wait
 			 * once the queue is full, nothing is lost. */
 			struct timespec ts = mono_ts(mono_ns() + 1000000000);
 
+			busy_append(w, db);
 			ltfs_error(fs->log, "writer", "%s; retrying in 1 s", err.msg);
 			if (w->stop)
 				break; /* left in the WAL: recorded at the next start */
@@ -334,14 +377,17 @@ static void *writer_main(void *arg)
 			continue;
 		}
 		while (count--) {
-			job = w->head;
-			w->head = job->next;
-			if (!w->head)
-				w->tail = NULL;
+			struct fs_job *job = db->queue.head;
+
+			db->queue.head = job->next;
+			db->queue.n--;
 			w->depth--;
-			job->db->jobs_pending--;
 			job_free(job);
 		}
+		if (db->queue.head)
+			busy_append(w, db);
+		else
+			db->queue.tail = NULL;
 		pthread_cond_broadcast(&w->done);
 	}
 	pthread_mutex_unlock(&w->mu);
@@ -389,16 +435,23 @@ void fs_writer_stop(struct fs *fs)
 	pthread_join(w->thread, NULL);
 	pthread_join(w->folder, NULL);
 	w->running = false;
-	if (w->head)
+	if (w->depth)
 		ltfs_error(fs->log, "writer", "%u commits not written to the history; their frames stay in the WAL and are recorded at the next start",
 			   w->depth);
-	while (w->head) {
-		struct fs_job *job = w->head;
+	while (w->busy) {
+		struct fs_db *db = w->busy;
 
-		w->head = job->next;
-		job->db->jobs_pending--;
-		job_free(job);
+		while (db->queue.head) {
+			struct fs_job *job = db->queue.head;
+
+			db->queue.head = job->next;
+			job_free(job);
+		}
+		db->queue.tail = NULL;
+		db->queue.n = 0;
+		busy_remove(w, db);
 	}
+	w->depth = 0;
 	pthread_cond_destroy(&w->cv);
 	pthread_cond_destroy(&w->done);
 	pthread_cond_destroy(&w->fold_cv);
@@ -409,22 +462,27 @@ void fs_writer_stop(struct fs *fs)
 void fs_writer_queue(struct fs *fs, struct fs_job *job)
 {
 	struct fs_writer *w = &fs->writer;
+	struct fs_db *db = job->db;
 
 	pthread_mutex_lock(&w->mu);
 	while (w->depth >= WRITER_MAX_QUEUED)
 		pthread_cond_wait(&w->done, &w->mu);
 	job->next = NULL;
-	job->due_ns = job->db->pace.next_ns;
-	if (w->tail)
-		w->tail->next = job;
-	else
-		w->head = job;
-	w->tail = job;
+	job->due_ns = db->pace.next_ns;
+	if (db->queue.tail) {
+		db->queue.tail->next = job;
+	} else {
+		db->queue.head = job;
+		busy_append(w, db);
+	}
+	db->queue.tail = job;
+	db->queue.n++;
 	w->depth++;
-	job->db->jobs_pending++;
-	/* An idle writer sleeps without a deadline; a batching one wakes at
-	 * its deadline anyway, so a commit costs no wakeup of its own. */
-	if (w->depth == 1 || w->depth % WRITER_MAX_RUN == 0)
+	/* A database's first queued commit wakes the writer: its file may be
+	 * due before whatever the writer sleeps towards. The next ones join
+	 * that file at its due time, so they cost no wakeup of their own
+	 * unless they fill it. */
+	if (db->queue.n == 1 || db->queue.n % WRITER_MAX_RUN == 0)
 		pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 }
@@ -447,7 +505,7 @@ int fs_writer_drain(struct fs *fs, struct fs_db *db)
 	pthread_mutex_lock(&w->mu);
 	w->hurry++; /* someone waits: no more pacing */
 	pthread_cond_signal(&w->cv);
-	while ((db ? db->jobs_pending > 0 : w->head != NULL) && rc == 0)
+	while ((db ? db->queue.n > 0 : w->depth > 0) && rc == 0)
 		if (pthread_cond_timedwait(&w->done, &w->mu, &until) == ETIMEDOUT)
 			rc = -EIO;
 	w->hurry--;

@@ -403,17 +403,45 @@ case_wal_pacing() {
 	sql "$M/pace.db" <"$T/burst.sql"
 	t1=$(date +%s.%N)
 	check "every burst commit has its TXID" [ "$(txid pace.db)" -eq $((base + n)) ]
-	# allow 50% more than one file per interval, and 100 for the first
-	# 50 ms in which the smoothed rate climbs
-	files=$(files_after pace.db "$base")
-	files=${files% *}
-	most=$(awk -v n=$n -v t0="$t0" -v t1="$t1" 'BEGIN {
+	paced pace.db "$base" $n "$t0" "$t1"
+
+	# two busy databases at once: the commits of one do not cut the
+	# other's files short
+	new_db pace2.db wal 4096
+	b1=$(txid pace.db)
+	b2=$(txid pace2.db)
+	for d in pace pace2; do
+		(
+			s=$(date +%s.%N)
+			sql "$M/$d.db" <"$T/burst.sql"
+			echo "$s $(date +%s.%N)" >"$T/$d.time"
+		) &
+		echo $! >"$T/$d.pid"
+	done
+	wait "$(cat "$T/pace.pid")" "$(cat "$T/pace2.pid")"
+	check "every commit of both has its TXID" \
+		[ "$(txid pace.db) $(txid pace2.db)" = "$((b1 + n)) $((b2 + n))" ]
+	read -r t0 t1 <"$T/pace.time"
+	paced pace.db "$b1" $n "$t0" "$t1"
+	read -r t0 t1 <"$T/pace2.time"
+	paced pace2.db "$b2" $n "$t0" "$t1"
+	check_history pace.db
+	check_history pace2.db
+	ltfs_umount "$M"
+}
+
+# paced DB TXID N T0 T1: N commits after TXID between T0 and T1 (seconds)
+# made at most 50% more files than one per pace interval at their rate,
+# plus 100 for the first 50 ms in which the smoothed rate climbs.
+paced() {
+	_files=$(files_after "$1" "$2")
+	_files=${_files% *}
+	_most=$(awk -v n="$3" -v t0="$4" -v t1="$5" 'BEGIN {
 		t = t1 - t0; s = n / t * 1e-6; if (s > 0.008) s = 0.008
 		printf "%d", 1.5 * t / s + 100 }')
-	check "$n commits in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s: $files files, at most $most" \
-		[ "$files" -le "$most" ]
-	check_history pace.db
-	ltfs_umount "$M"
+	_what="$1: $3 commits in $(awk -v a="$4" -v b="$5" 'BEGIN { printf "%.2f", b - a }') s: $_files files, at most $_most"
+	echo "    $_what" >&2
+	check "$_what" [ "$_files" -le "$_most" ]
 }
 
 # Writers in three processes, readers that hold a read transaction open
