@@ -150,21 +150,30 @@ static void catch_up_from(struct cluster *c, const char *url)
 	/* briefly: a paused or cut-off node must not delay the failover */
 	if (cl_http_get_within(req, c->token, &b, &status, PEER_INFO_MS, &err) < 0 ||
 	    status != 200) {
+		/* gone, or not answering: nothing to take from it */
+		ltfs_info(c->log, "lease", "not catching up from %s: %s", url,
+			  err.code < 0 ? err.msg : "it did not answer 200");
 		ltfs_buf_release(&b);
-		return; /* gone, or not answering: nothing to take from it */
+		return;
 	}
 	info = json_loadb(b.data ? (const char *)b.data : "", b.len, 0, NULL);
 	ltfs_buf_release(&b);
 	dbs = json_object_get(info, "databases");
 	json_array_foreach(dbs, i, d) {
 		const char *name = json_string_value(json_object_get(d, "name"));
-		uint64_t theirs, ours = 0, sum;
+		uint64_t theirs, their_sum = 0, ours = 0, sum = 0;
 
 		if (!name || cl_parse_hex64(json_string_value(json_object_get(d, "txid")), &theirs) < 0 ||
 		    !json_is_true(json_object_get(d, "exists")) || fs_db_name_check(name, &err) < 0)
 			continue;
 		if (fs_db_position(c->fs, name, &ours, &sum) < 0)
 			ours = 0;
+		cl_parse_hex64(json_string_value(json_object_get(d, "checksum")), &their_sum);
+		if (theirs == ours && ours > 0 && their_sum != sum)
+			ltfs_warn(c->log, "lease", "'%s': %s is at TXID %llu too, with checksum %016llx "
+						   "where this node has %016llx: keeping this node's",
+				  name, url, (unsigned long long)ours, (unsigned long long)their_sum,
+				  (unsigned long long)sum);
 		if (theirs <= ours)
 			continue;
 		if (fetch_from_peer(c, url, name, ours + 1, theirs, &err) == 0)

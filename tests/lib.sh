@@ -275,6 +275,11 @@ run_case() {
 		_passed=$((_passed + 1))
 	else
 		echo "FAIL $1"
+		# LTFS_TEST_KEEP=DIR: keep a failed case's logs and data there
+		if [ -n "${LTFS_TEST_KEEP:-}" ]; then
+			mkdir -p "$LTFS_TEST_KEEP" && cp -a "$T" "$LTFS_TEST_KEEP/$SUITE-$1-$$" 2>/dev/null
+			echo "    kept in $LTFS_TEST_KEEP/$SUITE-$1-$$"
+		fi
 		# what the case's daemons said last, for the report
 		for _l in "$T"/n*.log "$T"/ltfs.log; do
 			[ -s "$_l" ] && tail -n 6 "$_l" | cut -c1-240 | sed "s#^#    $(basename "$_l") | #"

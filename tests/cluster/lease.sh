@@ -83,6 +83,7 @@ writer() {
 			_t=$(now_ms)
 			if ins "$_at" app.db "PRAGMA journal_mode=$_mode; INSERT INTO t VALUES('$_name', $_i)"; then
 				echo $_i >>"$T/acked.$_name"
+				echo "$_i node $_at at $_t-$(now_ms)" >>"$T/acked.$_name.at"
 				_i=$((_i + 1))
 			else
 				# for a failure report: when, where, what SQLite said
@@ -758,7 +759,27 @@ no_commit_lost() {
 	same_everywhere 1 2 3
 	n=$(acked "$_tag")
 	have=$(sql "$T/m$q/app.db" "SELECT count(DISTINCT id) FROM t WHERE tag = '$_tag' AND id <= $n")
+	[ "$have" -eq "$n" ] || lost_report "$_tag" "$n" "$q"
 	check "every acknowledged commit survived the kills ($have of $n)" [ "$have" -eq "$n" ]
+}
+
+# lost_report TAG N Q: for a failure report, each acknowledged id of
+# writer TAG that node Q lacks, where and when it was acknowledged, and
+# what the nodes logged from 3 s before to 1 s after.
+lost_report() {
+	for _id in $(sql "$T/m$3/app.db" "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL
+			SELECT i + 1 FROM s WHERE i < $2) SELECT i FROM s
+			WHERE i NOT IN (SELECT id FROM t WHERE tag = '$1')" | head -3); do
+		_line=$(grep "^$_id node " "$T/acked.$1.at")
+		echo "    lost: id $_line (ms)" >&2
+		_ms=${_line##*-}
+		_from=$(date -u -d "@$(((_ms - 3000) / 1000))" +%T)
+		_to=$(date -u -d "@$(((_ms + 1000) / 1000))" +%T)
+		for _l in "$T"/n*.log; do
+			awk -v a="$_from" -v b="$_to" '{ t = substr($1, 12, 8) } t >= a && t <= b' "$_l" |
+				cut -c1-200 | sed "s#^#    $(basename "$_l") | #" >&2
+		done
+	done
 }
 
 case_sync_no_loss() { no_commit_lost s sync --sync s3; }
