@@ -566,6 +566,9 @@ static void observe(struct cl_lease *l)
 		}
 		return;
 	}
+	/* what the bucket holds, a replica may fold, as the primary does */
+	for (size_t i = 0; i < d.nheads; i++)
+		fs_set_shipped(c->fs, d.heads[i].name, d.heads[i].txid);
 	if (!d.released && strcmp(d.node, l->node) != 0)
 		follow(l, &d);
 	else {

@@ -359,7 +359,8 @@ int cmd_mount(struct cmd_ctx *ctx, int argc, char **argv)
 	bopts.retention_ms = conf.retention_ms;
 	bopts.l0_retention_ms = conf.l0_retention_ms;
 	ccfg.backup = &bopts;
-	cfg.hold_unshipped = s3 != NULL;
+	/* a static replica never ships its history: nothing to hold for */
+	cfg.hold_unshipped = s3 != NULL && !(ccfg.replica_of && ccfg.replica_of[0]);
 
 	if (!lease)
 		lease = conf.lease;

@@ -716,6 +716,30 @@ case_first_upload_unpublished() {
 	check "the orphan was covered or deleted" fails cmp -s "$T/orphan" "$T/now"
 }
 
+case_replica_history_folds() {
+	# With a bucket, folding takes only files the bucket holds. A replica
+	# ships nothing itself: the lease's published heads say what the
+	# bucket holds, so it folds as the primary does instead of keeping
+	# every file.
+	for n in 1 2; do lstart $n rfold --history-keep 5; done
+	p=$(wait_primary 1 2)
+	r=$((3 - p))
+	make_table "$p" wal
+	i=0
+	while [ $i -lt 80 ]; do
+		i=$((i + 1))
+		ins "$p" app.db "INSERT INTO t VALUES('f', $i)"
+	done
+	wait_sync app.db 1 2
+	sleep 3 # a fold looks every second; the lease is read every poll
+	pf=$(ls "$T/d$p/dbs/app.db/ltx" | wc -l)
+	rf=$(ls "$T/d$r/dbs/app.db/ltx" | wc -l)
+	echo "    history files after 81 commits, keep 5: primary $pf, replica $rf" >&2
+	check "the primary folded ($pf files)" [ "$pf" -lt 40 ]
+	check "the replica folded too ($rf files)" [ "$rf" -lt 40 ]
+	same_everywhere 1 2
+}
+
 case_static_to_lease() {
 	# a prefix backed up by a static primary, then the same node in lease
 	# mode: the bucket restores to the new head, old and new rows
@@ -923,6 +947,7 @@ run_case cover_orphan
 run_case dead_end_orphan
 run_case delete_orphan
 run_case first_upload_unpublished
+run_case replica_history_folds
 run_case static_to_lease
 run_case sync_no_loss
 run_case sync_replicas
