@@ -151,8 +151,11 @@ static void catch_up_from(struct cluster *c, const char *url)
 	if (cl_http_get_within(req, c->token, &b, &status, PEER_INFO_MS, &err) < 0 ||
 	    status != 200) {
 		/* gone, or not answering: nothing to take from it */
-		ltfs_info(c->log, "lease", "not catching up from %s: %s", url,
-			  err.code < 0 ? err.msg : "it did not answer 200");
+		if (err.code < 0)
+			ltfs_info(c->log, "lease", "not catching up from %s: %s", url, err.msg);
+		else
+			ltfs_info(c->log, "lease", "not catching up from %s: it answered %ld", url,
+				  status);
 		ltfs_buf_release(&b);
 		return;
 	}
