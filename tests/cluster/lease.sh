@@ -250,6 +250,20 @@ case_sigstop_primary() {
 		  "$(sql "$T/m$q/app.db" "SELECT count(*), total(id) FROM t")" ]
 }
 
+# stalled_pair CASE MODE FAULT: node 1 the primary with the writers' table
+# in journal MODE, restarted so that its next commit hits FAULT once; node 2
+# its replica, in sync.
+stalled_pair() {
+	lstart 1 "$1"
+	wait_primary 1 >/dev/null
+	make_table 1 "$2"
+	node_stop 1
+	LTFS_FAULT=$3:1 LTFS="$LTFS_FAULTS_BIN" lstart 1 "$1"
+	wait_primary 1 >/dev/null
+	lstart 2 "$1"
+	wait_sync app.db 1 2
+}
+
 # wait_stall N: until node N's commit has reached its injected stall.
 wait_stall() {
 	_i=0
@@ -265,14 +279,7 @@ case_paused_mid_commit() {
 	# once the node wakes to a new primary, must be a failure. The stall
 	# holds the commit between the lease check as the request began and
 	# the answer; the pause lands inside it.
-	lstart 1 midcommit
-	wait_primary 1 >/dev/null
-	make_table 1 delete
-	node_stop 1
-	LTFS_FAULT=commit-stall:1 LTFS="$LTFS_FAULTS_BIN" lstart 1 midcommit
-	wait_primary 1 >/dev/null
-	lstart 2 midcommit
-	wait_sync app.db 1 2
+	stalled_pair midcommit delete commit-stall
 	ins 1 app.db "INSERT INTO t VALUES('paused', 1)" &
 	w=$!
 	wait_stall 1
@@ -377,14 +384,7 @@ case_promote() {
 # promote_mid FAULT PREFIX: a WAL commit held by a stall as node 1 hands
 # the lease to node 2; it must reach node 2 and be answered as done.
 promote_mid() {
-	lstart 1 "$2"
-	wait_primary 1 >/dev/null
-	make_table 1 wal
-	node_stop 1
-	LTFS_FAULT=$1:1 LTFS="$LTFS_FAULTS_BIN" lstart 1 "$2"
-	wait_primary 1 >/dev/null
-	lstart 2 "$2"
-	wait_sync app.db 1 2
+	stalled_pair "$2" wal "$1"
 	INS_ERR="$T/mid.err" ins 1 app.db "INSERT INTO t VALUES('mid', 1)" &
 	w=$!
 	wait_stall 1
